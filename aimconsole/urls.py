@@ -1,0 +1,32 @@
+"""Root URLs: pages, the v1 API, OpenAPI schema and docs, admin, health."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from aimconsole import health
+
+api_v1 = [
+    path("", include("models.api.urls")),
+    path("", include("partitions.api.urls")),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="catalog:model-list", permanent=False), name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("catalog/", include("models.urls")),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+admin.site.site_header = "AIM Console administration"
+admin.site.site_title = "AIM Console"

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import django_filters
+from rest_framework import viewsets
+
+from models.api.serializers import InferenceModelSerializer, ModelProfileSerializer, PrecisionSerializer
+from models.models import InferenceModel, ModelProfile, Precision
+
+
+class PrecisionViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Precision.objects.all()
+    serializer_class = PrecisionSerializer
+    lookup_field = "code"
+    pagination_class = None
+
+
+class InferenceModelFilter(django_filters.FilterSet):
+    class Meta:
+        model = InferenceModel
+        fields = {
+            "hf_id": ["exact"],
+            "vendor": ["exact"],
+            "family": ["exact"],
+            "architecture": ["exact"],
+            "modality": ["exact"],
+        }
+
+
+class InferenceModelViewSet(viewsets.ModelViewSet):
+    queryset = InferenceModel.objects.with_precisions()
+    serializer_class = InferenceModelSerializer
+    filterset_class = InferenceModelFilter
+    search_fields = ("hf_id", "name", "vendor", "family")
+    ordering_fields = ("hf_id", "vendor", "total_params_b", "updated_at")
+
+
+class ModelProfileFilter(django_filters.FilterSet):
+    model = django_filters.CharFilter(field_name="model__hf_id", help_text="Hugging Face id")
+    precision = django_filters.CharFilter(field_name="precision__code")
+    gpu = django_filters.ChoiceFilter(field_name="gpu_model", choices=ModelProfile._meta.get_field("gpu_model").choices)
+    smallest_partition = django_filters.CharFilter()
+
+    class Meta:
+        model = ModelProfile
+        fields = ("model", "precision", "gpu", "smallest_partition", "context_tokens", "concurrent_sequences", "gpus_needed")
+
+
+class ModelProfileViewSet(viewsets.ModelViewSet):
+    queryset = ModelProfile.objects.with_related()
+    serializer_class = ModelProfileSerializer
+    filterset_class = ModelProfileFilter
+    ordering_fields = ("memory_required_gb", "gpus_needed", "computed_at")

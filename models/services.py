@@ -1,0 +1,189 @@
+"""State changes of the catalog: loading the data file and keeping profiles computed.
+
+Views, the API, Django admin and ``load_catalog`` all go through these functions, so a
+profile is never stale after one of its inputs changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from models import sizing
+from models.catalog_data import load_catalog_data
+from models.models import InferenceModel, ModelPrecision, ModelProfile, Precision
+from partitions.geometry import GPU_MODELS, get_spec
+
+DEFAULT_CONTEXT_TOKENS = 8192
+DEFAULT_CONCURRENT_SEQUENCES = 1
+
+# Fields of InferenceModel copied from the data file, in the data file's names.
+_MODEL_FIELDS = (
+    "upstream_id", "name", "vendor", "family", "architecture", "modality", "total_params_b",
+    "active_params_b", "context_length", "num_layers", "num_attention_heads", "attention",
+    "num_kv_heads", "head_dim", "kv_lora_rank", "qk_rope_head_dim", "native_precision", "config_confidence", "notes",
+)
+
+
+def sizing_policy() -> sizing.SizingPolicy:
+    """The runtime-overhead policy configured in settings (see README "Sizing")."""
+    return sizing.SizingPolicy(
+        overhead_fixed_gb=settings.SIZING_OVERHEAD_FIXED_GB,
+        overhead_fraction=settings.SIZING_OVERHEAD_FRACTION,
+    )
+
+
+def model_shape(model: InferenceModel) -> sizing.ModelShape:
+    return sizing.ModelShape(
+        total_params_b=model.total_params_b,
+        active_params_b=model.active_params_b,
+        num_layers=model.num_layers,
+        attention=model.attention,
+        num_kv_heads=model.num_kv_heads,
+        head_dim=model.head_dim,
+        kv_lora_rank=model.kv_lora_rank,
+        qk_rope_head_dim=model.qk_rope_head_dim,
+        num_attention_heads=model.num_attention_heads,
+    )
+
+
+def _computed_values(profile: ModelProfile, shape: sizing.ModelShape, policy: sizing.SizingPolicy) -> dict:
+    estimate = sizing.estimate_memory(
+        shape,
+        float(profile.precision.bytes_per_weight),
+        context_tokens=profile.context_tokens,
+        concurrent_sequences=profile.concurrent_sequences,
+        policy=policy,
+    )
+    result = sizing.fit(estimate, shape, get_spec(profile.gpu_model), policy)
+    return {
+        "weights_gb": round(estimate.weights_gb, 3),
+        "kv_cache_gb": round(estimate.kv_cache_gb, 3),
+        "overhead_gb": round(estimate.overhead_gb, 3),
+        "memory_required_gb": round(estimate.total_gb, 3),
+        "fits": {str(mode): bool(ok) for mode, ok in result.fits.items()},
+        "smallest_partition": None if result.smallest_partition is None else str(result.smallest_partition),
+        "replicas_per_gpu": {str(mode): int(n) for mode, n in result.replicas_per_gpu.items()},
+        "gpus_needed": int(result.gpus_needed),
+    }
+
+
+def compute_profile(profile: ModelProfile, *, policy: sizing.SizingPolicy | None = None) -> bool:
+    """Recompute ``profile``'s results in place and save them if they changed.
+
+    Returns whether anything was written (unchanged rows are left untouched, which keeps
+    ``load_catalog`` idempotent down to ``computed_at``).
+    """
+    values = _computed_values(profile, model_shape(profile.model), policy or sizing_policy())
+    if profile.pk and all(getattr(profile, name) == value for name, value in values.items()):
+        return False
+    for name, value in values.items():
+        setattr(profile, name, value)
+    profile.computed_at = timezone.now()
+    profile.save()
+    return True
+
+
+@transaction.atomic
+def refresh_profiles(*, model: InferenceModel, policy: sizing.SizingPolicy | None = None) -> int:
+    """Make ``model``'s profiles match its precisions and recompute every one of them.
+
+    Ensures the default profile (8192 tokens, 1 sequence) for each offered precision on each
+    GPU model, drops profiles of precisions no longer offered, and recomputes all (custom
+    context/concurrency profiles included). Returns the number of rows written.
+    """
+    policy = policy or sizing_policy()
+    precisions = list(model.precisions.all())
+    model.profiles.exclude(precision__in=precisions).delete()
+    existing = {
+        (p.precision_id, p.gpu_model, p.context_tokens, p.concurrent_sequences): p
+        for p in model.profiles.select_related("precision")
+    }
+    written = 0
+    for precision in precisions:
+        for gpu_model in GPU_MODELS:
+            key = (precision.pk, gpu_model, DEFAULT_CONTEXT_TOKENS, DEFAULT_CONCURRENT_SEQUENCES)
+            if key not in existing:
+                existing[key] = ModelProfile(
+                    model=model,
+                    precision=precision,
+                    gpu_model=gpu_model,
+                    context_tokens=DEFAULT_CONTEXT_TOKENS,
+                    concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
+                )
+    for profile in existing.values():
+        profile.model = model  # share the instance: one shape for all
+        written += compute_profile(profile, policy=policy)
+    return written
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    created: int
+    updated: int
+    unchanged: int
+    profiles_written: int
+
+
+def load_catalog(*, path: Path | str | None = None) -> LoadResult:
+    """Load the catalog data file into the database (idempotent, all or nothing).
+
+    The file is validated first (``CatalogDataError`` names the file, entry and field); then
+    precisions and models are upserted and profiles refreshed inside one transaction.
+    """
+    data = load_catalog_data(Path(path or settings.CATALOG_DATA_FILE))
+    created = updated = unchanged = profiles_written = 0
+    with transaction.atomic():
+        precisions: dict[str, Precision] = {}
+        for order, entry in enumerate(data.precisions):
+            values = {
+                "label": entry.label,
+                "bytes_per_weight": entry.bytes_per_weight,
+                "description": getattr(entry, "description", "") or "",
+                "sort_order": order,
+            }
+            precision, _ = _upsert(Precision, {"code": entry.code}, values)
+            precisions[entry.code] = precision
+        for entry in data.models:
+            values = {name: getattr(entry, name) for name in _MODEL_FIELDS}
+            values = {k: ("" if v is None and k in ("upstream_id", "family", "notes", "native_precision") else v) for k, v in values.items()}
+            model, state = _upsert(InferenceModel, {"hf_id": entry.hf_id}, values)
+            created += state == "created"
+            updated += state == "updated"
+            unchanged += state == "unchanged"
+            set_model_precisions(model=model, precisions=[precisions[code] for code in entry.precisions])
+            profiles_written += refresh_profiles(model=model)
+    return LoadResult(created, updated, unchanged, profiles_written)
+
+
+def set_model_precisions(*, model: InferenceModel, precisions: Iterable[Precision]) -> None:
+    """Offer ``model`` in exactly ``precisions`` (rows added/removed, others untouched)."""
+    wanted = {p.pk for p in precisions}
+    have = set(model.model_precisions.values_list("precision_id", flat=True))
+    ModelPrecision.objects.filter(model=model, precision_id__in=have - wanted).delete()
+    ModelPrecision.objects.bulk_create(
+        [ModelPrecision(model=model, precision_id=pk) for pk in sorted(wanted - have)]
+    )
+
+
+def _upsert(model_class, lookup: dict, values: dict):  # type: ignore[no-untyped-def]
+    """get-or-create by ``lookup``; save only when a value differs. Returns (row, state)."""
+    row = model_class.objects.filter(**lookup).first()
+    if row is None:
+        row = model_class(**lookup, **values)
+        row.full_clean()
+        row.save()
+        return row, "created"
+    changed = [name for name, value in values.items() if getattr(row, name) != value]
+    if not changed:
+        return row, "unchanged"
+    for name in changed:
+        setattr(row, name, values[name])
+    row.full_clean()
+    row.save()
+    return row, "updated"

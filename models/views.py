@@ -1,0 +1,57 @@
+"""Catalog pages: searchable model list with the fit matrix, and a model's detail."""
+
+from __future__ import annotations
+
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from models.charts import fit_matrix
+from models.models import InferenceModel, ModelProfile, Precision
+from models.services import DEFAULT_CONCURRENT_SEQUENCES, DEFAULT_CONTEXT_TOKENS
+from partitions.geometry import GPU_MODELS, SPECS
+
+
+def model_list(request: HttpRequest) -> HttpResponse:
+    """Every model with, per precision, the smallest partition mode that holds it on the
+    chosen GPU model (default profiles: 8192 tokens, 1 sequence)."""
+    query = request.GET.get("q", "").strip()[:100]
+    gpu = request.GET.get("gpu", "MI300X")
+    if gpu not in SPECS:
+        gpu = "MI300X"
+    models = InferenceModel.objects.all()
+    if query:
+        models = models.filter(
+            Q(hf_id__icontains=query) | Q(name__icontains=query) | Q(vendor__icontains=query) | Q(family__icontains=query)
+        )
+    models = list(models)
+    profiles = ModelProfile.objects.filter(
+        model__in=models,
+        gpu_model=gpu,
+        context_tokens=DEFAULT_CONTEXT_TOKENS,
+        concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
+    ).select_related("precision")
+    precisions = list(Precision.objects.all())
+    return render(
+        request,
+        "catalog/model_list.html",
+        {
+            "query": query,
+            "gpu": gpu,
+            "gpu_models": GPU_MODELS,
+            "spec": SPECS[gpu],
+            "precisions": precisions,
+            "matrix": fit_matrix(models, precisions, profiles, SPECS[gpu]),
+            "total_models": InferenceModel.objects.count(),
+        },
+    )
+
+
+def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    model = get_object_or_404(InferenceModel, pk=pk)
+    profiles = model.profiles.with_related().order_by("precision__sort_order", "gpu_model", "context_tokens")
+    return render(
+        request,
+        "catalog/model_detail.html",
+        {"model": model, "profiles": profiles, "specs": SPECS},
+    )
