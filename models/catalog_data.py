@@ -12,7 +12,8 @@ tokens, elements, GiB)::
       "schema_version": 1,
       "description": str,                      # optional
       "units": {field: str, ...},              # human-readable units, for the reader
-      "precisions": [{"code": str, "label": str, "bytes_per_weight": number > 0}, ...],
+      "precisions": [{"code": str, "label": str, "bytes_per_weight": number > 0,
+                      "description": str (optional)}, ...],
       "dropped": [{"upstream_id": str, "reason": str}, ...],   # optional
       "models": [MODEL, ...]
     }
@@ -100,6 +101,8 @@ class PrecisionInfo:
     """Display label, e.g. "FP16/BF16"."""
     bytes_per_weight: float
     """Bytes per parameter."""
+    description: str = ""
+    """One line for the UI (optional in the file)."""
 
 
 @dataclass(frozen=True)
@@ -356,11 +359,12 @@ def _parse_model(obj: Mapping[str, Any], codes: Mapping[str, PrecisionInfo]) -> 
 
 
 def _parse_precision(obj: Mapping[str, Any]) -> PrecisionInfo:
-    _check_keys(obj, ("code", "label", "bytes_per_weight"), ())
+    _check_keys(obj, ("code", "label", "bytes_per_weight"), ("description",))
     return PrecisionInfo(
         code=_str(obj, "code"),
         label=_str(obj, "label"),
         bytes_per_weight=_positive_number(obj, "bytes_per_weight"),
+        description=_str(obj, "description", empty_ok=True) if "description" in obj else "",
     )
 
 
@@ -373,30 +377,31 @@ def parse_catalog_data(raw: object, path: str = "<catalog data>") -> CatalogData
     """Validate already-decoded JSON ``raw``; ``path`` only labels error messages."""
     if not isinstance(raw, dict):
         raise CatalogDataError(path, f"top level must be a JSON object, got {type(raw).__name__}")
+    top: dict[str, Any] = raw
     try:
-        _check_keys(raw, _TOP_REQUIRED, _TOP_OPTIONAL)
-        if raw["schema_version"] != SCHEMA_VERSION or isinstance(raw["schema_version"], bool):
+        _check_keys(top, _TOP_REQUIRED, _TOP_OPTIONAL)
+        if top["schema_version"] != SCHEMA_VERSION or isinstance(top["schema_version"], bool):
             raise _FieldProblem(
-                "schema_version", f"must be {SCHEMA_VERSION}, got {raw['schema_version']!r}"
+                "schema_version", f"must be {SCHEMA_VERSION}, got {top['schema_version']!r}"
             )
-        units = raw["units"]
+        units = top["units"]
         if not isinstance(units, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in units.items()
         ):
             raise _FieldProblem("units", "must be an object mapping field names to unit strings")
-        if raw.get("description") is not None:
-            _str(raw, "description")
+        if top.get("description") is not None:
+            _str(top, "description")
         for key in ("precisions", "models"):
-            if not isinstance(raw[key], list) or not raw[key]:
+            if not isinstance(top[key], list) or not top[key]:
                 raise _FieldProblem(key, "must be a non-empty list")
-        if raw.get("dropped") is not None and not isinstance(raw["dropped"], list):
+        if top.get("dropped") is not None and not isinstance(top["dropped"], list):
             raise _FieldProblem("dropped", "must be a list")
     except _FieldProblem as exc:
         raise CatalogDataError(path, exc.problem, field=exc.field) from None
 
     def items(section: str) -> list[tuple[int, Mapping[str, Any]]]:
         out: list[tuple[int, Mapping[str, Any]]] = []
-        for index, item in enumerate(raw.get(section) or []):
+        for index, item in enumerate(top.get(section) or []):
             if not isinstance(item, dict):
                 raise CatalogDataError(
                     path,

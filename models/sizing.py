@@ -173,8 +173,9 @@ class SizingPolicy:
     the allocator's reserve and fragmentation, rccl/hipBLASLt workspaces. The proportional
     part covers what grows with the model: activations and temporary buffers of the
     largest layers, HIP-graph capture buffers, and quantization scales. The defaults
-    (2 GiB + 10 %) follow the usual vLLM/ROCm rule of thumb (ROCm overhead 2-4 GB,
-    activations of a few percent of the weights); they are assumptions, not measurements.
+    (2 GiB + 10 %) sit inside the prototype's documented rule of thumb (ROCm overhead
+    2-4 GB, activations ~1 GB); they are assumptions, not measurements on hardware, which
+    is why they are configurable.
 
     ``kv_bytes`` is bytes per KV-cache element: 2 for an fp16/bf16 KV cache (the serving
     engine's default), 1 for an fp8 KV cache.

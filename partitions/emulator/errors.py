@@ -22,6 +22,7 @@ STATUS = {
     "AMDSMI_STATUS_DRIVER_NOT_LOADED": (34, "Driver not loaded"),
     "AMDSMI_STATUS_AMDGPU_RESTART_ERR": (54, "AMDGPU restart failed, please check dmsg for errors"),
     "AMDSMI_STATUS_SETTING_UNAVAILABLE": (55, "Setting is not available"),
+    "AMDSMI_STATUS_UNKNOWN_ERROR": (4294967295, "An unknown error occurred"),
 }
 
 # CLI exception class names by code

@@ -119,6 +119,7 @@ ROOT_WARNING = (
     "** Please run the command with sudo permissions to get accurate results. **\n"
     "***************************************************************************\n"
 )
+BAR = "\u2588"
 LEGEND = "\nLegend:\n* = Current mode\n"
 
 
@@ -227,4 +228,4 @@ def nps_banner(hive: Hive) -> str:
 
 def progress(label: str, elapsed: int, total: int) -> str:
     filled = min(40, round(40 * elapsed / total)) if total else 40
-    return f"{label}: [{'\u2588' * filled}{'.' * (40 - filled)}] {elapsed}/{total} secs remain"
+    return f"{label}: [{BAR * filled}{'.' * (40 - filled)}] {elapsed}/{total} secs remain"

@@ -49,7 +49,7 @@ _RULES: list[tuple[type[BackendError], re.Pattern, set[int], set[str]]] = [
      re.compile(r"Parameter '[^']*' is invalid|Feature not supported"),
      {-2, -7}, {"NOT_SUPPORTED"}),
     (InvalidValue,
-     re.compile(r"invalid choice|is not of valid type or format|Invalid parameters|"
+     re.compile(r"invalid choice|is not of valid type or format|Invalid parameters|Valid inputs are|"
                 r"requires a target argument|\berror: argument\b"),
      {-1, -5, -6, -9, -10}, {"INVAL"}),
 ]
@@ -166,6 +166,7 @@ def classify_error(command: str | Sequence[str] | None, exit_status: int | None,
         message = f"{final} ({matched})"
     else:
         message = final or matched or (stdout.strip().splitlines() or [""])[-1]
+    message = re.sub(r"^.*\[Y/N\]\s*", "", message)
     if not message:
         message = f"amd-smi exited with status {exit_status}"
     return chosen(message, command=argv, output=(stdout + ("\n" + stderr if stderr else "")).strip(),

@@ -317,6 +317,10 @@ def _profiles(rows: list[dict], command: str, text: str) -> dict[int, tuple[list
     current: dict | None = None
     for row in rows:
         gid = row.get("gpu_id", "")
+        if is_na(gid) and gid != "" and all(is_na(v) or k == "partition_id" for k, v in row.items()):
+            continue  # 6.4 non-root human table: every field N/A, no device id
+        if gpu is None and gid == "" and all(is_na(v) for v in row.values()):
+            continue
         if gid not in ("", None):
             gpu = int_or_none(gid, command, "gpu_id")
             if gpu is None:
@@ -382,6 +386,8 @@ def parse_partition(text: str) -> tuple[PartitionState, ...]:
     profiles = _profiles(sections.get("partition_profiles", []), command, text)
     ids = sorted(set(current) | set(memory) | set(profiles))
     if not ids:
+        if sections.get("partition_profiles"):
+            return ()  # non-root accelerator table: all N/A, nothing identifies a device
         raise fail(command, "no devices in partition output", text, text)
 
     states = []

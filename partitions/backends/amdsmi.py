@@ -1,0 +1,395 @@
+"""The ``amd-smi`` hardware backend: runs the CLI as a subprocess, parses its output and
+verifies every change by reading the state back.
+
+No Django here: every setting is a constructor argument.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from typing import Iterable, Sequence
+
+from partitions.backends.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    DeviceNotFound,
+    DriverReloadFailed,
+    InvalidValue,
+    ParseError,
+    ToolMissing,
+    VerificationFailed,
+)
+from partitions.backends.parsing import (
+    COMPUTE_MODES,
+    MEMORY_MODES,
+    build_inventory,
+    classify_error,
+    parse_list,
+    parse_metrics,
+    parse_partition,
+    parse_set_output,
+    parse_static,
+    parse_version,
+)
+from partitions.backends.types import (
+    LogicalDevice,
+    Metrics,
+    NodeInventory,
+    PartitionState,
+    StaticInfo,
+    ToolVersion,
+)
+from partitions.backends.versions import (
+    DEFAULT_MODPROBE_COMMAND,
+    RELOAD_BY_TOOL,
+    RELOAD_MODPROBE,
+    RELOAD_RESET,
+    has_partition_command,
+    list_has_enumeration,
+    reload_method,
+    set_needs_gpu_all,
+)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    argv: list[str]
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+def _as_argv(binary: str | Sequence[str]) -> list[str]:
+    if isinstance(binary, (str, os.PathLike)):
+        return [os.fspath(binary)]
+    argv = [os.fspath(b) for b in binary]
+    if not argv:
+        raise ValueError("binary must not be empty")
+    return argv
+
+
+class AmdSmiBackend:
+    """Hardware backend over the ``amd-smi`` CLI (or anything that imitates it).
+
+    ``binary``: the executable, or a list of argv words (``[sys.executable, "-m",
+    "partitions.emulator"]``). ``timeout``: seconds per ordinary command; ``reload_timeout``:
+    for commands that reload the driver and for waiting until the GPUs are back. ``env``:
+    extra environment for the tool. ``sudo``: prefix every command with ``sudo -n``.
+    ``reload_command``: argv that reloads amdgpu where amd-smi cannot (ROCm 7.13+); default
+    ``modprobe -r amdgpu && modprobe amdgpu``.
+    """
+
+    def __init__(self, binary: str | Sequence[str] = "amd-smi", timeout: float = 30,
+                 reload_timeout: float = 600, env: dict | None = None, sudo: bool = False,
+                 reload_command: Sequence[str] | None = None, emulated: bool = False,
+                 poll_interval: float = 1.0) -> None:
+        self.binary = _as_argv(binary)
+        self.timeout = float(timeout)
+        self.reload_timeout = float(reload_timeout)
+        self.extra_env = dict(env or {})
+        self.sudo = bool(sudo)
+        self.reload_command = list(reload_command) if reload_command else list(DEFAULT_MODPROBE_COMMAND)
+        self.emulated = emulated
+        self.poll_interval = poll_interval
+        self._version: ToolVersion | None = None
+
+    def __repr__(self) -> str:
+        return f"AmdSmiBackend(binary={self.binary!r}, sudo={self.sudo})"
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({k: str(v) for k, v in self.extra_env.items()})
+        return env
+
+    def _prefix(self) -> list[str]:
+        return ["sudo", "-n"] if self.sudo else []
+
+    def run_argv(self, argv: list[str], *, timeout: float | None = None,
+                 input: str | None = None) -> RunResult:
+        """Run ``argv`` in its own session; on timeout kill the whole process group."""
+        timeout = self.timeout if timeout is None else timeout
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._env(),
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise ToolMissing(f"{argv[0]} not found ({exc.strerror})", command=argv) from None
+        except PermissionError as exc:
+            raise ToolMissing(f"{argv[0]} cannot be executed ({exc.strerror})", command=argv) from None
+        try:
+            out, err = proc.communicate(input.encode() if input is not None else None, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            out, err = _kill_group(proc)
+            raise BackendTimeout(f"{' '.join(argv)} did not finish within {timeout:g} s; killed",
+                                 command=argv, output=_decode(out) + _decode(err)) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
+        return RunResult(argv, proc.returncode, _decode(out), _decode(err))
+
+    def _run(self, args: list[str], *, timeout: float | None = None, input: str | None = None,
+             check: bool = True) -> RunResult:
+        argv = [*self._prefix(), *self.binary, *args]
+        result = self.run_argv(argv, timeout=timeout, input=input)
+        if check:
+            exc = classify_error(argv, result.exit_status, result.stdout, result.stderr)
+            if exc is not None:
+                raise exc
+        return result
+
+    def _parsed(self, args: list[str], parser):
+        result = self._run(args)
+        try:
+            return parser(result.stdout)
+        except ParseError as exc:
+            exc.command = result.argv
+            raise
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def version(self) -> ToolVersion:
+        if self._version is None:
+            self._version = self._parsed(["version"], parse_version)
+        return self._version
+
+    def list_devices(self) -> tuple[LogicalDevice, ...]:
+        args = ["list", "-e", "--json"] if list_has_enumeration(self.version()) else ["list", "--json"]
+        return self._parsed(args, parse_list)
+
+    def static_info(self) -> tuple[StaticInfo, ...]:
+        return self._parsed(["static", "-a", "-v", "-p", "--json"], parse_static)
+
+    def partition_state(self, *, current_only: bool = False) -> tuple[PartitionState, ...]:
+        if not has_partition_command(self.version()):
+            return tuple(PartitionState(s.logical_index, s.compute_mode, s.memory_mode, s.partition_id)
+                         for s in self._parsed(["static", "-p", "--json"], parse_static))
+        args = ["partition", "-c", "-m", "--json"] if current_only else ["partition", "--json"]
+        return self._parsed(args, parse_partition)
+
+    def metrics(self, logical_indices: Iterable[int] | None = None) -> tuple[Metrics, ...]:
+        args = ["metric", "-u", "-m", "-p", "-t", "-e", "--json"]
+        if logical_indices is not None:
+            idx = [str(int(i)) for i in logical_indices]
+            if not idx:
+                return ()
+            args += ["-g", *idx]
+        return self._parsed(args, parse_metrics)
+
+    def inventory(self) -> NodeInventory:
+        last: ParseError | None = None
+        for _attempt in range(2):  # the layout may change between the commands: read again
+            version = self.version()
+            devices = self.list_devices()
+            statics = self.static_info()
+            states = self.partition_state()
+            mets = self.metrics()
+            try:
+                return build_inventory(devices, statics, states, mets, version, emulated=self.emulated)
+            except ParseError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def _layout(self) -> NodeInventory:
+        """Cheap re-read (list + current partitions) to map physical GPUs to logical ids."""
+        version = self.version()
+        devices = self.list_devices()
+        states = self.partition_state(current_only=True)
+        return build_inventory(devices, None, states, None, version, emulated=self.emulated)
+
+    # --- changing ---------------------------------------------------------------------------
+
+    def set_compute_mode(self, gpu_indices: list[int], mode: str) -> NodeInventory:
+        """``set -C MODE`` on each physical GPU (one call per GPU: logical ids renumber after
+        every change), then read back and verify."""
+        mode = str(mode).strip().upper()
+        if mode not in COMPUTE_MODES and not mode.isdigit():
+            raise InvalidValue(f"unknown compute mode {mode!r}; expected one of {', '.join(COMPUTE_MODES)}")
+        inv = self.inventory()
+        targets = sorted(set(int(g) for g in gpu_indices))
+        if not targets:
+            raise InvalidValue("no GPU given")
+        for g in targets:
+            if not 0 <= g < len(inv.gpus):
+                raise DeviceNotFound(f"no physical GPU {g} (node has {len(inv.gpus)})")
+        expected = {g: self._expected_type(inv, g, mode) for g in targets}
+        layout = inv
+        for n, g in enumerate(targets):
+            if n:
+                layout = self._layout()
+            gpu = layout.gpus[g]
+            if gpu.compute_mode == expected[g] and mode.isalpha():
+                continue
+            primary = min(gpu.partitions, key=lambda p: p.partition_id).logical_index
+            args = ["set", "-C", mode, "-g", str(primary), "--json"]
+            result = self._run(args, check=False)
+            self._raise_run_error(result)
+            try:
+                parse_set_output(result.stdout, "set -C").raise_for_errors()
+            except ParseError as exc:
+                exc.command = result.argv
+                raise
+        after = self.inventory()
+        self._verify(after, {g: expected[g] for g in targets}, "compute_mode", "compute mode")
+        return after
+
+    def _expected_type(self, inv: NodeInventory, g: int, mode: str) -> str:
+        if mode.isalpha():
+            return mode
+        for p in inv.gpus[g].profiles:
+            if p.profile_index == int(mode):
+                return p.accelerator_type
+        raise InvalidValue(f"GPU {g} has no accelerator profile #{mode} (profiles need root to read)")
+
+    def set_memory_mode(self, mode: str) -> NodeInventory:
+        """``set -M MODE`` (answers the [Y/N] prompt), the driver reload this version needs,
+        wait for the GPUs to come back, then read back and verify every GPU."""
+        mode = str(mode).strip().upper()
+        if mode not in MEMORY_MODES:
+            raise InvalidValue(f"unknown memory mode {mode!r}; expected one of {', '.join(MEMORY_MODES)}")
+        before = self.inventory()
+        version = before.version or self.version()
+        method = reload_method(version)
+        args = ["set", "-M", mode, "--json"]
+        if set_needs_gpu_all(version):
+            args[1:1] = ["-g", "all"]
+        result = self._run(args, input="y\n", check=False,
+                           timeout=self.reload_timeout if method == RELOAD_BY_TOOL else self.timeout)
+        tolerated = False
+        if result.exit_status != 0:
+            exc = classify_error(result.argv, result.exit_status, result.stdout, result.stderr)
+            # 6.4: "OSError: Too many open files" after the per-GPU successes; the mode was applied
+            tolerated = type(exc) is BackendError and "Successfully set memory partition" in result.stdout
+            if not tolerated:
+                raise exc or BackendError(f"exit status {result.exit_status}", command=result.argv)
+        try:
+            parsed = parse_set_output(result.stdout, "set -M")
+        except ParseError as exc:
+            exc.command = result.argv
+            raise
+        if parsed.failed:
+            restart = [e for e in parsed.failed if e.status == "AMDSMI_STATUS_AMDGPU_RESTART_ERR"]
+            if restart or not parsed.succeeded:
+                parsed.raise_for_errors()
+            # else: secondary partitions refuse (6.3 CPX) while primaries succeed: verify below
+        if method == RELOAD_RESET:
+            self._reset_reload()
+        elif method == RELOAD_MODPROBE:
+            self._modprobe_reload()
+        after = self._wait_for_gpus(len(before.gpus))
+        self._verify(after, {g.index: mode for g in after.gpus}, "memory_mode", "memory mode")
+        return after
+
+    def reload_driver(self) -> NodeInventory:
+        """Reload amdgpu the way this version does it and wait until the GPUs are back."""
+        before = self.inventory()
+        method = reload_method(before.version or self.version())
+        if method == RELOAD_RESET:
+            self._reset_reload()
+        else:
+            self._modprobe_reload()
+        return self._wait_for_gpus(len(before.gpus))
+
+    def _reset_reload(self) -> None:
+        result = self._run(["reset", "-r", "--json"], input="y\n", check=False, timeout=self.reload_timeout)
+        self._raise_run_error(result, reload=True)
+        try:
+            parsed = parse_set_output(result.stdout, "reset -r")
+        except ParseError as exc:
+            exc.command = result.argv
+            raise
+        if parsed.failed:
+            first = parsed.failed[0]
+            exc = parsed.error_for(first)
+            if type(exc) is BackendError:
+                exc = DriverReloadFailed(first.message, command=result.argv, output=result.stdout)
+            raise exc
+
+    def _modprobe_reload(self) -> None:
+        argv = [*self._prefix(), *self.reload_command]
+        result = self.run_argv(argv, timeout=self.reload_timeout)
+        if result.exit_status != 0:
+            text = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            raise DriverReloadFailed(text[-1] if text else f"exit status {result.exit_status}",
+                                     command=argv, output=result.stdout + result.stderr,
+                                     exit_status=result.exit_status)
+
+    def _raise_run_error(self, result: RunResult, *, reload: bool = False) -> None:
+        if result.exit_status == 0:
+            return
+        exc = classify_error(result.argv, result.exit_status, result.stdout, result.stderr)
+        if exc is None or (reload and type(exc) is BackendError):
+            cls = DriverReloadFailed if reload else BackendError
+            text = (result.stderr.strip() or result.stdout.strip()).splitlines()
+            exc = cls(text[-1] if text else f"exit status {result.exit_status}", command=result.argv,
+                      output=result.stdout + result.stderr, exit_status=result.exit_status)
+        raise exc
+
+    def _wait_for_gpus(self, expected_gpus: int) -> NodeInventory:
+        """Read the inventory until the driver is back (the tool fails while it reloads)."""
+        deadline = time.monotonic() + self.reload_timeout
+        last: BackendError | None = None
+        while True:
+            try:
+                inv = self.inventory()
+                if len(inv.gpus) >= expected_gpus:
+                    return inv
+                last = BackendUnavailable(f"{len(inv.gpus)} of {expected_gpus} GPUs back after the reload")
+            except (BackendUnavailable, ParseError, DeviceNotFound) as exc:
+                last = exc
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    f"GPUs not back within {self.reload_timeout:g} s after the driver reload: {last}",
+                    command=getattr(last, "command", None))
+            time.sleep(self.poll_interval)
+
+    @staticmethod
+    def _verify(inv: NodeInventory, expected: dict[int, str], attr: str, what: str) -> None:
+        observed = {g: (getattr(inv.gpus[g], attr) if g < len(inv.gpus) else None) for g in expected}
+        wrong = {g: m for g, m in observed.items() if m != expected[g]}
+        if wrong:
+            raise VerificationFailed(
+                f"{what} not applied: expected "
+                + ", ".join(f"GPU {g}={expected[g]}" for g in sorted(wrong))
+                + "; observed " + ", ".join(f"GPU {g}={wrong[g]}" for g in sorted(wrong)),
+                output=str({"expected": expected, "observed": observed}))
+
+
+def _decode(data: bytes | None) -> str:
+    return data.decode("utf-8", "replace") if data else ""
+
+
+def _kill_group(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+    """SIGKILL the process group the child leads (start_new_session) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        out, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:  # pipes held open by something outside the group
+        proc.kill()
+        out, err = b"", b""
+    return out or b"", err or b""
+
+
+def detect(binary: str | Sequence[str] = "amd-smi", *, timeout: float = 10,
+           env: dict | None = None) -> bool:
+    """True when ``binary`` exists and ``amd-smi version`` answers with a version line."""
+    try:
+        AmdSmiBackend(binary, timeout=timeout, env=env).version()
+        return True
+    except BackendError:
+        return False
+
+
+__all__ = ["AmdSmiBackend", "RunResult", "detect", "replace"]
