@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
@@ -65,8 +67,23 @@ class InferenceModelAdmin(admin.ModelAdmin):
         services.refresh_profiles(model=form.instance)
 
 
+class ModelProfileForm(forms.ModelForm):
+    class Meta:
+        model = ModelProfile
+        fields = ("model", "precision", "gpu_model", "context_tokens", "concurrent_sequences")
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        if not self.errors:
+            try:
+                services.compute_profile(self.instance, save=False)
+            except ValidationError as exc:
+                self._update_errors(exc)
+
+
 @admin.register(ModelProfile)
 class ModelProfileAdmin(admin.ModelAdmin):
+    form = ModelProfileForm
     list_display = ("model", "precision", "gpu_model", "context_tokens", "concurrent_sequences", "memory_required_gb", "smallest_partition", "gpus_needed")
     list_filter = ("gpu_model", "precision", "smallest_partition", "gpus_needed")
     search_fields = ("model__hf_id",)
@@ -78,8 +95,7 @@ class ModelProfileAdmin(admin.ModelAdmin):
     )
 
     def save_model(self, request: HttpRequest, obj: ModelProfile, form, change: bool) -> None:  # type: ignore[no-untyped-def]
-        services.compute_profile(obj)
-        obj.save()
+        obj.save()  # results were computed (and checked) while the form was validated
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelProfile]:
         return super().get_queryset(request).with_related()

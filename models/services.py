@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterable
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -53,14 +54,18 @@ def model_shape(model: InferenceModel) -> sizing.ModelShape:
 
 
 def _computed_values(profile: ModelProfile, shape: sizing.ModelShape, policy: sizing.SizingPolicy) -> dict:
-    estimate = sizing.estimate_memory(
-        shape,
-        float(profile.precision.bytes_per_weight),
-        context_tokens=profile.context_tokens,
-        concurrent_sequences=profile.concurrent_sequences,
-        policy=policy,
-    )
-    result = sizing.fit(estimate, shape, get_spec(profile.gpu_model), policy)
+    try:
+        estimate = sizing.estimate_memory(
+            shape,
+            float(profile.precision.bytes_per_weight),
+            context_tokens=profile.context_tokens,
+            concurrent_sequences=profile.concurrent_sequences,
+            policy=policy,
+        )
+        result = sizing.fit(estimate, shape, get_spec(profile.gpu_model), policy)
+    except sizing.SizingError as exc:
+        # e.g. a context so long that no layout of up to MAX_GPUS GPUs holds it
+        raise ValidationError({"context_tokens": f"cannot size this profile: {exc}"}) from exc
     return {
         "weights_gb": round(estimate.weights_gb, 3),
         "kv_cache_gb": round(estimate.kv_cache_gb, 3),
@@ -73,8 +78,10 @@ def _computed_values(profile: ModelProfile, shape: sizing.ModelShape, policy: si
     }
 
 
-def compute_profile(profile: ModelProfile, *, policy: sizing.SizingPolicy | None = None) -> bool:
+def compute_profile(profile: ModelProfile, *, policy: sizing.SizingPolicy | None = None, save: bool = True) -> bool:
     """Recompute ``profile``'s results in place and save them if they changed.
+
+    Raises ValidationError (nothing saved) when the inputs cannot be sized.
 
     Returns whether anything was written (unchanged rows are left untouched, which keeps
     ``load_catalog`` idempotent down to ``computed_at``).
@@ -85,7 +92,8 @@ def compute_profile(profile: ModelProfile, *, policy: sizing.SizingPolicy | None
     for name, value in values.items():
         setattr(profile, name, value)
     profile.computed_at = timezone.now()
-    profile.save()
+    if save:
+        profile.save()
     return True
 
 

@@ -2,10 +2,13 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
-from partitions.api.views import GpuSpecViewSet
+from partitions.api.views import GPUViewSet, GpuSpecViewSet, NodeViewSet, PartitionViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
 router.register("gpu-specs", GpuSpecViewSet, basename="gpu-spec")
+router.register("nodes", NodeViewSet, basename="node")
+router.register("gpus", GPUViewSet, basename="gpu")
+router.register("partitions", PartitionViewSet, basename="partition")
 
 urlpatterns = router.urls

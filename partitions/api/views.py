@@ -1,15 +1,23 @@
-"""Read-only GPU specs from partitions.geometry (pure data, no database)."""
+"""Inventory API (nodes, GPUs, partitions, import) and the read-only GPU specs."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, viewsets
-from rest_framework.exceptions import NotFound
+import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Prefetch
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aimconsole.permissions import ReadOnlyForSignedIn
+from partitions.api.serializers import GPUSerializer, ImportAmdSmiSerializer, NodeSerializer, PartitionSerializer
+from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
+from partitions.models import GPU, Node, Partition
+from partitions.services import import_amdsmi_outputs
 
 
 class PartitionLayoutSerializer(serializers.Serializer):
@@ -75,3 +83,76 @@ class GpuSpecViewSet(viewsets.ViewSet):
         except UnknownGpuModel as exc:
             raise NotFound(str(exc)) from None
         return Response(GpuSpecSerializer(spec).data)
+
+
+class NodeFilter(django_filters.FilterSet):
+    class Meta:
+        model = Node
+        fields = ("name", "backend", "emulated", "memory_mode")
+
+
+class NodeViewSet(viewsets.ReadOnlyModelViewSet):
+    """Nodes with their backend, versions, NPS mode and agent status (``emulated`` says
+    whether the GPUs are emulated or simulated rather than real)."""
+
+    queryset = Node.objects.prefetch_related(Prefetch("gpus", queryset=GPU.objects.only("id", "node_id")))
+    serializer_class = NodeSerializer
+    filterset_class = NodeFilter
+    lookup_field = "name"
+    lookup_value_regex = r"[a-z0-9.-]+"
+    ordering_fields = ("name", "last_synced_at")
+
+    @extend_schema(
+        request=ImportAmdSmiSerializer,
+        responses={200: OpenApiResponse(description="Parsed inventory (dry run)"),
+                   201: OpenApiResponse(description="Parsed and stored inventory")},
+    )
+    @action(detail=True, methods=["post"], url_path="import-amdsmi")
+    def import_amdsmi(self, request: Request, name: str | None = None) -> Response:
+        """Store captured amd-smi outputs as the node's inventory (created if new)."""
+        if not request.user.has_perm("partitions.change_node"):
+            self.permission_denied(request, message="Importing an inventory needs the operator or admin role.")
+        payload = ImportAmdSmiSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        outputs = payload.validated_data["outputs"]
+        files = [(f"outputs[{i}]", text) for i, text in enumerate(outputs)]
+        try:
+            result = import_amdsmi_outputs(node_name=name or "", files=files, dry_run=payload.validated_data["dry_run"])
+        except ParseError as exc:
+            raise ValidationError({"outputs": [str(exc)]}, code="unparseable") from exc
+        except DjangoValidationError as exc:
+            raise ValidationError({"name": exc.messages}) from exc
+        return Response(result.to_json(), status=status.HTTP_200_OK if result.dry_run else status.HTTP_201_CREATED)
+
+
+class GPUFilter(django_filters.FilterSet):
+    node = django_filters.CharFilter(field_name="node__name")
+
+    class Meta:
+        model = GPU
+        fields = ("node", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable")
+
+
+class GPUViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = GPU.objects.select_related("node").prefetch_related(
+        Prefetch("partitions", queryset=Partition.objects.only("id", "gpu_id"))
+    )
+    serializer_class = GPUSerializer
+    filterset_class = GPUFilter
+    ordering_fields = ("node__name", "index")
+
+
+class PartitionFilter(django_filters.FilterSet):
+    node = django_filters.CharFilter(field_name="gpu__node__name")
+    gpu_index = django_filters.NumberFilter(field_name="gpu__index")
+
+    class Meta:
+        model = Partition
+        fields = ("node", "gpu", "gpu_index", "index", "logical_index")
+
+
+class PartitionViewSet(viewsets.ReadOnlyModelViewSet):
+    queryset = Partition.objects.select_related("gpu__node")
+    serializer_class = PartitionSerializer
+    filterset_class = PartitionFilter
+    ordering_fields = ("logical_index", "memory_gb")

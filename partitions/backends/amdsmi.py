@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from partitions.backends.errors import (
@@ -392,4 +392,4 @@ def detect(binary: str | Sequence[str] = "amd-smi", *, timeout: float = 10,
         return False
 
 
-__all__ = ["AmdSmiBackend", "RunResult", "detect", "replace"]
+__all__ = ["AmdSmiBackend", "RunResult", "detect"]

@@ -228,7 +228,7 @@ def run_set_memory(hive: Hive, opts: Options, active: Active) -> Result:
     res = Result()
     mode = opts.flags["memory_partition"]
     v7, v63 = hive.rocm >= (7, 0, 0), hive.rocm >= (6, 3, 0)
-    key = "memory_partition" if hive.rocm >= (6, 4, 0) else "memorypartition"
+    key = "memory_partition" if hive.rocm >= (6, 3, 2) else "memorypartition"
     devs = opts.devices
     if not hive.root:
         res.out("[AMDSMI_STATUS_NO_PERM] Command requires elevation\n")

@@ -116,7 +116,7 @@ def _usage(hive: Hive, dev: Device) -> dict:
     count = len(parts)
     xcc = max(1, hive.spec.xcds // count)
     jpeg_slots = 40 if v7 else 32
-    jpeg = max(1, JPEG_PER_GPU // count)
+    jpeg = min(JPEG_PER_GPU, 8 * xcc)  # observed: 32 slots in SPX, 8 per XCP in CPX
     vcn = max(1, VCN_PER_GPU // count)
     busy: dict = {}
     for k, part in enumerate(parts):

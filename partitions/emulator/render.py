@@ -223,7 +223,7 @@ DECLINED = "Confirmation not given. Exiting without setting value\n"
 def nps_banner(hive: Hive) -> str:
     if hive.rocm >= (7, 0, 0):
         return NPS_BANNER_7
-    return NPS_BANNER_6.format(driver="amdgpu" if hive.rocm < (6, 4, 0) else "AMD GPU")
+    return NPS_BANNER_6.format(driver="amdgpu" if hive.rocm < (6, 3, 2) else "AMD GPU")
 
 
 def progress(label: str, elapsed: int, total: int) -> str:

@@ -98,3 +98,29 @@ def test_precision_edit_in_admin_recomputes_profiles(client, admin_user, llama):
     int8_profile = ModelProfile.objects.get(model=llama, precision=int8, gpu_model="MI300X", context_tokens=8192)
     fp16_profile = ModelProfile.objects.get(model=llama, precision__code="fp16", gpu_model="MI300X", context_tokens=8192)
     assert int8_profile.memory_required_gb == pytest.approx(fp16_profile.memory_required_gb)
+
+
+def test_admin_refuses_a_profile_that_cannot_be_sized(client, admin_user, catalog):
+    client.force_login(admin_user)
+    scout = InferenceModel.objects.get(hf_id="meta-llama/Llama-4-Scout-17B-16E-Instruct")
+    response = client.post(
+        "/admin/catalog/modelprofile/add/",
+        {"model": scout.pk, "precision": Precision.objects.get(code="fp16").pk, "gpu_model": "MI300X",
+         "context_tokens": 10485760, "concurrent_sequences": 64},
+    )
+    assert response.status_code == 200
+    assert "cannot size this profile" in response.content.decode()
+    assert not ModelProfile.objects.filter(context_tokens=10485760).exists()
+
+
+def test_admin_adds_a_custom_profile_with_computed_results(client, admin_user, catalog):
+    client.force_login(admin_user)
+    llama = InferenceModel.objects.get(hf_id="meta-llama/Llama-3.1-8B-Instruct")
+    response = client.post(
+        "/admin/catalog/modelprofile/add/",
+        {"model": llama.pk, "precision": Precision.objects.get(code="fp16").pk, "gpu_model": "MI300X",
+         "context_tokens": 131072, "concurrent_sequences": 1},
+    )
+    assert response.status_code == 302
+    profile = ModelProfile.objects.get(model=llama, context_tokens=131072, gpu_model="MI300X", precision__code="fp16")
+    assert profile.smallest_partition == "QPX"

@@ -201,3 +201,13 @@ def test_openapi_schema_is_served_to_signed_in_users(client, viewer):
     assert response.status_code == 200
     paths = response.json()["paths"]
     assert {"/api/v1/models/", "/api/v1/profiles/", "/api/v1/gpu-specs/"} <= set(paths)
+
+
+def test_a_profile_that_cannot_be_sized_is_a_clear_400(api_client_for, catalog, admin_user):
+    # Llama 4 Scout's 10M-token context x 64 sequences needs more than MAX_GPUS GPUs of KV cache.
+    payload = {"model": "meta-llama/Llama-4-Scout-17B-16E-Instruct", "precision": "fp16", "gpu": "MI300X",
+               "context_tokens": 10485760, "concurrent_sequences": 64}
+    response = api_client_for(admin_user).post("/api/v1/profiles/", payload, format="json")
+    assert response.status_code == 400, response.json()
+    assert "cannot size this profile" in response.json()["message"]
+    assert not ModelProfile.objects.filter(context_tokens=10485760).exists()

@@ -20,9 +20,6 @@ from models.catalog_data import (
 from models.sizing import BYTES_PER_WEIGHT, GIB, estimate_memory, fit
 from partitions.geometry import get_spec
 
-REFERENCE = Path(
-    os.environ.get("AIM_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared")
-) / "reference" / "model-catalog.json"
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +176,8 @@ def test_kv_elements_match_reference(catalog: CatalogData) -> None:
             assert 2 * m.num_kv_heads * m.head_dim != KV_ELEMENTS[m.hf_id]
 
 
-@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared reference catalog not available")
-def test_cross_check_against_reference_file(catalog: CatalogData) -> None:
-    ref = json.loads(REFERENCE.read_text(encoding="utf-8"))["models"]
+def test_cross_check_against_reference_file(catalog: CatalogData, shared_dir: Path) -> None:
+    ref = json.loads((shared_dir / "reference" / "model-catalog.json").read_text(encoding="utf-8"))["models"]
     by_upstream = {m["model_id"]: m["reference"] for m in ref}
     assert len(by_upstream) == 38
     for m in catalog.models:

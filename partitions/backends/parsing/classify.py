@@ -35,7 +35,8 @@ _RULES: list[tuple[type[BackendError], re.Pattern, set[int], set[str]]] = [
      set(), {"DRIVER_NOT_LOADED", "NOT_INIT"}),
     (PermissionDenied,
      re.compile(r"requires elevation|missing the following required groups|PermissionError|"
-                r"Permission denied|AmdSmiPermissionDeniedException"),
+                r"Permission denied|AmdSmiPermissionDeniedException|"
+                r"sudo: a password is required|sudo: a terminal is required"),
      {-11}, {"NO_PERM"}),
     (DriverReloadFailed,
      re.compile(r"Unable to successfully restart driver|Could not successfully restart|"

@@ -1,0 +1,141 @@
+"""Inventory: nodes, their physical GPUs and the partitions (logical devices) each exposes.
+
+Rows mirror what a backend last reported; ``partitions.services.sync_inventory`` is the only
+writer of the hardware-derived fields.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from partitions.geometry import ComputeMode, MemoryMode
+
+node_name_validator = RegexValidator(
+    r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
+    "Node names are lower-case letters, digits, '-' and '.', starting and ending with a letter or digit (as Kubernetes node names).",
+)
+
+COMPUTE_CHOICES = [(m.value, m.value) for m in ComputeMode]
+MEMORY_CHOICES = [(m.value, m.value) for m in MemoryMode]
+
+# An agent that has not reported for this long is shown as stale.
+AGENT_STALE_AFTER = timedelta(seconds=30)
+
+
+class NodeQuerySet(models.QuerySet["Node"]):
+    def with_inventory(self) -> NodeQuerySet:
+        return self.prefetch_related("gpus__partitions")
+
+
+class Node(models.Model):
+    """A GPU server. ``emulated`` nodes run the amd-smi emulator and are labelled as such."""
+
+    class Backend(models.TextChoices):
+        AMDSMI = "amdsmi", "amd-smi (real hardware)"
+        EMULATOR = "emulator", "amd-smi emulator"
+        SIMULATED = "simulated", "simulated fleet (in-process)"
+        IMPORTED = "imported", "imported from captured amd-smi output"
+
+    name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
+    backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.AMDSMI)
+    emulated = models.BooleanField(
+        default=False, help_text="The GPUs are emulated or simulated, not real hardware."
+    )
+    backend_options = models.JSONField(
+        default=dict, blank=True, help_text="Backend settings, e.g. the emulator's state file."
+    )
+    amd_smi_version = models.CharField(max_length=100, blank=True)
+    rocm_version = models.CharField(max_length=40, blank=True)
+    memory_mode = models.CharField(
+        max_length=4, choices=MEMORY_CHOICES, blank=True,
+        help_text="Node-level NPS mode (a change reloads the driver for every GPU of the node).",
+    )
+    agent_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+    sync_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = NodeQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("name",)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def agent_alive(self) -> bool:
+        return self.agent_heartbeat_at is not None and timezone.now() - self.agent_heartbeat_at < AGENT_STALE_AFTER
+
+
+class GPU(models.Model):
+    """One physical GPU on a node, with the modes it is in and may switch to."""
+
+    class Health(models.TextChoices):
+        HEALTHY = "healthy", "Healthy"
+        UNHEALTHY = "unhealthy", "Unhealthy"
+        UNKNOWN = "unknown", "Unknown"
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    index = models.PositiveSmallIntegerField(help_text="Physical index on the node, in PCI order.")
+    gpu_model = models.CharField(
+        max_length=16, blank=True, help_text="Geometry key (MI300X…); empty when not recognised."
+    )
+    market_name = models.CharField(max_length=100, blank=True)
+    bdf = models.CharField(max_length=32, blank=True)
+    uuid = models.CharField(max_length=64, blank=True)
+    gfx_target = models.CharField(max_length=16, blank=True)
+    compute_mode = models.CharField(max_length=4, choices=COMPUTE_CHOICES, blank=True)
+    memory_mode = models.CharField(max_length=4, choices=MEMORY_CHOICES, blank=True)
+    memory_caps = models.JSONField(default=list, blank=True, help_text="Memory modes the hardware reports as possible.")
+    accelerator_profiles = models.JSONField(default=list, blank=True)
+    compute_units = models.PositiveIntegerField(null=True, blank=True)
+    vram_mb = models.PositiveIntegerField(null=True, blank=True)
+    health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
+    health_reason = models.TextField(blank=True)
+    schedulable = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ("node__name", "index")
+        verbose_name = "GPU"
+        constraints = [
+            models.UniqueConstraint(fields=("node", "index"), name="gpu_unique_index_per_node"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}/gpu{self.index}"
+
+
+class Partition(models.Model):
+    """A logical device: one partition of a GPU (the whole GPU in SPX).
+
+    ``logical_index`` is the node-global index amd-smi, ROCR_VISIBLE_DEVICES and
+    HIP_VISIBLE_DEVICES use. ``memory_gb`` is the nominal share from geometry (GiB);
+    ``reported_memory_mb`` is what amd-smi printed (primaries on ROCm ≥ 6.4.1 report the whole GPU).
+    """
+
+    gpu = models.ForeignKey(GPU, on_delete=models.CASCADE, related_name="partitions")
+    index = models.PositiveSmallIntegerField(help_text="Partition id on the GPU (PCI function digit).")
+    logical_index = models.PositiveIntegerField()
+    xcds = models.PositiveSmallIntegerField(null=True, blank=True)
+    compute_units = models.PositiveIntegerField(null=True, blank=True)
+    memory_gb = models.FloatField(null=True, blank=True)
+    reported_memory_mb = models.PositiveIntegerField(null=True, blank=True)
+    render_node = models.CharField(max_length=32, blank=True)
+    uuid = models.CharField(max_length=64, blank=True)
+    bdf = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ("gpu__node__name", "gpu__index", "index")
+        constraints = [
+            models.UniqueConstraint(fields=("gpu", "index"), name="partition_unique_index_per_gpu"),
+            models.CheckConstraint(condition=Q(memory_gb__isnull=True) | Q(memory_gb__gt=0), name="partition_memory_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.gpu}/p{self.index}"

@@ -1,0 +1,205 @@
+"""Inventory sync (idempotent reconciliation) and import from captured amd-smi outputs."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from partitions.backends.types import GpuInfo, NodeInventory, PartitionInfo, ToolVersion
+from partitions.models import GPU, Node, Partition
+from partitions.services import sync_inventory
+
+pytestmark = pytest.mark.django_db
+
+
+def _gpu(index: int, compute: str = "SPX", memory: str = "NPS1", count: int = 1, base: int | None = None) -> GpuInfo:
+    """A physical GPU whose partitions have logical indices base.. (default index * count)."""
+    base = index * count if base is None else base
+    return GpuInfo(
+        index=index, bdf=f"0000:{0x0c + index:02x}:00.0", uuid=f"uuid-{index}",
+        market_name="AMD Instinct MI300X", gpu_model="MI300X", gfx_target="gfx942",
+        compute_mode=compute, memory_mode=memory, memory_caps=("NPS1", "NPS4"), profiles=(),
+        compute_units=304, vram_mb=196592,
+        partitions=tuple(
+            PartitionInfo(partition_id=p, logical_index=base + p,
+                          bdf=f"0000:{0x0c + index:02x}:00.{p}", uuid=f"uuid-{index}-{p}",
+                          render_node=f"renderD{128 + base + p}", compute_units=304 // count,
+                          memory_mb=196592 // count)
+            for p in range(count)
+        ),
+    )
+
+
+def _inventory(*gpus: GpuInfo) -> NodeInventory:
+    return NodeInventory(version=ToolVersion(tool="26.1.0", library="26.1.0", rocm="7.1.0"), gpus=gpus)
+
+
+@pytest.fixture
+def node():  # type: ignore[no-untyped-def]
+    return Node.objects.create(name="gpu-node-1", backend=Node.Backend.EMULATOR, emulated=True)
+
+
+def test_first_sync_creates_gpus_and_partitions_with_geometry(node):
+    result = sync_inventory(node=node, inventory=_inventory(_gpu(0), _gpu(1, "CPX", "NPS1", 8, base=1)))
+    assert result.created == 2 + 1 + 8
+    node.refresh_from_db()
+    assert node.memory_mode == "NPS1" and node.rocm_version == "7.1.0" and node.last_synced_at
+    cpx = GPU.objects.get(node=node, index=1)
+    parts = list(cpx.partitions.order_by("index"))
+    assert [p.logical_index for p in parts] == list(range(1, 9))
+    # Nominal geometry: 24 GiB and 1 XCD per CPX partition, whatever amd-smi reported.
+    assert {(p.memory_gb, p.xcds, p.compute_units) for p in parts} == {(24.0, 1, 38)}
+    assert parts[3].render_node == "renderD132"
+
+
+def test_second_sync_with_the_same_inventory_writes_no_row(node, django_assert_num_queries):
+    inventory = _inventory(_gpu(0), _gpu(1, "CPX", "NPS1", 8))
+    sync_inventory(node=node, inventory=inventory)
+    before = list(Partition.objects.values_list()) + list(GPU.objects.values_list())
+    result = sync_inventory(node=node, inventory=inventory)
+    assert (result.created, result.updated, result.deleted) == (0, 0, 0)
+    assert result.unchanged == 2 + 1 + 8
+    assert list(Partition.objects.values_list()) + list(GPU.objects.values_list()) == before
+
+
+def test_repartition_removes_vanished_partitions_and_leaves_other_gpus_alone(node):
+    sync_inventory(node=node, inventory=_inventory(_gpu(0, "CPX", "NPS1", 8), _gpu(1)))
+    untouched = Partition.objects.get(gpu__index=1)
+    result = sync_inventory(node=node, inventory=_inventory(_gpu(0, "DPX", "NPS1", 2), _gpu(1)))
+    assert result.deleted == 6
+    gpu0 = GPU.objects.get(node=node, index=0)
+    assert gpu0.compute_mode == "DPX"
+    assert list(gpu0.partitions.values_list("index", "memory_gb")) == [(0, 96.0), (1, 96.0)]
+    assert Partition.objects.get(gpu__index=1).pk == untouched.pk
+
+
+def test_a_gpu_that_disappears_is_removed(node):
+    sync_inventory(node=node, inventory=_inventory(_gpu(0), _gpu(1)))
+    sync_inventory(node=node, inventory=_inventory(_gpu(0)))
+    assert list(GPU.objects.filter(node=node).values_list("index", flat=True)) == [0]
+
+
+def test_health_set_by_operators_survives_a_sync(node):
+    sync_inventory(node=node, inventory=_inventory(_gpu(0)))
+    GPU.objects.filter(node=node, index=0).update(health="unhealthy", schedulable=False, health_reason="ECC storm")
+    sync_inventory(node=node, inventory=_inventory(_gpu(0, "CPX", "NPS1", 8)))
+    gpu = GPU.objects.get(node=node, index=0)
+    assert (gpu.health, gpu.schedulable) == ("unhealthy", False)
+
+
+# --- import from captured outputs ------------------------------------------------------------
+
+def _fixture(shared_dir: Path, name: str) -> str:
+    return str(shared_dir / "fixtures" / "amd-smi" / name)
+
+
+def test_import_command_dry_run_prints_inventory_and_changes_nothing(shared_dir):
+    out = StringIO()
+    call_command(
+        "import_amdsmi", "--node", "bundle-1", "--dry-run",
+        _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"),
+        _fixture(shared_dir, "partition.MI300X.SPX-NPS1.8gpu.rocm7x.json"),
+        stdout=out,
+    )
+    body = json.loads(out.getvalue())
+    assert body["node"] == "bundle-1" and body["dry_run"] is True
+    assert len(body["gpus"]) == 8
+    gpu0 = body["gpus"][0]
+    assert (gpu0["compute_mode"], gpu0["memory_mode"]) == ("SPX", "NPS1")
+    assert [p["logical_index"] for p in gpu0["partitions"]] == [0]
+    assert gpu0["market_name"] is None  # no static output given: unknown, not invented
+    assert not Node.objects.filter(name="bundle-1").exists()
+
+
+def test_import_command_stores_a_cpx_node(shared_dir):
+    out = StringIO()
+    call_command(
+        "import_amdsmi", "--node", "bundle-2",
+        _fixture(shared_dir, "partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json"),
+        _fixture(shared_dir, "list-e.MI300X.CPX.gpu0-7.rocm7x.json"),
+        stdout=out,
+    )
+    body = json.loads(out.getvalue())
+    node = Node.objects.get(name="bundle-2")
+    assert node.backend == "imported" and node.memory_mode == "NPS4"
+    gpu = GPU.objects.get(node=node)
+    assert gpu.compute_mode == "CPX"
+    assert list(gpu.partitions.order_by("index").values_list("render_node", flat=True)) == [
+        f"renderD{128 + i}" for i in range(8)
+    ]
+    assert body["changes"]["created"] == 9
+
+
+def test_import_of_garbage_names_the_file_and_changes_nothing(shared_dir, tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text('[{"gpu": 0, "bdf": "0000:0c:00.0", "uuid": ')
+    with pytest.raises(CommandError) as excinfo:
+        call_command("import_amdsmi", "--node", "bundle-3", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), str(bad))
+    assert "broken.json" in str(excinfo.value) or "list" in str(excinfo.value)
+    assert not Node.objects.filter(name="bundle-3").exists()
+
+
+def test_import_refuses_two_outputs_of_the_same_command(shared_dir):
+    path = _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json")
+    with pytest.raises(CommandError, match="both outputs of amd-smi list"):
+        call_command("import_amdsmi", "--node", "bundle-4", path, path)
+
+
+def test_import_refuses_a_bad_node_name(shared_dir):
+    with pytest.raises(CommandError, match="Node names"):
+        call_command("import_amdsmi", "--node", "Bad Name!", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"))
+
+
+def test_import_keeps_the_old_inventory_when_the_new_capture_is_bad(shared_dir, tmp_path):
+    call_command("import_amdsmi", "--node", "bundle-5", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), stdout=StringIO())
+    before = list(Partition.objects.filter(gpu__node__name="bundle-5").values_list())
+    bad = tmp_path / "p.json"
+    bad.write_text('{"current_partition": [{"gpu_id": 0, "memory": "NPS1"')
+    with pytest.raises(CommandError):
+        call_command("import_amdsmi", "--node", "bundle-5", str(bad))
+    assert list(Partition.objects.filter(gpu__node__name="bundle-5").values_list()) == before
+
+
+def test_import_api_for_operators(api_client_for, operator, viewer, shared_dir):
+    outputs = [
+        Path(_fixture(shared_dir, "list.MI300X.CPX.gpu0-7.rocm7x.json")).read_text(),
+        Path(_fixture(shared_dir, "static-partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json")).read_text(),
+    ]
+    denied = api_client_for(viewer).post("/api/v1/nodes/edge-1/import-amdsmi/", {"outputs": outputs}, format="json")
+    assert denied.status_code == 403
+    dry = api_client_for(operator).post("/api/v1/nodes/edge-1/import-amdsmi/", {"outputs": outputs, "dry_run": True}, format="json")
+    assert dry.status_code == 200
+    assert not Node.objects.filter(name="edge-1").exists()
+    response = api_client_for(operator).post("/api/v1/nodes/edge-1/import-amdsmi/", {"outputs": outputs}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["gpus"][0]["compute_mode"] == "CPX"
+    assert [p["partition_id"] for p in body["gpus"][0]["partitions"]] == list(range(8))
+    detail = api_client_for(viewer).get("/api/v1/nodes/edge-1/").json()
+    assert detail["emulated"] is False and detail["gpu_count"] == 1
+
+
+def test_import_api_rejects_garbage_with_a_clear_error(api_client_for, operator):
+    response = api_client_for(operator).post(
+        "/api/v1/nodes/edge-2/import-amdsmi/", {"outputs": ["hello world"]}, format="json"
+    )
+    assert response.status_code == 400
+    assert "not recognised" in response.json()["message"]
+    assert not Node.objects.filter(name="edge-2").exists()
+
+
+def test_inventory_lists_use_a_fixed_number_of_queries(api_client_for, viewer, node, django_assert_max_num_queries):
+    sync_inventory(node=node, inventory=_inventory(*[_gpu(i, "CPX", "NPS1", 8) for i in range(8)]))
+    client = api_client_for(viewer)
+    for path in ("/api/v1/nodes/", "/api/v1/gpus/", "/api/v1/partitions/"):
+        with django_assert_max_num_queries(6):
+            small = client.get(path, {"limit": 2})
+        with django_assert_max_num_queries(6):
+            large = client.get(path, {"limit": 64})
+        assert small.status_code == large.status_code == 200
+    assert client.get("/api/v1/partitions/", {"node": "gpu-node-1", "gpu_index": 3}).json()["count"] == 8
+    assert client.get("/api/v1/nodes/gpu-node-1/").json()["emulated"] is True
