@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python manage.py demo
 
-test: install
+test: install browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Browser tests drive Debian's Chromium through Playwright (no downloaded browsers).
+browser-deps:
+	@test -x "$${AIM_CHROMIUM:-/usr/bin/chromium}" || { \
+	  echo "Installing Debian's chromium for the browser tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

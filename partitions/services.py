@@ -196,3 +196,32 @@ def import_amdsmi_outputs(*, node_name: str, files: list[tuple[str, str]], dry_r
         node, _ = Node.objects.get_or_create(name=node_name, defaults={"backend": Node.Backend.IMPORTED})
         result = sync_inventory(node=node, inventory=inventory)
     return ImportResult(node=node_name, inventory=inventory, dry_run=False, sync=result)
+
+
+def backend_for(node: Node):  # type: ignore[no-untyped-def]
+    """The hardware backend that talks to ``node`` (amd-smi, its emulator, or simulated)."""
+    from django.conf import settings
+
+    from partitions.backends import get_backend
+
+    options = dict(node.backend_options or {})
+    if node.backend == Node.Backend.AMDSMI:
+        options.setdefault("binary", settings.AMD_SMI_BIN)
+    elif node.backend == Node.Backend.IMPORTED:
+        raise ValueError(f"node {node.name} was imported from captured output; it has no live backend")
+    return get_backend(node.backend, **options)
+
+
+def sync_node(*, node: Node) -> SyncResult:
+    """Read ``node``'s hardware through its backend and reconcile the inventory.
+
+    A backend failure leaves the inventory as it was and records the error on the node.
+    """
+    from partitions.backends.errors import BackendError
+
+    try:
+        inventory = backend_for(node).inventory()
+    except BackendError as exc:
+        record_sync_error(node=node, message=f"{exc.code}: {exc}")
+        raise
+    return sync_inventory(node=node, inventory=inventory)

@@ -29,9 +29,9 @@ from pathlib import Path
 from . import commands, render
 from . import state as st
 from .commands import Options, Pause, Result
-from .errors import ChainedError, CliError, EmulatorExit, Exit, ParseError, UsageError
+from .errors import CliError, EmulatorExit, Exit, ParseError, UsageError
 from .faults import Active, take
-from .model import Hive, new_hive
+from .model import Hive
 
 GPU_COMMANDS = ("list", "static", "metric", "partition", "set", "reset", "default")
 ACCEPT = ("y", "Y", "yes", "Yes", "YES")
@@ -173,7 +173,6 @@ def _confirm(banner: str) -> None:
 
 
 def _emit(result: Result, active: Active) -> None:
-    stdout_parts: list[str] = []
     if active.garbage:  # truncated, unparseable output
         text = "".join(c for c in result.chunks if isinstance(c, str))
         cut = max(1, int(len(text) * 0.55))
@@ -191,7 +190,6 @@ def _emit(result: Result, active: Active) -> None:
                 elapsed += step
             sys.stdout.write("\r" + render.progress(chunk.label, int(max(chunk.seconds, 1)), chunk.total))
         else:
-            stdout_parts.append(chunk)
             sys.stdout.write(chunk)
     sys.stdout.flush()
 
@@ -356,4 +354,4 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-__all__ = ["main", "new_hive", "ChainedError"]
+__all__ = ["main"]

@@ -33,6 +33,8 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING("REDIS_URL is set: the demo uses that Redis instead of the bundled one."))
         call_command("migrate", interactive=False, verbosity=0)
         call_command("load_catalog", stdout=self.stdout)
+        # Two emulated MI300X nodes, read through the real amd-smi backend code path.
+        call_command("demo_fleet", nodes=2, gpus=8, stdout=self.stdout)
         password = self._ensure_demo_admin()
         url = f"http://127.0.0.1:{options['port']}/"
         bar = "=" * 64
