@@ -102,6 +102,8 @@ class GpuSpec:
     conditional_pairs: Mapping[tuple[ComputeMode, MemoryMode], str] = field(default_factory=dict)
     """Pairs that depend on firmware or ROCm version; usable only when the hardware's
     ``memory_partition_caps`` list them. Value: the condition, in words."""
+    min_rocm: Mapping[tuple[ComputeMode, MemoryMode], tuple[int, int]] = field(default_factory=dict)
+    """Conditional pairs that every GPU of this model supports from a ROCm version on."""
     vram_mb_reported: int | None = None
     """Total VRAM as amd-smi prints it (MiB); None where no capture exists."""
     partition_memory_gb: Mapping[ComputeMode, float] = field(default_factory=dict)
@@ -124,6 +126,11 @@ class GpuSpec:
                 f"{', '.join(self.compute_modes)}."
             )
         return self.xcds if compute is ComputeMode.CPX else _FIXED_COUNTS[compute]
+
+    def pairs_for_rocm(self, rocm: tuple[int, ...]) -> tuple[tuple[ComputeMode, MemoryMode], ...]:
+        """Validated pairs plus the conditional ones this ROCm version enables for everyone."""
+        extra = tuple(pair for pair, version in self.min_rocm.items() if tuple(rocm[:2]) >= version)
+        return self.valid_pairs + extra
 
     def allowed_pairs(
         self, caps: Mapping[str, Iterable[str]] | None = None
@@ -294,6 +301,7 @@ SPECS: dict[str, GpuSpec] = {
             memory_modes=(M.NPS1, M.NPS2),
             valid_pairs=_MI350_PAIRS,
             conditional_pairs=_MI350_CONDITIONAL,
+            min_rocm={(C.QPX, M.NPS2): (7, 13)},
             estimated_fields=("partition_memory", "vram_mb_reported"),
             notes="MI350-series memory per partition is nominal (288/N); not observed on hardware",
         ),
@@ -309,6 +317,7 @@ SPECS: dict[str, GpuSpec] = {
             memory_modes=(M.NPS1, M.NPS2),
             valid_pairs=_MI350_PAIRS,
             conditional_pairs=_MI350_CONDITIONAL,
+            min_rocm={(C.QPX, M.NPS2): (7, 13)},
             estimated_fields=("partition_memory", "vram_mb_reported"),
             notes="MI350-series memory per partition is nominal (288/N); not observed on hardware",
         ),

@@ -65,6 +65,12 @@ class DeviceNotFound(BackendError):
     code = "device_not_found"
 
 
+class ConfirmationDeclined(BackendError):
+    """``Confirmation not given. Exiting without setting value`` (the [Y/N] prompt got no yes)."""
+
+    code = "confirmation_declined"
+
+
 class ParseError(BackendError):
     """Output that does not have the shape any supported version prints."""
 

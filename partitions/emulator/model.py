@@ -119,11 +119,7 @@ class Hive:
 
     def allowed_pairs(self) -> tuple[tuple[str, str], ...]:
         """Valid (compute, memory) pairs for this model on this ROCm version."""
-        pairs = [(str(c), str(m)) for c, m in self.spec.valid_pairs]
-        for (c, m), condition in self.spec.conditional_pairs.items():
-            found = re.search(r"ROCm (\d+)\.(\d+) or newer", condition)
-            if found and self.rocm >= (int(found.group(1)), int(found.group(2)), 0):
-                pairs.append((str(c), str(m)))
+        pairs = [(str(c), str(m)) for c, m in self.spec.pairs_for_rocm(self.rocm)]
         for c, m in self.data.get("extra_pairs", []):  # firmware-dependent pairs, opt-in
             pairs.append((c, m))
         return tuple(pairs)

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from partitions.backends.errors import (
     BackendError,
+    ConfirmationDeclined,
     BackendUnavailable,
     DeviceBusy,
     DeviceNotFound,
@@ -17,12 +18,6 @@ from partitions.backends.errors import (
     PermissionDenied,
     SettingUnavailable,
 )
-
-
-class ConfirmationDeclined(BackendError):
-    """``Confirmation not given. Exiting without setting value`` (the [Y/N] prompt got no yes)."""
-
-    code = "confirmation_declined"
 
 
 _CLI_CODE = re.compile(r"Error code:\s*(-\d+)")

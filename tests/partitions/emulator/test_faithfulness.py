@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .conftest import fixture_dir, make_state, parse_concat, run_emulator
+from .conftest import fixture_dir, make_state, run_emulator
 
 FIXTURES = fixture_dir()
 G8 = [str(i) for i in range(8)]
