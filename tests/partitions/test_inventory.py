@@ -203,3 +203,60 @@ def test_inventory_lists_use_a_fixed_number_of_queries(api_client_for, viewer, n
         assert small.status_code == large.status_code == 200
     assert client.get("/api/v1/partitions/", {"node": "gpu-node-1", "gpu_index": 3}).json()["count"] == 8
     assert client.get("/api/v1/nodes/gpu-node-1/").json()["emulated"] is True
+
+
+# --- live sync through the amd-smi backend and the emulator subprocess ------------------------
+
+@pytest.fixture
+def emulated_node(tmp_path):  # type: ignore[no-untyped-def]
+    from partitions.emulator.state import EmulatorState
+
+    state_file = tmp_path / "node.json"
+    EmulatorState.create(state_file, gpu_model="MI300X", count=2, rocm="7.1")
+    node = Node.objects.create(name="emu-a", backend=Node.Backend.EMULATOR, emulated=True,
+                               backend_options={"state_file": str(state_file)})
+    return node, EmulatorState.load(state_file)
+
+
+def test_sync_node_reads_the_emulator_through_the_amdsmi_backend(emulated_node):
+    from partitions.services import sync_node
+
+    node, state = emulated_node
+    result = sync_node(node=node)
+    assert result.created == 2 + 2
+    node.refresh_from_db()
+    assert (node.memory_mode, node.rocm_version, node.amd_smi_version) == ("NPS1", "7.1.0", "26.1.0+5df6c765")
+    gpu = GPU.objects.get(node=node, index=1)
+    assert (gpu.gpu_model, gpu.compute_mode, gpu.market_name) == ("MI300X", "SPX", "AMD Instinct MI300X")
+    state.set_modes(compute="CPX")
+    result = sync_node(node=node)
+    assert Partition.objects.filter(gpu__node=node).count() == 16
+    assert result.deleted == 0 and result.created == 14
+
+
+@pytest.mark.parametrize("kind", ["garbage", "fail"])
+def test_a_failing_tool_leaves_the_inventory_unchanged_and_visible(emulated_node, kind):
+    from partitions.backends.errors import BackendError
+    from partitions.services import sync_node
+
+    node, state = emulated_node
+    sync_node(node=node)
+    before = list(Partition.objects.filter(gpu__node=node).values_list())
+    state.set_modes(compute="CPX")  # the hardware changed, but reading it fails
+    state.add_fault({"match": "list", "kind": kind, "exit": 1, "message": "amdgpu: injected failure"})
+    with pytest.raises(BackendError):
+        sync_node(node=node)
+    assert list(Partition.objects.filter(gpu__node=node).values_list()) == before
+    node.refresh_from_db()
+    assert node.sync_error
+
+
+def test_demo_fleet_creates_two_emulated_mi300x_nodes(tmp_path):
+    out = StringIO()
+    call_command("demo_fleet", "--state-dir", str(tmp_path), stdout=out)
+    nodes = Node.objects.filter(name__startswith="emu-node-")
+    assert [n.name for n in nodes] == ["emu-node-1", "emu-node-2"]
+    assert all(n.emulated and n.backend == "emulator" for n in nodes)
+    assert GPU.objects.filter(node__in=nodes, gpu_model="MI300X").count() == 16
+    call_command("demo_fleet", "--state-dir", str(tmp_path), stdout=out)
+    assert "0 created, 0 updated, 0 deleted, 16 unchanged" in out.getvalue()
