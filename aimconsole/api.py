@@ -28,7 +28,12 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if response.status_code == status.HTTP_400_BAD_REQUEST:
             code = "invalid"
         detail = response.data
-        message = _first_message(detail) if code == "invalid" else str(getattr(exc, "detail", exc))
+        if code == "invalid":
+            message = _first_message(detail)
+        elif isinstance(detail, dict) and "message" in detail:
+            message = str(detail["message"])
+        else:
+            message = str(getattr(exc, "detail", exc))
         response.data = {"code": code, "message": message, "detail": detail}
     return response
 

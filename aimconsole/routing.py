@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from partitions.routing import websocket_urlpatterns as partitions_ws
+
+websocket_urlpatterns = [*partitions_ws]

@@ -13,6 +13,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from partitions import operations
 from partitions.geometry import ComputeMode, MemoryMode
 
 node_name_validator = RegexValidator(
@@ -58,6 +59,9 @@ class Node(models.Model):
     agent_heartbeat_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
     sync_error = models.TextField(blank=True)
+    layout_problem = models.TextField(
+        blank=True, help_text="Why the node's GPUs are not in a valid layout (e.g. mixed NPS after a partial change); the node is not schedulable while set."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = NodeQuerySet.as_manager()
@@ -67,6 +71,10 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def schedulable(self) -> bool:
+        return not self.layout_problem
 
     @property
     def agent_alive(self) -> bool:
@@ -139,3 +147,121 @@ class Partition(models.Model):
 
     def __str__(self) -> str:
         return f"{self.gpu}/p{self.index}"
+
+
+class ReconfigurationQuerySet(models.QuerySet["Reconfiguration"]):
+    def active(self) -> ReconfigurationQuerySet:
+        return self.filter(state__in=operations.ACTIVE_STATES)
+
+    def with_related(self) -> ReconfigurationQuerySet:
+        return self.select_related("node", "gpu", "requested_by").prefetch_related("steps")
+
+
+class Reconfiguration(models.Model):
+    """One request to change partitioning: a GPU's compute mode, or a node's memory (NPS) mode.
+
+    ``state`` follows partitions/operations.py (transitions checked in
+    ``partitions.services``). Workers write only while they hold the current
+    ``fencing_token``; a claim increments it, so a stale worker's writes match no row.
+    """
+
+    class Kind(models.TextChoices):
+        COMPUTE = "compute", "GPU compute mode"
+        MEMORY = "memory", "Node memory (NPS) mode"
+
+    class State(models.TextChoices):
+        PENDING = operations.PENDING, "Pending"
+        DRAINING = operations.DRAINING, "Draining"
+        APPLYING = operations.APPLYING, "Applying"
+        VERIFYING = operations.VERIFYING, "Verifying"
+        SUCCEEDED = operations.SUCCEEDED, "Succeeded"
+        FAILED = operations.FAILED, "Failed"
+        ROLLED_BACK = operations.ROLLED_BACK, "Rolled back"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="reconfigurations")
+    gpu = models.ForeignKey(GPU, on_delete=models.SET_NULL, null=True, blank=True, related_name="reconfigurations")
+    gpu_index = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Kept if the GPU row goes away.")
+    target_compute_mode = models.CharField(max_length=4, choices=COMPUTE_CHOICES, blank=True)
+    target_memory_mode = models.CharField(max_length=4, choices=MEMORY_CHOICES, blank=True)
+    previous_layout = models.JSONField(default=dict, blank=True, help_text="Modes read before applying: the rollback target.")
+    drain = models.BooleanField(default=False, help_text="Stop workloads on the affected partitions instead of refusing.")
+    reason = models.CharField(max_length=500, blank=True)
+    requested_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.PENDING)
+    fencing_token = models.PositiveIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="Last time a message was sent to the node's queue.")
+    error_code = models.CharField(max_length=40, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ReconfigurationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at", "-id")
+        constraints = [
+            # One active operation per GPU, and one active NPS change per node: enforced by the
+            # database, whatever the workers or Redis do.
+            models.UniqueConstraint(
+                fields=("gpu",), condition=Q(state__in=operations.ACTIVE_STATES, gpu__isnull=False),
+                name="reconfiguration_one_active_per_gpu",
+            ),
+            models.UniqueConstraint(
+                fields=("node",), condition=Q(state__in=operations.ACTIVE_STATES, kind="memory"),
+                name="reconfiguration_one_active_nps_per_node",
+            ),
+            models.CheckConstraint(
+                condition=(Q(kind="compute") & Q(gpu_index__isnull=False) & ~Q(target_compute_mode=""))
+                | (Q(kind="memory") & ~Q(target_memory_mode="")),
+                name="reconfiguration_target_matches_kind",
+            ),
+            models.CheckConstraint(condition=Q(state__in=operations.STATES), name="reconfiguration_state_known"),
+        ]
+
+    def __str__(self) -> str:
+        return f"reconfiguration #{self.pk} ({self.describe_target()}, {self.state})"
+
+    def describe_target(self) -> str:
+        if self.kind == self.Kind.MEMORY:
+            extra = f" then {self.target_compute_mode}" if self.target_compute_mode else ""
+            return f"{self.node.name} → {self.target_memory_mode}{extra}"
+        return f"{self.node.name}/gpu{self.gpu_index} → {self.target_compute_mode}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return operations.is_terminal(self.state)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class ReconfigurationStep(models.Model):
+    """A timestamped step of an operation: what happened, in which state, with the tool's output."""
+
+    reconfiguration = models.ForeignKey(Reconfiguration, on_delete=models.CASCADE, related_name="steps")
+    seq = models.PositiveIntegerField()
+    state = models.CharField(max_length=12, choices=Reconfiguration.State.choices)
+    action = models.CharField(max_length=16)
+    message = models.TextField()
+    output = models.TextField(blank=True)
+    ok = models.BooleanField(default=True)
+    fencing_token = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("reconfiguration", "seq")
+        constraints = [
+            models.UniqueConstraint(fields=("reconfiguration", "seq"), name="step_unique_seq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.reconfiguration_id}.{self.seq} {self.action}: {self.message[:60]}"

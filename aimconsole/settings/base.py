@@ -105,7 +105,7 @@ if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "aim"},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_connect_timeout": 1}], "prefix": "aim"},
     }
 }
 
@@ -120,7 +120,17 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # it is still running on a live worker.
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1500)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=1800)
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    # Fail fast when Redis is down: the API must answer within 2 s (the intent is kept in the
+    # database and the sweeper sends it later).
+    "socket_connect_timeout": 1,
+    "max_retries": 0,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 if CELERY_TASK_TIME_LIMIT >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
     raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below the broker visibility timeout")
 
@@ -187,6 +197,22 @@ if SIZING_OVERHEAD_FIXED_GB < 0 or not 0 <= SIZING_OVERHEAD_FRACTION < 1:
 AMD_SMI_BIN = env.str("AMD_SMI_BIN", default="amd-smi")
 PARTITION_BACKEND = env.str("PARTITION_BACKEND", default="amdsmi")
 CATALOG_DATA_FILE = BASE_DIR / "models" / "data" / "catalog.json"
+
+# Reconfiguration safety (see partitions/reconfigure.py). A worker's claim lapses after
+# LEASE_S without renewal (renewed every LEASE_S/3 while it runs); the sweeper re-sends
+# operations whose message may be lost after RESEND_AFTER_S.
+RECONFIGURATION_LEASE_S = env.float("AIM_RECONFIGURATION_LEASE_S", default=30.0)
+RECONFIGURATION_RESEND_AFTER_S = env.float("AIM_RECONFIGURATION_RESEND_AFTER_S", default=30.0)
+RECONFIGURATION_READ_RETRIES = env.int("AIM_RECONFIGURATION_READ_RETRIES", default=3)
+RECONFIGURATION_RETRY_BACKOFF_S = env.float("AIM_RECONFIGURATION_RETRY_BACKOFF_S", default=2.0)
+AMD_SMI_TIMEOUT_S = env.float("AIM_AMD_SMI_TIMEOUT_S", default=30.0)
+AMD_SMI_RELOAD_TIMEOUT_S = env.float("AIM_AMD_SMI_RELOAD_TIMEOUT_S", default=600.0)
+# Node agent loops.
+AGENT_HEARTBEAT_S = env.float("AIM_AGENT_HEARTBEAT_S", default=5.0)
+AGENT_SWEEP_S = env.float("AIM_AGENT_SWEEP_S", default=5.0)
+TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0)
+if RECONFIGURATION_LEASE_S < 1 or TELEMETRY_INTERVAL_S <= 0:
+    raise ImproperlyConfigured("AIM_RECONFIGURATION_LEASE_S must be >= 1 and AIM_TELEMETRY_INTERVAL_S > 0")
 
 LOGGING = {
     "version": 1,

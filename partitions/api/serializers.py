@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from partitions.models import GPU, Node, Partition
+from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 
 
 class PartitionSerializer(serializers.ModelSerializer[Partition]):
@@ -18,17 +18,25 @@ class PartitionSerializer(serializers.ModelSerializer[Partition]):
         read_only_fields = fields
 
 
+class GPUPartitionSerializer(serializers.ModelSerializer[Partition]):
+    class Meta:
+        model = Partition
+        fields = ("id", "index", "logical_index", "xcds", "compute_units", "memory_gb", "render_node")
+        read_only_fields = fields
+
+
 class GPUSerializer(serializers.ModelSerializer[GPU]):
     node = serializers.CharField(source="node.name", read_only=True)
     emulated = serializers.BooleanField(source="node.emulated", read_only=True)
     partition_count = serializers.SerializerMethodField()
+    partitions = GPUPartitionSerializer(many=True, read_only=True)
 
     class Meta:
         model = GPU
         fields = (
             "id", "node", "emulated", "index", "gpu_model", "market_name", "bdf", "uuid", "gfx_target",
             "compute_mode", "memory_mode", "memory_caps", "accelerator_profiles", "compute_units",
-            "vram_mb", "health", "health_reason", "schedulable", "partition_count",
+            "vram_mb", "health", "health_reason", "schedulable", "partition_count", "partitions",
         )
         read_only_fields = fields
 
@@ -38,13 +46,15 @@ class GPUSerializer(serializers.ModelSerializer[GPU]):
 
 class NodeSerializer(serializers.ModelSerializer[Node]):
     agent_alive = serializers.BooleanField(read_only=True)
+    schedulable = serializers.BooleanField(read_only=True)
     gpu_count = serializers.SerializerMethodField()
 
     class Meta:
         model = Node
         fields = (
             "id", "name", "backend", "emulated", "amd_smi_version", "rocm_version", "memory_mode",
-            "agent_heartbeat_at", "agent_alive", "last_synced_at", "sync_error", "gpu_count",
+            "agent_heartbeat_at", "agent_alive", "last_synced_at", "sync_error", "layout_problem",
+            "schedulable", "gpu_count",
         )
         read_only_fields = fields
 
@@ -59,3 +69,49 @@ class ImportAmdSmiSerializer(serializers.Serializer):
         help_text="Raw outputs of amd-smi list, static, partition, metric and/or version (any order).",
     )
     dry_run = serializers.BooleanField(default=False)
+
+
+class ReconfigurationStepSerializer(serializers.ModelSerializer[ReconfigurationStep]):
+    class Meta:
+        model = ReconfigurationStep
+        fields = ("seq", "state", "action", "message", "output", "ok", "created_at")
+        read_only_fields = fields
+
+
+class ReconfigurationSerializer(serializers.ModelSerializer[Reconfiguration]):
+    node = serializers.CharField(source="node.name", read_only=True)
+    target = serializers.CharField(source="describe_target", read_only=True)
+    requested_by = serializers.CharField(source="requested_by.username", read_only=True, default=None)
+    steps = ReconfigurationStepSerializer(many=True, read_only=True)
+    duration_s = serializers.FloatField(read_only=True, allow_null=True)
+    url = serializers.HyperlinkedIdentityField(view_name="reconfiguration-detail")
+    websocket = serializers.SerializerMethodField(help_text="Path of the live-progress WebSocket")
+
+    class Meta:
+        model = Reconfiguration
+        fields = (
+            "id", "url", "websocket", "kind", "state", "node", "gpu", "gpu_index", "target",
+            "target_compute_mode", "target_memory_mode", "previous_layout", "drain", "reason",
+            "requested_by", "attempts", "error_code", "error_message", "created_at", "started_at",
+            "finished_at", "duration_s", "steps",
+        )
+        read_only_fields = fields
+
+    def get_websocket(self, op: Reconfiguration) -> str:
+        return f"/ws/operations/{op.pk}/"
+
+
+class GpuReconfigureSerializer(serializers.Serializer):
+    compute_mode = serializers.CharField(max_length=8)
+    memory_mode = serializers.CharField(max_length=8, required=False, allow_blank=True,
+                                        help_text="Must equal the node's current memory mode (NPS is node-wide)")
+    drain = serializers.BooleanField(default=False)
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class NodeReconfigureSerializer(serializers.Serializer):
+    memory_mode = serializers.CharField(max_length=8)
+    compute_mode = serializers.CharField(max_length=8, required=False, allow_blank=True,
+                                         help_text="Compute mode for every GPU afterwards (default: keep each GPU's)")
+    drain = serializers.BooleanField(default=False)
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

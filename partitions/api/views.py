@@ -8,16 +8,56 @@ from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
+from rest_framework.reverse import reverse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aimconsole.permissions import ReadOnlyForSignedIn
-from partitions.api.serializers import GPUSerializer, ImportAmdSmiSerializer, NodeSerializer, PartitionSerializer
+from partitions.api.serializers import (
+    GpuReconfigureSerializer,
+    GPUSerializer,
+    ImportAmdSmiSerializer,
+    NodeReconfigureSerializer,
+    NodeSerializer,
+    PartitionSerializer,
+    ReconfigurationSerializer,
+)
 from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
-from partitions.models import GPU, Node, Partition
+from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 from partitions.services import import_amdsmi_outputs
+from partitions.services.reconfiguration import OperationInProgress, request_reconfiguration
+
+
+RECONFIGURE_RESPONSES = {
+    202: ReconfigurationSerializer,
+    400: OpenApiResponse(description="Invalid target (the message names the valid choices); nothing queued"),
+    403: OpenApiResponse(description="Operators and admins only"),
+    409: OpenApiResponse(description="Another operation on this GPU/node is in progress (detail.operation names it)"),
+}
+
+
+def _reconfigure(request: Request, **target) -> Response:  # type: ignore[no-untyped-def]
+    """Shared by the GPU and node actions: validate, store the intent, answer 202."""
+    if not request.user.has_perm("partitions.add_reconfiguration"):
+        raise PermissionDenied("Reconfiguring needs the operator or admin role.")
+    try:
+        op = request_reconfiguration(requested_by=request.user, **target)
+    except DjangoValidationError as exc:
+        raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}) from exc
+    except OperationInProgress as exc:
+        # Same error shape as every API error (aimconsole/api.py), with the blocking operation.
+        return Response(
+            {"code": "conflict", "message": str(exc),
+             "detail": {"operation": exc.operation.pk, "state": exc.operation.state,
+                        "url": reverse("reconfiguration-detail", args=[exc.operation.pk], request=request)}},
+            status=status.HTTP_409_CONFLICT,
+        )
+    op = Reconfiguration.objects.with_related().get(pk=op.pk)
+    body = ReconfigurationSerializer(op, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED)
+
 
 
 class PartitionLayoutSerializer(serializers.Serializer):
@@ -125,6 +165,18 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(result.to_json(), status=status.HTTP_200_OK if result.dry_run else status.HTTP_201_CREATED)
 
 
+    @extend_schema(request=NodeReconfigureSerializer, responses=RECONFIGURE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def reconfigure(self, request: Request, name: str | None = None) -> Response:
+        """Change the node's memory (NPS) mode — reloads the driver for every GPU of the node."""
+        node = self.get_object()
+        payload = NodeReconfigureSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        return _reconfigure(request, node=node, memory_mode=data["memory_mode"], compute_mode=data.get("compute_mode") or None,
+                            drain=data["drain"], reason=data["reason"])
+
+
 class GPUFilter(django_filters.FilterSet):
     node = django_filters.CharFilter(field_name="node__name")
 
@@ -134,12 +186,21 @@ class GPUFilter(django_filters.FilterSet):
 
 
 class GPUViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = GPU.objects.select_related("node").prefetch_related(
-        Prefetch("partitions", queryset=Partition.objects.only("id", "gpu_id"))
-    )
+    queryset = GPU.objects.select_related("node").prefetch_related("partitions")
     serializer_class = GPUSerializer
     filterset_class = GPUFilter
     ordering_fields = ("node__name", "index")
+
+    @extend_schema(request=GpuReconfigureSerializer, responses=RECONFIGURE_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def reconfigure(self, request: Request, pk: str | None = None) -> Response:
+        """Change this GPU's compute mode (SPX/DPX/QPX/CPX); 409 while another operation runs."""
+        gpu = self.get_object()
+        payload = GpuReconfigureSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        return _reconfigure(request, gpu=gpu, compute_mode=data["compute_mode"], memory_mode=data.get("memory_mode") or None,
+                            drain=data["drain"], reason=data["reason"])
 
 
 class PartitionFilter(django_filters.FilterSet):
@@ -156,3 +217,24 @@ class PartitionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PartitionSerializer
     filterset_class = PartitionFilter
     ordering_fields = ("logical_index", "memory_gb")
+
+
+class ReconfigurationFilter(django_filters.FilterSet):
+    node = django_filters.CharFilter(field_name="node__name")
+    gpu = django_filters.NumberFilter(field_name="gpu_id")
+    state = django_filters.MultipleChoiceFilter(choices=Reconfiguration.State.choices)
+
+    class Meta:
+        model = Reconfiguration
+        fields = ("node", "gpu", "gpu_index", "state", "kind")
+
+
+class ReconfigurationViewSet(viewsets.ReadOnlyModelViewSet):
+    """Reconfiguration operations with their steps (poll the detail, or watch the WebSocket)."""
+
+    queryset = Reconfiguration.objects.select_related("node", "requested_by").prefetch_related(
+        Prefetch("steps", queryset=ReconfigurationStep.objects.order_by("seq"))
+    )
+    serializer_class = ReconfigurationSerializer
+    filterset_class = ReconfigurationFilter
+    ordering_fields = ("created_at", "finished_at", "state")

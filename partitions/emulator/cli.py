@@ -338,8 +338,35 @@ def _reselect(hive: Hive, opts: Options) -> list:
     return out
 
 
+def _record_call(event: str, call_id: str, args: list[str], status: int | None = None) -> None:
+    """Append one line to ``AMD_SMI_EMULATOR_CALL_LOG`` (if set): tests check from it that
+    no two ``set`` calls overlapped and how often the hardware was touched. O_APPEND keeps
+    concurrent writers' lines whole."""
+    log_path = os.environ.get("AMD_SMI_EMULATOR_CALL_LOG")
+    if not log_path:
+        return
+    line = json.dumps({"event": event, "id": call_id, "pid": os.getpid(), "t": time.time(),
+                       "args": args, "status": status}) + "\n"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+
+
 def main(argv: list[str] | None = None) -> int:
     path, args = _strip_state(list(sys.argv[1:] if argv is None else argv))
+    call_id = f"{os.getpid()}-{time.time_ns()}"
+    _record_call("start", call_id, args)
+    status = 1
+    try:
+        status = _main(path, args)
+        return status
+    finally:
+        _record_call("end", call_id, args, status)
+
+
+def _main(path, args) -> int:  # type: ignore[no-untyped-def]
     try:
         return run(path, args)
     except EmulatorExit as exc:

@@ -46,7 +46,8 @@ def validate(fault: dict) -> None:
 
 
 def normalise(argv: list[str]) -> tuple[str, set[str]]:
-    """(subcommand, option tokens in short form) of an amd-smi command line."""
+    """(subcommand, tokens) of an amd-smi command line: options in short form, and values
+    upper-cased (so ``"set -M NPS1"`` matches only a change to NPS1)."""
     words = [a for a in argv if a]
     sub = words[0] if words and not words[0].startswith("-") else "default"
     tokens: set[str] = set()
@@ -56,6 +57,8 @@ def normalise(argv: list[str]) -> tuple[str, set[str]]:
             tokens.add(_LONG_TO_SHORT.get(low.split("=")[0], low))
         elif word.startswith("-") and len(word) > 1 and word[1:].isalpha():
             tokens.update(f"-{ch}" for ch in word[1:])
+        elif not word.startswith("-"):
+            tokens.add(word.upper())
     return sub, tokens
 
 
@@ -66,7 +69,7 @@ def matches(pattern: str, argv: list[str]) -> bool:
     sub, tokens = normalise(argv)
     if words[0] != sub:
         return False
-    return all(_LONG_TO_SHORT.get(w, w) in tokens for w in words[1:])
+    return all((_LONG_TO_SHORT.get(w, w) if w.startswith("-") else w.upper()) in tokens for w in words[1:])
 
 
 def env_faults() -> list[dict]:

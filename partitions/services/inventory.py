@@ -96,6 +96,29 @@ def _apply(row: Model, values: dict[str, Any], result: SyncResult) -> None:
     result.updated += 1
 
 
+def layout_problem(inventory: NodeInventory) -> str:
+    """Why the reported layout is not one the node can run ("" when it is valid).
+
+    NPS is node-wide: GPUs in different memory modes (a partial NPS change) or a GPU in a pair
+    its model cannot run make the node unschedulable until a sync finds it valid again."""
+    by_memory: dict[str, list[int]] = {}
+    for gpu in inventory.gpus:
+        by_memory.setdefault(gpu.memory_mode or "unknown", []).append(gpu.index)
+    if len(by_memory) > 1:
+        parts = "; ".join(f"GPUs {indices} in {mode}" for mode, indices in sorted(by_memory.items()))
+        return f"memory modes differ across the node ({parts})"
+    invalid = []
+    for gpu in inventory.gpus:
+        if gpu.gpu_model and gpu.compute_mode and gpu.memory_mode:
+            try:
+                get_spec(gpu.gpu_model).layout(gpu.compute_mode, gpu.memory_mode, caps=_caps(gpu))
+            except GeometryError:
+                invalid.append(f"GPU {gpu.index} {gpu.compute_mode}+{gpu.memory_mode}")
+    if invalid:
+        return f"invalid modes: {', '.join(invalid)}"
+    return ""
+
+
 @transaction.atomic
 def sync_inventory(*, node: Node, inventory: NodeInventory) -> SyncResult:
     """Reconcile ``node``'s GPUs and partitions with what a backend reports.
@@ -138,13 +161,15 @@ def sync_inventory(*, node: Node, inventory: NodeInventory) -> SyncResult:
     if gone:
         result.deleted += GPU.objects.filter(pk__in=gone).delete()[1].get("partitions.GPU", 0)
 
+    problem = layout_problem(inventory)
+    if problem:
+        result.warnings.append(problem)
     memory_modes = {g.memory_mode for g in inventory.gpus if g.memory_mode}
-    if len(memory_modes) > 1:
-        result.warnings.append(f"GPUs report different memory modes: {', '.join(sorted(memory_modes))}")
     node_values: dict[str, Any] = {
         "memory_mode": memory_modes.pop() if len(memory_modes) == 1 else "",
         "last_synced_at": timezone.now(),
         "sync_error": "",
+        "layout_problem": problem,
     }
     if inventory.version is not None:
         node_values["amd_smi_version"] = inventory.version.tool
@@ -205,6 +230,9 @@ def backend_for(node: Node):  # type: ignore[no-untyped-def]
     from partitions.backends import get_backend
 
     options = dict(node.backend_options or {})
+    if node.backend in (Node.Backend.AMDSMI, Node.Backend.EMULATOR):
+        options.setdefault("timeout", settings.AMD_SMI_TIMEOUT_S)
+        options.setdefault("reload_timeout", settings.AMD_SMI_RELOAD_TIMEOUT_S)
     if node.backend == Node.Backend.AMDSMI:
         options.setdefault("binary", settings.AMD_SMI_BIN)
     elif node.backend == Node.Backend.IMPORTED:

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from partitions.consumers import OperationConsumer
+
+websocket_urlpatterns = [
+    path("ws/operations/<int:pk>/", OperationConsumer.as_asgi()),
+]
