@@ -190,6 +190,11 @@ class _Run:
         inventory = self.read("read the state after the failed change")
         if inventory is None:
             return ops.FAILED
+        if isinstance(exc, BackendTimeout):
+            # The change hung and was killed: whatever the read-back says, the driver may still
+            # be mid-change. Keep the GPUs out of scheduling until an operator looks.
+            sync_inventory(node=self.node, inventory=inventory)
+            return self.fail_unrecoverable(f"amd-smi timed out during the change: {exc.message}", exc.code, gpus=self.affected)
         if layout_of(inventory) == self.op.previous_layout:
             sync_inventory(node=self.node, inventory=inventory)
             self.claim.transition(
@@ -221,16 +226,17 @@ class _Run:
                               ok=False, error_code=error_code, error_message=reason)
         return ops.ROLLED_BACK
 
-    def fail_unrecoverable(self, message: str, error_code: str) -> str:
+    def fail_unrecoverable(self, message: str, error_code: str, *, gpus: list[int] | None = None) -> str:
         """The GPUs are in an unknown or unintended state: take them out of scheduling."""
-        bad = list(self.affected)
+        bad = list(gpus or self.affected)
         try:
             inventory = self.backend.inventory()
             sync_inventory(node=self.node, inventory=inventory)
             previous = self.op.previous_layout.get("gpus", {})
             mismatched = [g.index for g in inventory.gpus
                           if previous.get(str(g.index)) != {"compute_mode": g.compute_mode, "memory_mode": g.memory_mode}]
-            bad = mismatched or bad
+            if gpus is None:
+                bad = mismatched or bad
         except BackendError:
             pass
         message = f"{message}; GPUs {bad} marked unhealthy and unschedulable"
