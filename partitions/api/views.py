@@ -182,7 +182,7 @@ class GPUFilter(django_filters.FilterSet):
 
     class Meta:
         model = GPU
-        fields = ("node", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable")
+        fields = ("node", "index", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable")
 
 
 class GPUViewSet(viewsets.ReadOnlyModelViewSet):

@@ -1,0 +1,57 @@
+"""Node agent loops: heartbeat, telemetry sampler (Redis snapshot + channel layer), sweeper."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from partitions import events
+from partitions.agent import Agent, read_snapshot
+from partitions.models import Node, Reconfiguration
+from partitions.services.reconfiguration import request_reconfiguration, sweep_reconfigurations
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.redis
+def test_sampler_stores_a_snapshot_in_redis_and_publishes_it(emulated, redis_url):
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.node_telemetry_group("emu-a"), channel)
+    emulated.state.set_load(1, 0, 0.9, vram_used_mb=150_000)
+    agent = Agent("emu-a")
+    agent.sample()
+    snapshot = read_snapshot(redis.Redis.from_url(redis_url), "emu-a")
+    assert snapshot["node"] == "emu-a" and snapshot["emulated"] is True
+    devices = {d["logical_index"]: d for d in snapshot["devices"]}
+    assert set(devices) == {0, 1}
+    assert devices[1]["vram_used_mb"] > devices[0]["vram_used_mb"]
+    assert devices[1]["gfx_activity"] > 50
+    event = async_to_sync(layer.receive)(channel)
+    assert event["type"] == "telemetry.snapshot" and event["snapshot"]["ts"] == snapshot["ts"]
+
+
+def test_heartbeat_marks_the_agent_alive(emulated):
+    assert not Node.objects.get(pk=emulated.node.pk).agent_alive
+    Agent("emu-a").heartbeat()
+    assert Node.objects.get(pk=emulated.node.pk).agent_alive
+
+
+def test_sweeper_resends_lost_intents_and_expired_leases_only(emulated, monkeypatch, settings):
+    sent: list[int] = []
+    monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: sent.append(pk) or True)
+    from partitions.models import GPU
+
+    never_sent = request_reconfiguration(gpu=GPU.objects.get(node=emulated.node, index=0), compute_mode="CPX")
+    running = request_reconfiguration(gpu=GPU.objects.get(node=emulated.node, index=1), compute_mode="CPX")
+    long_ago = timezone.now() - timezone.timedelta(minutes=5)
+    Reconfiguration.objects.filter(pk=running.pk).update(
+        state="applying", enqueued_at=long_ago, lease_expires_at=timezone.now() + timezone.timedelta(minutes=1)
+    )
+    assert sweep_reconfigurations(node=emulated.node) == [never_sent.pk]
+    Reconfiguration.objects.filter(pk=running.pk).update(lease_expires_at=long_ago)  # its worker died
+    assert set(sweep_reconfigurations(node=emulated.node)) == {never_sent.pk, running.pk}
+    assert sent.count(never_sent.pk) == 2
