@@ -112,3 +112,10 @@ def api_client_for():  # type: ignore[no-untyped-def]
         return client
 
     return make
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def]
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread for the rest of the session, which asyncio-based tests cannot share."""
+    items.sort(key=lambda item: "/tests/browser/" in str(item.fspath))
