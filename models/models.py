@@ -194,6 +194,7 @@ class ModelProfile(models.Model):
     smallest_partition = models.CharField(max_length=4, null=True, blank=True, editable=False)
     replicas_per_gpu = models.JSONField(editable=False, default=dict)
     gpus_needed = models.PositiveIntegerField(editable=False, default=1)
+    per_gpu_gb = models.FloatField(editable=False, default=0, help_text="Memory per GPU at gpus_needed GPUs (GiB).")
     computed_at = models.DateTimeField(null=True, editable=False)
 
     objects = ModelProfileQuerySet.as_manager()

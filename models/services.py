@@ -75,6 +75,7 @@ def _computed_values(profile: ModelProfile, shape: sizing.ModelShape, policy: si
         "smallest_partition": None if result.smallest_partition is None else str(result.smallest_partition),
         "replicas_per_gpu": {str(mode): int(n) for mode, n in result.replicas_per_gpu.items()},
         "gpus_needed": int(result.gpus_needed),
+        "per_gpu_gb": round(result.per_gpu_gb, 3),
     }
 
 

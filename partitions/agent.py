@@ -3,6 +3,9 @@
 ``manage.py run_agent --node NAME`` starts these threads, then a Celery worker consuming
 ``node.<NAME>`` (reconfigurations, inventory sync) in the foreground.
 
+The sweeper also reconciles deployments: it binds pending ones whose partitions exist and
+starts/stops replicas so the node runs exactly what the database says.
+
 Telemetry: every TELEMETRY_INTERVAL_S (1 s) the sampler reads metrics through the node's
 backend, stores the latest snapshot in Redis (``aim:telemetry:<node>``, expires after 30 s, so
 a dead agent's data disappears rather than looking live) and publishes it on the channel layer
@@ -53,6 +56,22 @@ def build_snapshot(node: Node, metrics: tuple, now: float) -> dict[str, Any]:
 def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:
     raw = client.get(snapshot_key(node_name))
     return None if raw is None else json.loads(raw)
+
+
+async def read_snapshots(node_names: list[str]) -> dict[str, Any]:
+    """Latest snapshots of these nodes (missing: the agent is down or its data expired)."""
+    import redis.asyncio as aioredis
+
+    if not node_names:
+        return {}
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        raws = await client.mget([snapshot_key(name) for name in node_names])
+    except redis.RedisError:
+        return {}
+    finally:
+        await client.aclose()
+    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
 
 
 class Loop(threading.Thread):
@@ -117,11 +136,15 @@ class Agent:
         events.publish_telemetry(node.name, snapshot)
 
     def sweep(self) -> None:
+        """Re-send lost operation messages, then make the node's replicas match the database."""
+        from partitions.services.deployments import reconcile_node
         from partitions.services.reconfiguration import sweep_reconfigurations
 
-        sent = sweep_reconfigurations(node=self.node())
+        node = self.node()
+        sent = sweep_reconfigurations(node=node)
         if sent:
             log.info("re-sent reconfigurations %s", sent)
+        reconcile_node(node=node)
 
     def start(self) -> None:
         for loop in self.loops:

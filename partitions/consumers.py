@@ -1,14 +1,18 @@
-"""WebSocket consumers: live progress of one operation (``/ws/operations/<id>/``)."""
+"""WebSocket consumers: live progress of one operation (``/ws/operations/<id>/``) and live
+telemetry (``/ws/telemetry/``)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from partitions import events
-from partitions.models import Reconfiguration
+from partitions.models import Node, Reconfiguration
 
 # Close codes (4000-4999 are the application's): the browser learns why it was refused.
 CLOSE_UNAUTHENTICATED = 4401
@@ -57,3 +61,63 @@ class OperationConsumer(AsyncJsonWebsocketConsumer):
             "operation": events.operation_payload(op),
             "steps": [events.step_payload(step) for step in op.steps.all()],
         }
+
+
+class TelemetryConsumer(AsyncJsonWebsocketConsumer):
+    """Live telemetry for the fleet (``/ws/telemetry/``) or one node (``?node=NAME``).
+
+    On connect: the latest snapshot of every node in view (from Redis). Then updates, coalesced
+    per connection: whatever arrives within ``MIN_INTERVAL_S`` is merged (latest per node) and
+    sent as one message, so a view gets at most 2 messages per second however many nodes report.
+    """
+
+    MIN_INTERVAL_S = 0.5
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
+            await self.close(code=CLOSE_FORBIDDEN)
+            return
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        self.node = (query.get("node") or [None])[0]
+        if self.node is not None and not await database_sync_to_async(Node.objects.filter(name=self.node).exists)():
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        self.group = events.node_telemetry_group(self.node) if self.node else events.FLEET_TELEMETRY_GROUP
+        self.pending: dict[str, Any] = {}
+        self.flush_task: asyncio.Task | None = None
+        self.last_sent = 0.0
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_json({"type": "telemetry.snapshot", "nodes": await self._snapshots()})
+        self.last_sent = time.monotonic()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if getattr(self, "flush_task", None):
+            self.flush_task.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass
+
+    async def telemetry_snapshot(self, event: dict[str, Any]) -> None:
+        self.pending[event["node"]] = event["snapshot"]
+        if self.flush_task is None or self.flush_task.done():
+            self.flush_task = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(max(0.0, self.last_sent + self.MIN_INTERVAL_S - time.monotonic()))
+        nodes, self.pending = self.pending, {}
+        if nodes:
+            self.last_sent = time.monotonic()
+            await self.send_json({"type": "telemetry.update", "nodes": nodes})
+
+    async def _snapshots(self) -> dict[str, Any]:
+        from partitions.agent import read_snapshots
+
+        names = [self.node] if self.node else await database_sync_to_async(lambda: list(Node.objects.values_list("name", flat=True)))()
+        return await read_snapshots(names)

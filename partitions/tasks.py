@@ -11,8 +11,13 @@ from partitions.models import Node
 def reconfigure_task(reconfiguration_id: int) -> str:
     """Run one reconfiguration (idempotent: fenced claim, re-reads hardware first)."""
     from partitions.reconfigure import run_reconfiguration
+    from partitions.services.deployments import reconcile_node
 
-    return run_reconfiguration(reconfiguration_id)
+    result = run_reconfiguration(reconfiguration_id)
+    node = Node.objects.filter(reconfigurations__pk=reconfiguration_id).first()
+    if node is not None:
+        reconcile_node(node=node)  # start what waited for this change without waiting for the sweeper
+    return result
 
 
 @shared_task(name="partitions.sync_node", acks_late=True)

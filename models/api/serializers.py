@@ -80,12 +80,12 @@ class ModelProfileSerializer(serializers.ModelSerializer[ModelProfile]):
         fields = (
             "id", "model", "precision", "gpu", "context_tokens", "concurrent_sequences",
             "memory_required_gb", "weights_gb", "kv_cache_gb", "overhead_gb", "fits",
-            "smallest_partition", "replicas_per_gpu", "gpus_needed",
+            "smallest_partition", "replicas_per_gpu", "gpus_needed", "per_gpu_gb",
             "partition_memory_estimated", "computed_at",
         )
         read_only_fields = (
             "id", "memory_required_gb", "weights_gb", "kv_cache_gb", "overhead_gb",
-            "smallest_partition", "gpus_needed", "computed_at",
+            "smallest_partition", "gpus_needed", "per_gpu_gb", "computed_at",
         )
 
     def validate(self, attrs: dict) -> dict:

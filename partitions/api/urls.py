@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from rest_framework.routers import DefaultRouter
 
-from partitions.api.views import GPUViewSet, GpuSpecViewSet, NodeViewSet, PartitionViewSet, ReconfigurationViewSet
+from partitions.api.views import (
+    DeploymentViewSet,
+    GPUViewSet,
+    GpuSpecViewSet,
+    NodeViewSet,
+    PartitionViewSet,
+    PlanViewSet,
+    ReconfigurationViewSet,
+)
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
@@ -11,5 +19,7 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("gpus", GPUViewSet, basename="gpu")
 router.register("partitions", PartitionViewSet, basename="partition")
 router.register("reconfigurations", ReconfigurationViewSet, basename="reconfiguration")
+router.register("deployments", DeploymentViewSet, basename="deployment")
+router.register("plans", PlanViewSet, basename="plan")
 
 urlpatterns = router.urls

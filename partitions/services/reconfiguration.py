@@ -95,6 +95,7 @@ def request_reconfiguration(
     drain: bool = False,
     reason: str = "",
     requested_by: Any = None,
+    plan: Any = None,
 ) -> Reconfiguration:
     """Store a reconfiguration intent and enqueue it once the transaction commits.
 
@@ -157,6 +158,7 @@ def request_reconfiguration(
                     kind=kind, node=node, gpu=gpu, gpu_index=gpu.index if gpu else None,
                     target_compute_mode=compute_mode or "", target_memory_mode=memory_mode or "",
                     drain=drain, reason=reason[:500], requested_by=requested_by if getattr(requested_by, "pk", None) else None,
+                    plan=plan,
                 )
         except IntegrityError:
             conflict = _active_conflict(node, gpu)
