@@ -19,7 +19,6 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict
 from typing import Any, Callable
 
 import redis
@@ -27,8 +26,9 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from partitions import events
-from partitions.models import Node
+from partitions import events, telemetry
+from partitions.models import Node, Partition
+from partitions.telemetry import PartitionRef
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +40,13 @@ def snapshot_key(node_name: str) -> str:
 
 
 def build_snapshot(node: Node, metrics: tuple, now: float) -> dict[str, Any]:
-    """JSON-safe snapshot of one sample (values None where the tool reported N/A)."""
-    return {
-        "node": node.name,
-        "emulated": node.emulated,
-        "ts": now,
-        "interval_s": settings.TELEMETRY_INTERVAL_S,
-        "devices": [
-            {**asdict(m), "gfx_busy_inst": {str(k): list(v) for k, v in m.gfx_busy_inst.items()}}
-            for m in metrics
-        ],
-    }
+    """JSON-safe snapshot of one sample, per GPU and partition (partitions/telemetry.py);
+    values are None where the tool reported N/A."""
+    layout = [
+        PartitionRef(gpu_index=g, partition_index=p, logical_index=logical)
+        for g, p, logical in Partition.objects.filter(gpu__node=node).values_list("gpu__index", "index", "logical_index")
+    ]
+    return telemetry.shape(node.name, now, metrics, layout, emulated=node.emulated, interval_s=settings.TELEMETRY_INTERVAL_S)
 
 
 def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:

@@ -608,7 +608,7 @@ def place_exact(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: b
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = max(1, min(8, os.cpu_count() or 1))
     deadline = max(time_limit_s, 0.05)
-    i = 0
+    i, split = 0, False
     while i < len(stages) and (x or y):
         expr, maximise = stages[i]
         model.maximize(expr) if maximise else model.minimize(expr)
@@ -621,7 +621,8 @@ def place_exact(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: b
         model.clear_hints()
         for v in list(x.values()) + list(y.values()):
             model.add_hint(v, solver.value(v))
-        if i == 0 and maximise and value < len(reps) and len(placed) > 1:
+        if i == 0 and not split and value < len(reps) and len(placed) > 1:
+            split = True
             # Not everything fits: maximise per priority level, highest first, instead.
             stages[0:1] = [(placed[lvl], True) for lvl in sorted(placed, reverse=True)]
             continue

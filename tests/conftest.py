@@ -14,6 +14,8 @@ from rest_framework.test import APIClient
 
 from aimconsole import embedded
 
+pytest_plugins = ["tests.processes"]  # subprocess fixtures: agents, web servers
+
 SHARED_DIR = Path(os.environ.get("AIM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
 
 

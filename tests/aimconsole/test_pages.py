@@ -23,7 +23,7 @@ def test_login_page_is_public_and_signs_in(client, viewer, catalog):
     assert response.status_code == 302
     page = client.get(response["Location"], follow=True)
     assert page.status_code == 200
-    assert b"Model catalog" in page.content
+    assert b"<h1>Fleet</h1>" in page.content
 
 
 def test_wrong_password_is_refused(client, viewer):

@@ -48,3 +48,44 @@ def screenshot(page, name: str) -> Path:  # type: ignore[no-untyped-def]
     path = SCREENSHOT_DIR / f"{name}.png"
     page.screenshot(path=str(path), full_page=False)
     return path
+
+
+class Console:
+    def __init__(self, url: str, env: dict[str, str]) -> None:
+        self.url = url
+        self.env = env
+
+
+@pytest.fixture
+def console(process_env, tmp_path) -> Iterator[Console]:  # type: ignore[no-untyped-def]
+    """The real ASGI console (daphne) as a subprocess on the test database and Redis, with
+    the channels_redis layer, so pages get live WebSocket updates from agents."""
+    import sys
+    import urllib.request
+
+    from tests.processes import Process, free_port, wait_for
+
+    env = {**process_env, "AIM_CHANNEL_LAYER": "redis"}
+    port = free_port()
+    proc = Process([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "aimconsole.asgi:application"],
+                   env, tmp_path / "daphne.log")
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.alive(), proc.output()
+        try:
+            return urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200
+        except OSError:
+            return False
+
+    wait_for(up, 60, "daphne to answer")
+    yield Console(url, env)
+    proc.stop()
+
+
+def sign_in(page, console: Console, username: str, password: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{console.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console.url}/fleet/")

@@ -16,6 +16,8 @@ def signed_in(page, live_server, catalog, viewer):  # type: ignore[no-untyped-de
     page.fill("#id_username", "vera")
     page.fill("#id_password", "pw-vera")
     page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/fleet/")
+    page.click("nav >> text=Catalog")
     page.wait_for_url(f"{live_server.url}/catalog/")
     return page
 
@@ -51,9 +53,10 @@ def test_nodes_page_labels_emulated_nodes(signed_in, live_server):
     node = Node.objects.create(name="sim-0000", backend=Node.Backend.SIMULATED, emulated=True)
     sync_inventory(node=node, inventory=backend.inventory())
     page = signed_in
-    page.click("text=Nodes")
+    page.click("nav >> text=Fleet")
     card = page.locator("#node-sim-0000")
     assert card.locator(".badge", has_text="emulated").is_visible()
     assert card.locator(".gpu").count() == 2
     assert card.locator(".gpu").nth(1).locator(".part").count() == 8
-    screenshot(page, "nodes")
+    assert page.locator("a.button", has_text="Memory mode").count() == 0  # a viewer gets no action buttons
+    screenshot(page, "fleet-viewer")

@@ -11,7 +11,7 @@ from django.db import connection
 
 from partitions import operations as ops
 from partitions.models import GPU, Node, Reconfiguration
-from tests.integration.conftest import wait_for
+from tests.processes import wait_for
 from tests.partitions.conftest import make_emulated_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
@@ -156,7 +156,7 @@ def private_redis(tmp_path, settings):  # type: ignore[no-untyped-def]
     from aimconsole import embedded
     from aimconsole.celery import app
     from tests.conftest import _wait_for_redis
-    from tests.integration.conftest import free_port
+    from tests.processes import free_port
 
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"

@@ -26,12 +26,30 @@ def test_sampler_stores_a_snapshot_in_redis_and_publishes_it(emulated, redis_url
     agent.sample()
     snapshot = read_snapshot(redis.Redis.from_url(redis_url), "emu-a")
     assert snapshot["node"] == "emu-a" and snapshot["emulated"] is True
-    devices = {d["logical_index"]: d for d in snapshot["devices"]}
-    assert set(devices) == {0, 1}
-    assert devices[1]["vram_used_mb"] > devices[0]["vram_used_mb"]
-    assert devices[1]["gfx_activity"] > 50
+    gpus = {g["index"]: g for g in snapshot["gpus"]}
+    assert set(gpus) == {0, 1}
+    busy, idle = gpus[1]["partitions"][0], gpus[0]["partitions"][0]
+    assert busy["vram_used_mb"] > idle["vram_used_mb"]
+    assert busy["gfx_activity"] > 50 and busy["derived"] is False  # SPX: the device's own figure
+    assert gpus[1]["power_w"] > gpus[0]["power_w"]
     event = async_to_sync(layer.receive)(channel)
     assert event["type"] == "telemetry.snapshot" and event["snapshot"]["ts"] == snapshot["ts"]
+
+
+@pytest.mark.redis
+def test_per_partition_activity_is_derived_from_per_xcp_busy_on_a_cpx_gpu(emulated, redis_url):
+    from partitions.services import sync_node
+
+    emulated.state.set_modes(compute="CPX")
+    sync_node(node=emulated.node)
+    emulated.state.set_load(0, 3, 1.0, vram_used_mb=20_000)
+    Agent("emu-a").sample()
+    snapshot = read_snapshot(redis.Redis.from_url(redis_url), "emu-a")
+    parts = snapshot["gpus"][0]["partitions"]
+    assert [p["index"] for p in parts] == list(range(8))
+    assert all(p["derived"] for p in parts)
+    assert parts[3]["gfx_activity"] > 80 and parts[2]["gfx_activity"] < 20
+    assert parts[5]["vram_used_mb"] is not None  # secondaries still report their VRAM
 
 
 def test_heartbeat_marks_the_agent_alive(emulated):

@@ -16,7 +16,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # Fast leases and sweeps so crash recovery converges in seconds, not minutes.
 AGENT_ENV = {

@@ -1,0 +1,85 @@
+"""The dashboard's Plotly figures, trace names and table rows (pure functions)."""
+
+from __future__ import annotations
+
+import json
+
+from partitions import charts
+
+
+def snapshot(node: str = "emu-node-1", ts: float = 1000.0) -> dict:
+    return {
+        "node": node, "ts": ts, "interval_s": 1.0, "emulated": True,
+        "gpus": [
+            {"index": 0, "power_w": 512.0, "temperature_c": 71.0, "mem_temperature_c": 60.0, "gfx_activity": 40.0,
+             "partitions": [
+                 {"index": 0, "logical_index": 0, "gfx_activity": 80.0, "derived": True, "vram_used_mb": 2048, "vram_total_mb": 24576},
+                 {"index": 1, "logical_index": 2, "gfx_activity": 0.0, "derived": True, "vram_used_mb": None, "vram_total_mb": 24576},
+             ]},
+            {"index": 1, "power_w": None, "temperature_c": None, "mem_temperature_c": None, "gfx_activity": None,
+             "partitions": [
+                 {"index": 0, "logical_index": 1, "gfx_activity": None, "derived": False, "vram_used_mb": 0, "vram_total_mb": 196608},
+             ]},
+        ],
+    }
+
+
+def test_trace_names():
+    assert charts.trace_name("emu-node-1", 0, 3) == "emu-node-1 gpu0/p3"
+    assert charts.trace_name("emu-node-1", 0, 3, derived=True) == "emu-node-1 gpu0/p3 (derived)"
+    assert charts.trace_name("emu-node-1", 7) == "emu-node-1 gpu7"
+    assert charts.trace_key("n", 1, 2) != charts.trace_key("n", 1) != charts.trace_key("n", 12)
+
+
+def test_four_empty_figures_with_units_in_titles_and_axes():
+    figs = charts.figures()
+    assert set(figs) == set(charts.CHARTS) == {"activity", "vram", "power", "temperature"}
+    units = {"activity": "%", "vram": "GiB", "power": "W", "temperature": "°C"}
+    for name, fig in figs.items():
+        assert fig["data"] == []
+        layout = fig["layout"]
+        assert f"({units[name]})" in layout["title"]["text"]
+        assert f"({units[name]})" in layout["yaxis"]["title"]["text"]
+        assert layout["xaxis"]["type"] == "date" and layout["xaxis"]["title"]["text"]
+        assert layout["colorway"] == list(charts.PALETTE)  # consistent colors
+    assert "per partition" in figs["activity"]["layout"]["title"]["text"]
+    assert "Hotspot" in figs["temperature"]["layout"]["title"]["text"]
+    assert figs["activity"]["layout"]["yaxis"]["range"] == [0, 100]
+    json.dumps(figs)  # JSON-safe for json_script
+
+
+def test_activity_chart_notes_that_secondary_partitions_are_derived():
+    layout = charts.activity_figure()["layout"]
+    assert "derived from per-XCP busy" in layout["title"]["text"]
+    assert "derived" in layout["legend"]["title"]["text"]
+    assert "derived" not in charts.vram_figure()["layout"]["title"]["text"]
+
+
+def test_figures_are_fresh_copies():
+    a = charts.figures()
+    a["activity"]["data"].append({"x": [1]})
+    assert charts.figures()["activity"]["data"] == []
+
+
+def test_colors_cycle_through_the_palette():
+    assert charts.color_for(0) == charts.PALETTE[0]
+    assert charts.color_for(len(charts.PALETTE) + 2) == charts.PALETTE[2]
+    assert len(set(charts.PALETTE)) == len(charts.PALETTE)
+    trace = charts.empty_trace("emu gpu0", charts.color_for(1), key="emu|0")
+    assert trace["x"] == [] and trace["y"] == [] and trace["line"]["color"] == charts.PALETTE[1]
+    assert trace["name"] == "emu gpu0" and trace["meta"] == {"key": "emu|0"}
+
+
+def test_latest_rows_in_display_units():
+    rows = charts.latest_rows({"b-node": snapshot("b-node", 990.0), "emu-node-1": snapshot()}, now=1001.5)
+    assert [r["name"] for r in rows] == [
+        "b-node gpu0/p0 (derived)", "b-node gpu0/p1 (derived)", "b-node gpu1/p0",
+        "emu-node-1 gpu0/p0 (derived)", "emu-node-1 gpu0/p1 (derived)", "emu-node-1 gpu1/p0",
+    ]
+    first = rows[3]
+    assert first["vram_used_gib"] == 2.0 and first["vram_total_gib"] == 24.0
+    assert first["gfx_activity"] == 80.0 and first["power_w"] == 512.0 and first["temperature_c"] == 71.0
+    assert first["age_s"] == 1.5 and rows[0]["age_s"] == 11.5
+    assert [r["gpu_rows"] for r in rows[3:]] == [2, 0, 1]  # GPU figures span their partitions
+    assert rows[4]["vram_used_gib"] is None and rows[5]["gfx_activity"] is None
+    assert charts.latest_rows({}) == []
