@@ -314,8 +314,9 @@ class _State:
         allowed = self.allowed[d.key]
         return allowed is None or g.spec.model in allowed
 
-    def pending(self) -> list[_Rep]:
-        """Replicas to place, in processing order: priority, TP, pinned, size (all descending)."""
+    def pending(self, by_priority: bool = True, small_first: bool = False) -> list[_Rep]:
+        """Replicas to place, in processing order: priority, TP, pinned, size (all descending;
+        without ``by_priority`` priority is ignored; ``small_first`` reverses the size order)."""
         reps = []
         for pos, d in enumerate(self.demands):
             pools = [p for p in self.pools if (self.allowed[d.key] is None or p.model in self.allowed[d.key])
@@ -323,8 +324,9 @@ class _State:
             if d.pin_node is not None:
                 pools = [p for p in pools if p.id in self.node_pools[d.pin_node]]
             reps += [_Rep(d, r, pos, pools) for r in range(d.replicas) if r not in self.held[d.key]]
-        reps.sort(key=lambda r: (-r.d.priority, r.d.tensor_parallel == 1, r.d.pin_node is None,
-                                 -r.d.memory_gb, r.pos, r.replica))
+        sign = 1 if small_first else -1
+        reps.sort(key=lambda r: (-r.d.priority if by_priority else 0, r.d.tensor_parallel == 1,
+                                 r.d.pin_node is None, sign * r.d.memory_gb, r.pos, r.replica))
         for r in reps:
             if r.d.tensor_parallel == 1:
                 for p in r.pools:
@@ -386,14 +388,38 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     smallest partition size. Tensor-parallel replicas take whole empty GPUs on the node needing
     the fewest changes, then with the fewest such GPUs free (keeps big nodes whole).
     O(replicas x pools x modes) plus dictionary work: ~0.1 s for 1,000 GPUs x 2,000 replicas.
+    Three passes, the best kept (fewest unplaced per priority level from the highest, then
+    fewest GPUs, then fewest changes): the order above; the same ignoring priority (kept only
+    when it places everything, so priorities cannot be hurt); small first within a priority
+    (only when the first pass leaves replicas unplaced: maximises how many fit).
     Raises PlacementError for bad input.
     """
+    best, levels = None, sorted({d.priority for d in demands}, reverse=True)
+    passes = [(True, False)] + ([(False, False)] if len(levels) > 1 else [])
+    for i, (by_priority, small_first) in enumerate(passes + [(True, True)]):
+        if i == len(passes) and (best is None or best[1].ok()):
+            break
+        result = _greedy(fleet, demands, allow_repartition, by_priority, small_first)
+        if not by_priority and not result.ok():
+            continue
+        lost = {d.key: d.priority for d in demands}
+        key = (tuple(sum(lost[u.deployment] == lvl for u in result.unplaced) for lvl in levels),
+               result.gpus_used, len(result.mode_changes))
+        if best is None or key < best[0]:
+            best = (key, result)
+    assert best is not None
+    return best[1]
+
+
+def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, by_priority: bool,
+            small_first: bool) -> Placement:
+
     st = _State(fleet, demands)
     assignments: list[tuple[int, Assignment]] = []
     changes: list[ModeChange] = []
     unplaced: list[tuple[int, Unplaced]] = []
     failed: dict[str, str] = {}
-    for rep in st.pending():
+    for rep in st.pending(by_priority, small_first):
         d = rep.d
         if d.tensor_parallel == 1:
             for p in rep.pools:
