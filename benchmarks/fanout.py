@@ -344,25 +344,32 @@ async def dashboards_under_load(layer: Any, user: Any, dashboards: int, nodes: i
 
 # --- the sync publisher the agent uses ----------------------------------------------------
 
-def sync_publish_cost(partitions: int, calls: int) -> float:
+def sync_publish_cost(url: str, partitions: int, calls: int) -> tuple[float, float]:
     """Median seconds of one ``events.publish_telemetry`` call from sync code (the agent's
-    sampler thread): async_to_sync runs each call on a fresh event loop."""
+    sampler thread), and the Redis connections it opens per call (from ``INFO stats``;
+    exact on the benchmark's own Redis, approximate on a shared one)."""
+    import redis
+
     from partitions import events
 
+    client = redis.Redis.from_url(url)
+    before = client.info("stats")["total_connections_received"]
     times = []
     for i in range(calls):
         snap = snapshot(node_name(0), i, partitions)
         start = time.perf_counter()
         events.publish_telemetry(node_name(0), snap)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    opened = client.info("stats")["total_connections_received"] - before
+    client.close()
+    return statistics.median(times), opened / calls
 
 
 # --- main ---------------------------------------------------------------------------------
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer messages, shorter load (about 20 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer messages, shorter load (about 10 s; 20 s without)")
     parser.add_argument("--consumers", type=int, default=100)
     parser.add_argument("--nodes", type=int, default=125)
     parser.add_argument("--partitions", type=int, default=8, help="partitions per node snapshot")
@@ -414,7 +421,7 @@ def run(args: argparse.Namespace, url: str, count: int, warmup: int, seconds: fl
 
     user = get_user_model().objects.create_superuser("bench", "bench@example.com", "bench-password")
     Node.objects.bulk_create([Node(name=node_name(i), emulated=True) for i in range(args.nodes)])
-    publish_sync_s = sync_publish_cost(args.partitions, 20 if args.quick else 50)
+    publish_sync_s, publish_sync_conns = sync_publish_cost(url, args.partitions, 20 if args.quick else 50)
 
     async def body() -> tuple[dict[str, Any], ...]:
         layer = get_channel_layer()
@@ -463,6 +470,7 @@ def run(args: argparse.Namespace, url: str, count: int, warmup: int, seconds: fl
         "staleness_max_ms": round(max(dash["staleness"]) * ms, 1),
         "latest_delivered": dash["latest_delivered"],
         "publish_telemetry_sync_ms": round(publish_sync_s * ms, 2),
+        "publish_telemetry_redis_connections_per_call": round(publish_sync_conns, 2),
         "redis": "embedded" if own_redis else "REDIS_URL",
     }
     print(f"redis: {result['redis']}; layer {layers['default']['BACKEND']}; payload {lay['payload_bytes']} B "
@@ -481,7 +489,8 @@ def run(args: argparse.Namespace, url: str, count: int, warmup: int, seconds: fl
               f"{d['delivered_fraction']:.1%} of samples delivered")
     print(f"sample age on arrival: p50 {result['staleness_p50_ms']} ms, max {result['staleness_max_ms']} ms; "
           f"latest sample of every node delivered: {result['latest_delivered']} (in order: {dash['in_order']})")
-    print(f"events.publish_telemetry from sync code (agent path): {result['publish_telemetry_sync_ms']} ms per call")
+    print(f"events.publish_telemetry from sync code (agent path): {result['publish_telemetry_sync_ms']} ms per call, "
+          f"{result['publish_telemetry_redis_connections_per_call']} new Redis connections per call")
     print(json.dumps(result))
     return 0 if result["latest_delivered"] else 1
 

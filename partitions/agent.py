@@ -15,6 +15,7 @@ Consumers coalesce further per view (at most 2 messages per second each).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -103,6 +104,7 @@ class Agent:
         self.node_name = node_name
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
         self._backend: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.loops = [
             Loop(f"heartbeat-{node_name}", settings.AGENT_HEARTBEAT_S, self.heartbeat),
             Loop(f"telemetry-{node_name}", settings.TELEMETRY_INTERVAL_S, self.sample),
@@ -129,7 +131,9 @@ class Agent:
             return
         snapshot = build_snapshot(node, metrics, now)
         self.redis.set(snapshot_key(node.name), json.dumps(snapshot), ex=SNAPSHOT_TTL_S)
-        events.publish_telemetry(node.name, snapshot)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
+        events.publish_telemetry(node.name, snapshot, loop=self._loop)
 
     def sweep(self) -> None:
         """Re-send lost operation messages, then make the node's replicas match the database."""

@@ -7,6 +7,7 @@ layer must not fail an operation (the database row stays the source of truth).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Literal, TypedDict
 
@@ -87,10 +88,17 @@ def step_payload(step: Any) -> StepPayload:
     }
 
 
-def _send(group: str, event: dict[str, Any]) -> None:
+def _send(group: str, event: dict[str, Any], loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Send to a group. ``loop``: a long-lived event loop of the caller's thread, so the layer
+    keeps its Redis connections (``async_to_sync`` runs each call on a fresh loop, which makes
+    the layer connect anew every time)."""
     try:
         layer = get_channel_layer()
-        if layer is not None:
+        if layer is None:
+            return
+        if loop is not None:
+            loop.run_until_complete(layer.group_send(group, event))
+        else:
             async_to_sync(layer.group_send)(group, event)
     except Exception as exc:  # the layer's Redis may be down; the row is the record
         log.warning("could not publish %s to %s: %s", event.get("type"), group, exc)
@@ -101,7 +109,7 @@ def publish_operation_step(op: Any, step: Any) -> None:
     _send(operation_group(op.pk), dict(event))
 
 
-def publish_telemetry(node_name: str, snapshot: dict[str, Any]) -> None:
+def publish_telemetry(node_name: str, snapshot: dict[str, Any], *, loop: asyncio.AbstractEventLoop | None = None) -> None:
     event: TelemetryEvent = {"type": "telemetry.snapshot", "node": node_name, "snapshot": snapshot}
-    _send(node_telemetry_group(node_name), dict(event))
-    _send(FLEET_TELEMETRY_GROUP, dict(event))
+    _send(node_telemetry_group(node_name), dict(event), loop)
+    _send(FLEET_TELEMETRY_GROUP, dict(event), loop)

@@ -8,18 +8,11 @@ import re
 
 import pytest
 import redis
-from django.urls import include, path
 
-import aimconsole.urls as root_urls
 from partitions.agent import snapshot_key
 from partitions.models import Node
 
-# The page is served at /dashboard/; include it here until (or in case) the root URLconf does.
-urlpatterns = list(root_urls.urlpatterns)
-if not any(getattr(p, "namespace", None) == "dashboard" for p in urlpatterns):
-    urlpatterns.append(path("dashboard/", include("partitions.dashboard_urls")))
-
-pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
+pytestmark = pytest.mark.django_db
 
 
 def json_script(html: str, element_id: str):  # type: ignore[no-untyped-def]

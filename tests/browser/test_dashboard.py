@@ -1,0 +1,192 @@
+"""The live utilization dashboard in a real browser, over a real WebSocket.
+
+pytest-django's live_server speaks WSGI only, so the console runs under daphne (ASGI) as a
+subprocess sharing the test database and the test Redis, with the real channels_redis layer
+(the ``console`` fixture of tests/browser/conftest.py).
+The test process samples an emulated node with the node agent's ``Agent.sample()`` (from a
+thread: Playwright's sync API keeps an event loop in the main thread, where async_to_sync
+cannot run) and publishes through the same Redis layer; the page's charts must grow, then show
+"stale" when sampling stops.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from channels.layers import channel_layers
+from django.db import connection
+
+from tests.browser.conftest import screenshot, sign_in
+from tests.partitions.conftest import make_emulated_node
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
+
+NODE = "emu-node-1"
+INTERVAL_S = 0.3
+
+
+@pytest.fixture
+def redis_layer(settings, redis_url):  # type: ignore[no-untyped-def]
+    """This process publishes through the real Redis layer (the test settings' in-memory one
+    would not reach daphne), and its snapshots say interval_s = 0.3."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_connect_timeout": 1}], "prefix": "aim"},
+        }
+    }
+    settings.TELEMETRY_INTERVAL_S = INTERVAL_S
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+class Sampler(threading.Thread):
+    """The agent's telemetry loop, in this process: Agent.sample() every INTERVAL_S."""
+
+    def __init__(self, node_name: str) -> None:
+        super().__init__(daemon=True)
+        self.node_name = node_name
+        self.stopped = threading.Event()
+        self.samples = 0
+        self.errors: list[BaseException] = []
+        self.durations: list[float] = []
+
+    def run(self) -> None:
+        from partitions.agent import Agent
+
+        agent = Agent(self.node_name)
+        try:
+            while not self.stopped.is_set():
+                started = time.monotonic()
+                try:
+                    agent.sample()
+                    self.samples += 1
+                except Exception as exc:  # reported by the test
+                    self.errors.append(exc)
+                self.durations.append(time.monotonic() - started)
+                self.stopped.wait(max(0.0, INTERVAL_S - (time.monotonic() - started)))
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
+        assert not self.errors, self.errors
+
+
+def mixed_node(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Two MI300X: GPU 0 in CPX (8 partitions, activity derived), GPU 1 in SPX; some load."""
+    from partitions.emulator.model import Hive, resize_partitions
+    from partitions.services import sync_node
+
+    emulated = make_emulated_node(tmp_path, NODE, gpus=2)
+    with emulated.state.transaction() as data:
+        hive = Hive(data)
+        gpu = data["gpus"][0]
+        assert ("CPX", gpu["memory_mode"]) in hive.allowed_pairs()
+        gpu["compute_mode"] = "CPX"
+        resize_partitions(gpu, hive.spec)
+    sync_node(node=emulated.node)
+    for partition, load in enumerate((0.9, 0.2, 0.6, 1.0, 0.0, 0.4, 0.75, 0.1)):
+        emulated.state.set_load(0, partition, load, vram_used_mb=2_000 + 2_500 * partition)
+    emulated.state.set_load(1, 0, 0.65, vram_used_mb=120_000)
+    return emulated
+
+
+def open_dashboard(page, console, query: str = "") -> None:  # type: ignore[no-untyped-def]
+    sign_in(page, console, "vera", "pw-vera")
+    page.goto(f"{console.url}/dashboard/{query}")
+
+
+def points(page, chart: str) -> list[int]:  # type: ignore[no-untyped-def]
+    return page.evaluate("(id) => (document.getElementById(id).data || []).map((t) => t.x.length)", f"chart-{chart}")
+
+
+def traces(page, chart: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    return page.evaluate(
+        "(id) => document.getElementById(id).data.map((t) => ({name: t.name, key: t.meta && t.meta.key,"
+        " color: t.line.color, y: t.y}))", f"chart-{chart}")
+
+
+def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer, viewer, tmp_path):
+    mixed_node(tmp_path)
+    open_dashboard(page, console)
+    assert page.locator("h1").inner_text().startswith("Utilization")
+    emulated_note = page.locator("#dashboard-emulated")
+    assert emulated_note.is_visible() and "data is emulated, not real hardware" in emulated_note.inner_text()
+    # Connected, no snapshot yet (nothing sampled): empty charts, not stale.
+    page.wait_for_selector("#dashboard-status[data-state=waiting]", timeout=10_000)
+    assert points(page, "activity") == [] and page.locator("#dashboard-stale").is_hidden()
+
+    sampler = Sampler(NODE)
+    sampler.start()
+    try:
+        page.wait_for_function(
+            "() => ['activity', 'vram', 'power', 'temperature'].every((c) => {"
+            " const d = document.getElementById('chart-' + c).data;"
+            " return d.length && d.every((t) => t.x.length >= 3); })", timeout=20_000)
+        first = points(page, "activity")
+        assert len(first) == 9  # 8 CPX partitions + 1 SPX partition
+        assert len(points(page, "vram")) == 9 and len(points(page, "power")) == 2 and len(points(page, "temperature")) == 2
+        time.sleep(2)
+        later = points(page, "activity")
+        assert all(b > a for a, b in zip(first, later)), (first, later)  # new points keep arriving
+        assert page.locator("#dashboard-status").get_attribute("data-state") == "live"
+        assert page.locator("#dashboard-stale").is_hidden()
+
+        activity = {t["name"]: t for t in traces(page, "activity")}
+        assert f"{NODE} gpu0/p3 (derived)" in activity and f"{NODE} gpu1/p0" in activity
+        busy, idle = activity[f"{NODE} gpu0/p3 (derived)"]["y"], activity[f"{NODE} gpu0/p4 (derived)"]["y"]
+        assert busy[-1] > 80 and idle[-1] < 20
+        vram = {t["key"]: t for t in traces(page, "vram")}
+        assert vram[f"{NODE}|1|0"]["y"][-1] > 100  # GiB
+        for trace in activity.values():  # a partition has one color in both partition charts
+            assert vram[trace["key"]]["color"] == trace["color"]
+        assert len({t["color"] for t in activity.values()}) == 9
+        assert sorted(t["name"] for t in traces(page, "power")) == [f"{NODE} gpu0", f"{NODE} gpu1"]
+        screenshot(page, "dashboard")
+    finally:
+        sampler.stop()
+    slowest = max(sampler.durations)
+
+    # No sample for 3 x 0.3 s: stale, and the charts stop growing.
+    page.wait_for_selector("#dashboard-stale:not([hidden])", timeout=5_000)
+    assert NODE in page.locator("#dashboard-stale").inner_text()
+    assert page.locator("#dashboard-status").get_attribute("data-state") == "stale"
+    frozen = points(page, "activity")
+    time.sleep(1)
+    assert points(page, "activity") == frozen
+    screenshot(page, "dashboard-stale")
+
+    # Sampling again: live again.
+    sampler = Sampler(NODE)
+    sampler.start()
+    try:
+        page.wait_for_selector("#dashboard-stale", state="hidden", timeout=10_000)
+        assert page.locator("#dashboard-status").get_attribute("data-state") == "live"
+    finally:
+        sampler.stop()
+    assert slowest < 3 * INTERVAL_S, f"one sample took {slowest:.2f} s: the page would flicker stale"
+
+
+def test_table_of_latest_values_without_javascript(browser, console, redis_layer, viewer, tmp_path):
+    """With JavaScript off the page still reads: a note and the table of the latest snapshot."""
+    from partitions.agent import Agent
+
+    mixed_node(tmp_path)
+    Agent(NODE).sample()  # stores the snapshot in Redis (publishing is moot here)
+    context = browser.new_context(viewport={"width": 1400, "height": 900}, java_script_enabled=False)
+    try:
+        page = context.new_page()
+        open_dashboard(page, console, f"?node={NODE}")
+        assert "live charts need JavaScript" in page.locator("main").inner_text()
+        assert page.locator("#dashboard-charts").is_hidden()
+        rows = page.locator("#dashboard-latest tbody tr")
+        assert rows.count() == 9
+        assert "emu-node-1 gpu0/p3 (derived)" in rows.nth(3).inner_text()
+    finally:
+        context.close()
