@@ -161,9 +161,10 @@ class _State:
         allowed = self.allowed[d.key]
         return allowed is None or g.spec.model in allowed
 
-    def pending(self, by_priority: bool = True, small_first: bool = False) -> list[_Rep]:
-        """Replicas to place, in processing order: priority, TP, pinned, size (all descending;
-        without ``by_priority`` priority is ignored; ``small_first`` reverses the size order)."""
+    def pending(self, order: str = "priority") -> list[_Rep]:
+        """Replicas to place, in processing order. "priority": priority, tensor-parallel, pinned,
+        memory need (all descending); "constrained": the same, but replicas with fewer eligible
+        GPU pools first within a priority; "size": priority ignored; "small": small first."""
         reps = []
         for pos, d in enumerate(self.demands):
             pools = [p for p in self.pools if (self.allowed[d.key] is None or p.model in self.allowed[d.key])
@@ -171,9 +172,10 @@ class _State:
             if d.pin_node is not None:
                 pools = [p for p in pools if p.id in self.node_pools[d.pin_node]]
             reps += [_Rep(d, r, pos, pools) for r in range(d.replicas) if r not in self.held[d.key]]
-        sign = 1 if small_first else -1
-        reps.sort(key=lambda r: (-r.d.priority if by_priority else 0, r.d.tensor_parallel == 1,
-                                 r.d.pin_node is None, sign * r.d.memory_gb, r.pos, r.replica))
+        sign, narrow = (1 if order == "small" else -1), order == "constrained"
+        reps.sort(key=lambda r: (0 if order == "size" else -r.d.priority, r.d.tensor_parallel == 1,
+                                 r.d.pin_node is None, len(r.pools) if narrow else 0, sign * r.d.memory_gb,
+                                 r.pos, r.replica))
         for r in reps:
             if r.d.tensor_parallel == 1:
                 for p in r.pools:

@@ -20,19 +20,21 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     smallest partition size. Tensor-parallel replicas take whole empty GPUs on the node needing
     the fewest changes, then with the fewest such GPUs free (keeps big nodes whole).
     O(replicas x pools x modes) plus dictionary work: ~0.1 s for 1,000 GPUs x 2,000 replicas.
-    Three passes, the best kept (fewest unplaced per priority level from the highest, then
-    fewest GPUs, then fewest changes): the order above; the same ignoring priority (kept only
-    when it places everything, so priorities cannot be hurt); small first within a priority
-    (only when the first pass leaves replicas unplaced: maximises how many fit).
+    Up to four passes, the best kept (fewest unplaced per priority level from the highest, then
+    fewest GPUs, then fewest changes): the order above; replicas restricted to fewer GPU pools
+    (model, NPS) first within a priority (when pools differ); priority ignored (kept only when it
+    places everything, so priorities cannot be hurt); small first within a priority (only when
+    nothing else placed everything: maximises how many fit).
     Raises PlacementError for bad input.
     """
     best, levels = None, sorted({d.priority for d in demands}, reverse=True)
-    passes = [(True, False)] + ([(False, False)] if len(levels) > 1 else [])
-    for i, (by_priority, small_first) in enumerate(passes + [(True, True)]):
-        if i == len(passes) and (best is None or best[1].ok()):
+    passes = ["priority"] + (["constrained"] if any(d.gpu_models for d in demands) else [])
+    passes += ["size"] if len(levels) > 1 else []
+    for order in passes + ["small"]:
+        if order == "small" and (best is None or best[1].ok()):
             break
-        result = _greedy(fleet, demands, allow_repartition, by_priority, small_first)
-        if not by_priority and not result.ok():
+        result = _greedy(fleet, demands, allow_repartition, order)
+        if order == "size" and not result.ok():
             continue
         lost = {d.key: d.priority for d in demands}
         key = (tuple(sum(lost[u.deployment] == lvl for u in result.unplaced) for lvl in levels),
@@ -43,15 +45,13 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     return best[1]
 
 
-def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, by_priority: bool,
-            small_first: bool) -> Placement:
-
+def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, order: str) -> Placement:
     st = _State(fleet, demands)
-    assignments: list[tuple[int, Assignment]] = []
+    assignments: list[tuple[tuple[int, int], Assignment]] = []
     changes: list[ModeChange] = []
-    unplaced: list[tuple[int, Unplaced]] = []
+    unplaced: list[tuple[tuple[int, int], Unplaced]] = []
     failed: dict[str, str] = {}
-    for rep in st.pending(by_priority, small_first):
+    for rep in st.pending(order):
         d = rep.d
         if d.tensor_parallel == 1:
             for p in rep.pools:
