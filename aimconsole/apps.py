@@ -10,10 +10,28 @@ def _sync_roles(sender, **kwargs):  # type: ignore[no-untyped-def]
     sync_role_groups()
 
 
+def _audit_login(sender, request, user, **kwargs):  # type: ignore[no-untyped-def]
+    from aimconsole import audit
+
+    audit.record("auth.login", obj=user, actor=user, after={"backend": getattr(user, "backend", "")})
+
+
+def _audit_login_failed(sender, credentials, request=None, **kwargs):  # type: ignore[no-untyped-def]
+    from aimconsole import audit
+
+    username = str(credentials.get("username", ""))[:150]
+    audit.record("auth.login_failed", object_type="auth.user", object_id="", after={"username": username},
+                 actor_name=f"anonymous ({username[:100]})")
+
+
 class AimConsoleConfig(AppConfig):
     name = "aimconsole"
     verbose_name = "AIM Console"
 
     def ready(self) -> None:
+        from django.contrib.auth.signals import user_logged_in, user_login_failed
+
         # New models get permissions after every migrate; keep the role groups' grants in line.
         post_migrate.connect(_sync_roles, dispatch_uid="aimconsole.sync_roles")
+        user_logged_in.connect(_audit_login, dispatch_uid="aimconsole.audit_login")
+        user_login_failed.connect(_audit_login_failed, dispatch_uid="aimconsole.audit_login_failed")

@@ -3,7 +3,8 @@
 Roles are Django groups (created by a data migration, kept in sync after every migrate):
 - ``viewer``: read everything.
 - ``operator``: viewer + run the fleet (reconfigurations, deployments, plans).
-- ``admin``: operator + edit the catalog, specs and nodes; user management in Django admin.
+- ``admin``: operator + edit the catalog, specs and nodes; read the audit trail; manage every
+  user's API tokens; user management in Django admin.
 
 Permissions are ordinary Django model permissions granted to the groups, so the API, pages and
 Django admin check the same thing (``user.has_perm``). Superusers hold every permission.
@@ -20,7 +21,9 @@ ROLES = (VIEWER, OPERATOR, ADMIN)
 # (partitions, qos); the catalog and API tokens of other users are admin's.
 _READ_APPS = ("catalog", "partitions", "qos")
 _OPERATOR_APPS = ("partitions", "qos")
-_ADMIN_APPS = ("catalog", "partitions", "qos", "authtoken")
+_ADMIN_APPS = ("catalog", "partitions", "qos", "aimconsole")
+# Models nobody may change through permissions (the application refuses anyway).
+_VIEW_ONLY_MODELS = ("auditevent",)
 _ALL_ACTIONS = ("view", "add", "change", "delete")
 
 
@@ -53,6 +56,7 @@ def sync_role_groups(apps: Any = None) -> None:
             p
             for p in perms
             if p.codename.split("_", 1)[0] in role_permissions(role, p.content_type.app_label)
+            and (p.content_type.model not in _VIEW_ONLY_MODELS or p.codename.startswith("view_"))
         ]
         group.permissions.set(wanted)
 

@@ -6,19 +6,22 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from aimconsole import health
+from aimconsole import audit_views, health
+from partitions.metrics import metrics_view
 
 api_v1 = [
     path("", include("models.api.urls")),
     path("", include("partitions.api.urls")),
+    path("", include("aimconsole.api_urls")),
 ]
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="partitions:fleet", permanent=False), name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -27,7 +30,9 @@ urlpatterns = [
     path("dashboard/", include("partitions.dashboard_urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The split view serves Swagger UI's init script as a file: no inline script (CSP).
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("audit/", audit_views.audit_log, name="audit-log"),
 ]
 
 admin.site.site_header = "AIM Console administration"

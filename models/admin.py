@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.template.loader import render_to_string
 from django.utils.safestring import SafeString
 
+from aimconsole import audit
 from models import services
 from models.models import InferenceModel, ModelPrecision, ModelProfile, Precision
 from models.services import DEFAULT_CONCURRENT_SEQUENCES, DEFAULT_CONTEXT_TOKENS
@@ -22,6 +23,9 @@ class PrecisionAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Precision, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         super().save_model(request, obj, form, change)
+        audit.record("catalog.precision." + ("update" if change else "create"), obj=obj,
+                     before={k: str(form.initial.get(k)) for k in form.changed_data} if change else None,
+                     after={k: str(form.cleaned_data.get(k)) for k in form.changed_data})
         if change:
             for model in InferenceModel.objects.filter(precisions=obj):
                 services.refresh_profiles(model=model)
@@ -65,6 +69,13 @@ class InferenceModelAdmin(admin.ModelAdmin):
         # Inputs (fields and offered precisions) are saved now; recompute in the same
         # transaction (the admin wraps the whole change view in one).
         services.refresh_profiles(model=form.instance)
+        audit.record("catalog.model." + ("update" if change else "create"), obj=form.instance,
+                     before={k: str(form.initial.get(k)) for k in form.changed_data} if change else None,
+                     after={k: str(form.cleaned_data.get(k)) for k in form.changed_data} or {"precisions": "changed"})
+
+    def delete_model(self, request: HttpRequest, obj: InferenceModel) -> None:
+        audit.record("catalog.model.delete", obj=obj, before=audit.snapshot(obj))
+        super().delete_model(request, obj)
 
 
 class ModelProfileForm(forms.ModelForm):
@@ -96,6 +107,7 @@ class ModelProfileAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: ModelProfile, form, change: bool) -> None:  # type: ignore[no-untyped-def]
         obj.save()  # results were computed (and checked) while the form was validated
+        audit.record("catalog.profile." + ("update" if change else "create"), obj=obj, after=audit.snapshot(obj))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelProfile]:
         return super().get_queryset(request).with_related()

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from aimconsole import audit
 from models import sizing
 from models.catalog_data import load_catalog_data
 from models.models import InferenceModel, ModelPrecision, ModelProfile, Precision
@@ -167,6 +168,9 @@ def load_catalog(*, path: Path | str | None = None) -> LoadResult:
             unchanged += state == "unchanged"
             set_model_precisions(model=model, precisions=[precisions[code] for code in entry.precisions])
             profiles_written += refresh_profiles(model=model)
+        if created or updated:
+            audit.record("catalog.load", object_type="catalog.file", object_id=Path(data.path).name,
+                         after={"created": created, "updated": updated, "unchanged": unchanged})
     return LoadResult(created, updated, unchanged, profiles_written)
 
 

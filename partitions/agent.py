@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from partitions import events, telemetry
+from partitions import events, metrics, telemetry
 from partitions.models import Node, Partition
 from partitions.telemetry import PartitionRef
 
@@ -134,6 +134,7 @@ class Agent:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
         events.publish_telemetry(node.name, snapshot, loop=self._loop)
+        metrics.feed_emulated_serving(node, self.redis)  # synthetic request metrics of emulated replicas
 
     def sweep(self) -> None:
         """Re-send lost operation messages, then make the node's replicas match the database."""

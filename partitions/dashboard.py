@@ -8,16 +8,19 @@ then opens ``/ws/telemetry/`` and draws the live series.
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 from urllib.parse import urlencode
 
-from asgiref.sync import async_to_sync
+import redis
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from partitions import charts
+from partitions.agent import snapshot_key
 from partitions.models import Node
 
 WS_PATH = "/ws/telemetry/"
@@ -37,7 +40,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         in_view = [get_object_or_404(Node.objects.only("name", "emulated", "backend"), name=selected)]
     else:
         in_view = nodes
-    snapshots = async_to_sync(_read_snapshots)([node.name for node in in_view])
+    snapshots = latest_snapshots([node.name for node in in_view])
     emulated = [node.name for node in in_view if node.emulated]
     emulated += [name for name, snap in snapshots.items() if snap.get("emulated") and name not in emulated]
     now = time.time()
@@ -66,10 +69,17 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     })
 
 
-async def _read_snapshots(names: list[str]) -> dict:
-    from partitions.agent import read_snapshots
-
-    try:
-        return await read_snapshots(names)
-    except OSError:  # Redis unreachable in a way redis-py does not wrap: the page still renders
+def latest_snapshots(names: list[str]) -> dict[str, Any]:
+    """The synchronous twin of ``partitions.agent.read_snapshots`` (same keys, same expiry
+    semantics): a sync view must not need an event loop, and Redis being down leaves the page
+    readable, just without the table."""
+    if not names:
         return {}
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        raws = client.mget([snapshot_key(name) for name in names])
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+    return {name: json.loads(raw) for name, raw in zip(names, raws) if raw is not None}

@@ -37,9 +37,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
     "channels",
     "aimconsole.apps.AimConsoleConfig",
     "models.apps.CatalogConfig",
@@ -54,9 +55,13 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "aimconsole.audit.RequestContextMiddleware",
     "aimconsole.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "aimconsole.middleware.ContentSecurityPolicyMiddleware",
+    # Last, as django-axes requires: turns a lockout into the lockout response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "aimconsole.urls"
@@ -135,6 +140,17 @@ if CELERY_TASK_TIME_LIMIT >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout
     raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below the broker visibility timeout")
 
 # --- auth ---------------------------------------------------------------------------------
+AUTHENTICATION_BACKENDS = [
+    # django-axes first: it refuses authentication while a username/address pair is locked out.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("AIM_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("AIM_LOGIN_COOLOFF_HOURS", default=0.25)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "partitions:fleet"
 LOGOUT_REDIRECT_URL = "login"
@@ -170,7 +186,11 @@ WHITENOISE_USE_FINDERS = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "aimconsole.authentication.HashedTokenAuthentication",
+    ],
+    "DEFAULT_RENDERER_CLASSES": [
+        "aimconsole.renderers.ORJSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["aimconsole.permissions.RolePermission"],
     "DEFAULT_FILTER_BACKENDS": [
@@ -190,7 +210,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": "/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI from the installed sidecar package: no CDN, works air-gapped.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {},
 }
+# Bodies larger than this are refused with 400 before parsing (imports are the biggest).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("AIM_MAX_BODY_BYTES", default=20 * 1024 * 1024)
 
 # --- domain settings ------------------------------------------------------------------------
 # Runtime overhead added to every model's memory estimate (see README "Sizing").
@@ -227,3 +254,27 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
+
+# --- metrics (/metrics; partitions/metrics.py, deploy/README.md) --- BEGIN ---------------------
+# Who may scrape /metrics: a bearer token (AIM_METRICS_TOKEN, empty: no token accepted), clients
+# whose address is in AIM_METRICS_ALLOWED_CIDRS (REMOTE_ADDR only; set it to "" behind a
+# reverse proxy on the same host), or a signed-in console user.
+METRICS_TOKEN = env.str("AIM_METRICS_TOKEN", default="")
+METRICS_ALLOWED_CIDRS = [c for c in env.list("AIM_METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1/128"]) if c.strip()]
+# Emulated nodes' agents add synthetic request metrics for their running emulated replicas.
+METRICS_EMULATED_REQUESTS = env.bool("AIM_METRICS_EMULATED_REQUESTS", default=True)
+
+
+def _check_metrics_cidrs(cidrs: list[str]) -> None:
+    import ipaddress
+
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError as exc:
+            raise ImproperlyConfigured(f"AIM_METRICS_ALLOWED_CIDRS: {cidr!r} is not an IP network ({exc})") from None
+
+
+_check_metrics_cidrs(METRICS_ALLOWED_CIDRS)
+METRICS_ALLOWED_CIDRS = [c.strip() for c in METRICS_ALLOWED_CIDRS]
+# --- metrics --- END ----------------------------------------------------------------------------

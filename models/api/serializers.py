@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.db import transaction
 from rest_framework import serializers
 
+from aimconsole import audit
 from models import services
 from models.models import InferenceModel, ModelProfile, Precision
 
@@ -12,6 +13,12 @@ class PrecisionSerializer(serializers.ModelSerializer[Precision]):
         model = Precision
         fields = ("code", "label", "bytes_per_weight", "description")
         read_only_fields = fields
+
+
+def _model_state(model: InferenceModel) -> dict:
+    state = audit.snapshot(model, fields=[f.name for f in InferenceModel._meta.concrete_fields if f.name != "updated_at"])
+    state["precisions"] = sorted(model.precisions.values_list("code", flat=True))
+    return state
 
 
 class InferenceModelSerializer(serializers.ModelSerializer[InferenceModel]):
@@ -48,10 +55,12 @@ class InferenceModelSerializer(serializers.ModelSerializer[InferenceModel]):
         model = InferenceModel.objects.create(**validated_data)
         services.set_model_precisions(model=model, precisions=precisions)
         services.refresh_profiles(model=model)
+        audit.record("catalog.model.create", obj=model, after=_model_state(model))
         return model
 
     @transaction.atomic
     def update(self, instance: InferenceModel, validated_data: dict) -> InferenceModel:
+        before = _model_state(instance)
         precisions = validated_data.pop("precisions", None)
         for name, value in validated_data.items():
             setattr(instance, name, value)
@@ -59,6 +68,7 @@ class InferenceModelSerializer(serializers.ModelSerializer[InferenceModel]):
         if precisions is not None:
             services.set_model_precisions(model=instance, precisions=precisions)
         services.refresh_profiles(model=instance)
+        audit.record("catalog.model.update", obj=instance, before=before, after=_model_state(instance))
         return instance
 
 
@@ -105,12 +115,15 @@ class ModelProfileSerializer(serializers.ModelSerializer[ModelProfile]):
     def create(self, validated_data: dict) -> ModelProfile:
         profile = ModelProfile(**validated_data)
         services.compute_profile(profile)
+        audit.record("catalog.profile.create", obj=profile, after=audit.snapshot(profile))
         return profile
 
     @transaction.atomic
     def update(self, instance: ModelProfile, validated_data: dict) -> ModelProfile:
+        before = audit.snapshot(instance)
         for name, value in validated_data.items():
             setattr(instance, name, value)
         services.compute_profile(instance)
         instance.save()  # inputs may change while every result stays the same
+        audit.record("catalog.profile.update", obj=instance, before=before, after=audit.snapshot(instance))
         return instance

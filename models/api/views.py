@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import django_filters
+from django.db import transaction
 from rest_framework import viewsets
+
+from aimconsole import audit
 
 from models.api.serializers import InferenceModelSerializer, ModelProfileSerializer, PrecisionSerializer
 from models.models import InferenceModel, ModelProfile, Precision
@@ -33,6 +36,11 @@ class InferenceModelViewSet(viewsets.ModelViewSet):
     search_fields = ("hf_id", "name", "vendor", "family")
     ordering_fields = ("hf_id", "vendor", "total_params_b", "updated_at")
 
+    @transaction.atomic
+    def perform_destroy(self, instance: InferenceModel) -> None:
+        audit.record("catalog.model.delete", obj=instance, before=audit.snapshot(instance))
+        instance.delete()
+
 
 class ModelProfileFilter(django_filters.FilterSet):
     model = django_filters.CharFilter(field_name="model__hf_id", help_text="Hugging Face id")
@@ -50,3 +58,8 @@ class ModelProfileViewSet(viewsets.ModelViewSet):
     serializer_class = ModelProfileSerializer
     filterset_class = ModelProfileFilter
     ordering_fields = ("memory_required_gb", "gpus_needed", "computed_at")
+
+    @transaction.atomic
+    def perform_destroy(self, instance: ModelProfile) -> None:
+        audit.record("catalog.profile.delete", obj=instance, before=audit.snapshot(instance))
+        instance.delete()

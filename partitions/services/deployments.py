@@ -17,8 +17,9 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from aimconsole import audit
 from models.models import ModelProfile
-from partitions import placement, planner
+from partitions import metrics, placement, planner
 from partitions.models import GPU, Deployment, DeploymentSlot, Node, Partition, Plan, Reconfiguration
 from partitions.services.fleet import fingerprint, fleet_state
 from partitions.services.reconfiguration import request_reconfiguration
@@ -48,9 +49,11 @@ def check_transition(deployment: Deployment, target: str) -> None:
 
 def _transition(deployment: Deployment, target: str, message: str = "") -> None:
     check_transition(deployment, target)
+    before = deployment.state
     deployment.state = target
     deployment.state_message = message[:2000]
     deployment.save(update_fields=["state", "state_message", "updated_at"])
+    audit.record(f"deployment.{target}", obj=deployment, before={"state": before}, after={"state": target, "message": message[:500]})
 
 
 # --- demand ----------------------------------------------------------------------------------
@@ -111,6 +114,7 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
         # One placement decision at a time: placements read the fleet, then bind partitions.
         list(Node.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
         result = placement.place(fleet_state(), [demand], allow_repartition=False)
+        metrics.count_placement("deployment", result)
         if result.ok():
             deployment = Deployment.objects.create(
                 name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority, spread=spec.spread,
@@ -121,7 +125,11 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
             try:
                 _bind(deployment, result.assignments)
             except IntegrityError:
+                metrics.count_placement("deployment", conflict=True)
                 raise PlacementConflict(["a partition was taken concurrently; try again"]) from None
+            audit.record("deployment.create", obj=deployment, after={
+                "profile": spec.profile.pk, "replicas": spec.replicas, "priority": spec.priority,
+                "partitions": list(deployment.slots.values_list("partition_id", flat=True))})
             return deployment
     reasons = [u.reason for u in result.unplaced]
     suggestion = None
@@ -209,6 +217,8 @@ def create_plan(*, gpu_targets=(), node_targets=(), demands=(), requested_by: An
     fleet = fleet_state()
     result = planner.plan(fleet, gpu_targets=request.gpu_targets, node_targets=request.node_targets,
                           demands=[d.demand() for d in demands], durations=step_durations())
+    if demands:
+        metrics.count_placement("plan", result)
     return Plan.objects.create(
         request=request.to_json(), result=planner.summary(result), fingerprint=fingerprint(fleet),
         created_by=requested_by if getattr(requested_by, "pk", None) else None,
@@ -289,6 +299,8 @@ def _apply(plan: Plan, result: dict, user: Any) -> AppliedPlan:
     plan.state = Plan.State.APPLIED
     plan.applied_at = timezone.now()
     plan.save(update_fields=["state", "applied_at"])
+    audit.record("plan.apply", obj=plan, actor=user, before={"state": "draft"}, after={
+        "reconfigurations": [r.pk for r in reconfigurations], "deployments": [d.pk for d in deployments]})
     return AppliedPlan(plan, reconfigurations, deployments)
 
 

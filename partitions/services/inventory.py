@@ -217,9 +217,13 @@ def import_amdsmi_outputs(*, node_name: str, files: list[tuple[str, str]], dry_r
     inventory = parse_captures(files)
     if dry_run:
         return ImportResult(node=node_name, inventory=inventory, dry_run=True, sync=None)
+    from aimconsole import audit
+
     with transaction.atomic():
         node, _ = Node.objects.get_or_create(name=node_name, defaults={"backend": Node.Backend.IMPORTED})
         result = sync_inventory(node=node, inventory=inventory)
+        audit.record("node.import", obj=node, after={"gpus": len(inventory.gpus), "created": result.created,
+                                                     "updated": result.updated, "deleted": result.deleted})
     return ImportResult(node=node_name, inventory=inventory, dry_run=False, sync=result)
 
 

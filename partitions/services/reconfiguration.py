@@ -23,6 +23,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from aimconsole import audit
 from partitions import events, operations
 from partitions.geometry import ComputeMode, GeometryError, get_spec
 from partitions.models import GPU, Node, Reconfiguration, ReconfigurationStep
@@ -167,6 +168,10 @@ def request_reconfiguration(
             raise OperationInProgress(conflict) from None
         _add_step(op, op.fencing_token, operations.STEP_ENQUEUED, f"requested: {op.describe_target()}"
                   + (f" ({reason})" if reason else ""))
+        audit.record("reconfiguration.request", obj=op, actor=requested_by,
+                     before={"compute_mode": gpu.compute_mode} if gpu else {"memory_mode": node.memory_mode},
+                     after={"compute_mode": op.target_compute_mode or None, "memory_mode": op.target_memory_mode or None,
+                            "drain": drain, "reason": reason})
         transaction.on_commit(lambda: enqueue(op.pk))
     return op
 
@@ -251,6 +256,9 @@ class OperationClaim:
             for name, value in values.items():
                 setattr(op, name, value)
             _add_step(op, self.token, action, message, output=output, ok=ok)
+            if operations.is_terminal(state):
+                audit.record(f"reconfiguration.{state}", obj=op, actor_name=f"agent {self.worker}",
+                             after={"state": state, "error_code": op.error_code, "message": message[:500]})
         return op
 
     def step(self, action: str, message: str, *, output: str = "", ok: bool = True) -> None:
@@ -334,6 +342,7 @@ def mark_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str) -> N
     GPU.objects.filter(node=node, index__in=gpu_indices).update(
         health=GPU.Health.UNHEALTHY, schedulable=False, health_reason=reason[:2000]
     )
+    audit.record("gpu.unhealthy", object_type="partitions.node", object_id=node.pk, after={"gpus": list(gpu_indices), "reason": reason[:500]})
 
 
 __all__ = [

@@ -157,7 +157,9 @@
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const socket = new WebSocket(scheme + location.host + live.ws_path);
+    let opened = false;
     socket.onopen = function () {
+      opened = true;
       connected = true;
       setStatus("waiting", "live: no data yet");
     };
@@ -180,7 +182,9 @@
         return;
       }
       const wait = delay + Math.round(Math.random() * 250);
-      setStatus("reconnecting", "live: disconnected, retrying in " + Math.round(wait / 1000) + " s");
+      // A refusal before the handshake completes reaches the browser as 1006, without our code.
+      const why = opened ? "disconnected" : "cannot connect (refused or unreachable)";
+      setStatus("reconnecting", "live: " + why + ", retrying in " + Math.round(wait / 1000) + " s");
       setTimeout(connect, wait);
       delay = Math.min(delay * 2, 30000);
     };

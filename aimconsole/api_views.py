@@ -1,0 +1,111 @@
+"""API tokens (create → key shown once, list, revoke) and the audit trail (admins)."""
+
+from __future__ import annotations
+
+import django_filters
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from aimconsole import services
+from aimconsole.audit import escape_control
+from aimconsole.models import ApiToken, AuditEvent
+
+
+class TokenSerializer(serializers.ModelSerializer[ApiToken]):
+    user = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(), required=False,
+                                        help_text="Admins may create tokens for other users; default: yourself.")
+    active = serializers.BooleanField(source="is_active", read_only=True)
+    prefix = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = ("id", "name", "user", "prefix", "active", "created_at", "expires_at", "last_used_at", "revoked_at")
+        read_only_fields = ("id", "prefix", "active", "created_at", "last_used_at", "revoked_at")
+
+    def get_prefix(self, token: ApiToken) -> str:
+        return f"aim_{token.prefix}_"
+
+    def validate_name(self, value: str) -> str:
+        if escape_control(value) != value:
+            raise serializers.ValidationError("control characters are not allowed in names")
+        return value
+
+
+class TokenCreatedSerializer(TokenSerializer):
+    key = serializers.CharField(read_only=True, help_text="Shown once: store it now; only its hash is kept.")
+
+    class Meta(TokenSerializer.Meta):
+        fields = (*TokenSerializer.Meta.fields, "key")
+
+
+class TokenPermission(permissions.BasePermission):
+    """Every signed-in user manages their own tokens; admins (change_apitoken) everyone's."""
+
+    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+        return bool(request.user and request.user.is_authenticated)
+
+    def has_object_permission(self, request, view, obj):  # type: ignore[no-untyped-def]
+        return obj.user_id == request.user.pk or request.user.has_perm("aimconsole.change_apitoken")
+
+
+class TokenViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                   mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """API tokens. DELETE revokes (the row stays for the audit trail)."""
+
+    serializer_class = TokenSerializer
+    permission_classes = (TokenPermission,)
+    filterset_fields = ("user__username",)
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        tokens = ApiToken.objects.select_related("user")
+        if self.request.user.has_perm("aimconsole.change_apitoken"):
+            return tokens
+        return tokens.filter(user=self.request.user)
+
+    @extend_schema(request=TokenSerializer, responses={201: TokenCreatedSerializer, 400: OpenApiResponse(description="Invalid")})
+    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        payload = TokenSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        user = payload.validated_data.get("user") or request.user
+        if user != request.user and not request.user.has_perm("aimconsole.add_apitoken"):
+            self.permission_denied(request, message="Only admins create tokens for other users.")
+        token, key = services.create_token(user=user, name=payload.validated_data["name"],
+                                           expires_at=payload.validated_data.get("expires_at"))
+        body = TokenCreatedSerializer(token).data
+        body["key"] = key
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={200: TokenSerializer})
+    def destroy(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        token = services.revoke_token(token=self.get_object())
+        return Response(TokenSerializer(token).data, status=status.HTTP_200_OK)
+
+
+class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    class Meta:
+        model = AuditEvent
+        fields = ("id", "at", "actor", "actor_id", "action", "object_type", "object_id", "object_repr", "before",
+                  "after", "request_id", "source_ip")
+        read_only_fields = fields
+
+
+class AuditEventFilter(django_filters.FilterSet):
+    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    action = django_filters.CharFilter(lookup_expr="startswith")
+
+    class Meta:
+        model = AuditEvent
+        fields = ("action", "actor", "object_type", "object_id", "request_id", "since", "until")
+
+
+class AuditEventViewSet(viewsets.ReadOnlyModelViewSet):
+    """The audit trail (admins). Append-only: there is no write endpoint."""
+
+    queryset = AuditEvent.objects.all()
+    serializer_class = AuditEventSerializer
+    filterset_class = AuditEventFilter
+    ordering_fields = ("at",)

@@ -1,0 +1,105 @@
+"""Console-wide records: the audit trail and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError("audit events cannot be changed")
+
+    def delete(self):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError("audit events cannot be deleted")
+
+
+class AuditEvent(models.Model):
+    """One state change: who did what, to which object, before → after, when (UTC), from
+    which request and address. Append-only: the application refuses updates and deletes, and
+    on PostgreSQL a trigger refuses them in the database too (migration 0003)."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_id = models.IntegerField(null=True, blank=True, help_text="User id (no foreign key: rows outlive users).")
+    actor = models.CharField(max_length=150, help_text="Username at the time, or 'system' / an agent name.")
+    action = models.CharField(max_length=64, db_index=True)  # e.g. "catalog.model.update"
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True)
+    object_repr = models.CharField(max_length=300, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-at", "-id")
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_id}"
+
+    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.pk is not None:
+            raise AppendOnlyError("audit events cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AppendOnlyError("audit events cannot be deleted")
+
+
+TOKEN_PREFIX_LENGTH = 8
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self) -> ApiTokenQuerySet:
+        now = timezone.now()
+        return self.filter(revoked_at__isnull=True).filter(models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now))
+
+
+class ApiToken(models.Model):
+    """An API token. Only its SHA-256 is stored; the key is shown once when created.
+
+    Keys look like ``aim_<8-char prefix>_<secret>``; the prefix identifies the token in lists
+    and logs without revealing it. Rotation: create a new token, switch the automation to it,
+    revoke the old one (``DELETE /api/v1/tokens/<id>/``).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=TOKEN_PREFIX_LENGTH, unique=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name} (aim_{self.prefix}_…)"
+
+    @classmethod
+    def new_key(cls) -> tuple[str, str]:
+        """(full key, prefix)."""
+        prefix = secrets.token_hex(TOKEN_PREFIX_LENGTH // 2)
+        return f"aim_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

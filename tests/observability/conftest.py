@@ -1,0 +1,86 @@
+"""Fixtures for the observability tests: Prometheus's own tools (Debian's ``prometheus``
+package, installed by ``make test`` when missing), simulated fleets with cached telemetry,
+and clean metric keys in Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+RULE_FILES = sorted((DEPLOY / "prometheus").glob("*rules*.yml"))
+DASHBOARDS = sorted((DEPLOY / "grafana").glob("*.json"))
+
+
+def _tool(name: str) -> str:
+    path = os.environ.get(f"AIM_{name.upper()}") or shutil.which(name) or f"/usr/bin/{name}"
+    if not Path(path).exists():
+        pytest.fail(f"{name} not found: run `make test` (installs Debian's prometheus package) or set AIM_{name.upper()}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return _tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> str:
+    return _tool("prometheus")
+
+
+def run_promtool(promtool: str, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([promtool, *args], input=stdin, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def clean_metrics(redis_url):  # type: ignore[no-untyped-def]
+    """Remove the metric counters and telemetry snapshots before and after the test."""
+    import redis
+
+    from partitions import metrics
+
+    client = redis.Redis.from_url(redis_url)
+
+    def clean() -> None:
+        keys = [metrics.PLACEMENT_KEY, metrics.REQUESTS_KEY, *client.keys("aim:telemetry:*")]
+        client.delete(*keys)
+        metrics._down_until = 0.0
+
+    clean()
+    yield client
+    clean()
+
+
+def build_sim_fleet(nodes: int, gpus: int, *, compute: str = "CPX", prefix: str = "sim-", client=None) -> list:  # type: ignore[no-untyped-def]
+    """Simulated nodes with their inventory synced, a fresh heartbeat and (with ``client``) a
+    telemetry snapshot cached in Redis exactly as a node agent stores it."""
+    from django.utils import timezone
+
+    from partitions.agent import SNAPSHOT_TTL_S, build_snapshot, snapshot_key
+    from partitions.backends.simulated import SimulatedFleet
+    from partitions.models import Node
+    from partitions.services import sync_inventory
+
+    fleet = SimulatedFleet(nodes=nodes, gpu_count=gpus, prefix=prefix)
+    created = []
+    for name in fleet.nodes:
+        backend = fleet.backend(name)
+        if compute != "SPX":
+            backend.set_compute_mode(list(range(gpus)), compute)
+        node = Node.objects.create(name=name, backend=Node.Backend.SIMULATED, emulated=True,
+                                   agent_heartbeat_at=timezone.now())
+        sync_inventory(node=node, inventory=backend.inventory())
+        node.refresh_from_db()
+        if client is not None:
+            snapshot = build_snapshot(node, backend.metrics(), time.time())
+            client.set(snapshot_key(name), json.dumps(snapshot), ex=SNAPSHOT_TTL_S)
+        created.append(node)
+    return created
