@@ -31,6 +31,8 @@ class AimConsoleConfig(AppConfig):
     def ready(self) -> None:
         from django.contrib.auth.signals import user_logged_in, user_login_failed
 
+        from aimconsole import schema  # noqa: F401 - registers the OpenAPI auth extension
+
         # New models get permissions after every migrate; keep the role groups' grants in line.
         post_migrate.connect(_sync_roles, dispatch_uid="aimconsole.sync_roles")
         user_logged_in.connect(_audit_login, dispatch_uid="aimconsole.audit_login")

@@ -55,6 +55,18 @@ def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:
     return None if raw is None else json.loads(raw)
 
 
+def read_snapshots_sync(node_names: list[str]) -> dict[str, Any]:
+    """Latest snapshots of these nodes, for sync callers (the telemetry API)."""
+    if not node_names:
+        return {}
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        raws = client.mget([snapshot_key(name) for name in node_names])
+    finally:
+        client.close()
+    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
+
+
 async def read_snapshots(node_names: list[str]) -> dict[str, Any]:
     """Latest snapshots of these nodes (missing: the agent is down or its data expired)."""
     import redis.asyncio as aioredis

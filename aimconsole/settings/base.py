@@ -214,7 +214,14 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {},
+    "ENUM_NAME_OVERRIDES": {
+        "ComputeModeEnum": "partitions.models.COMPUTE_CHOICES",
+        "MemoryModeEnum": "partitions.models.MEMORY_CHOICES",
+        "ReconfigurationStateEnum": "partitions.models.Reconfiguration.State",
+        "DeploymentStateEnum": "partitions.models.Deployment.State",
+        "PlanStateEnum": "partitions.models.Plan.State",
+        "GpuHealthEnum": "partitions.models.GPU.Health",
+    },
 }
 # Bodies larger than this are refused with 400 before parsing (imports are the biggest).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("AIM_MAX_BODY_BYTES", default=20 * 1024 * 1024)

@@ -5,6 +5,7 @@ from django.db import transaction
 from rest_framework import viewsets
 
 from aimconsole import audit
+from aimconsole.etags import ETagMixin
 
 from models.api.serializers import InferenceModelSerializer, ModelProfileSerializer, PrecisionSerializer
 from models.models import InferenceModel, ModelProfile, Precision
@@ -29,7 +30,7 @@ class InferenceModelFilter(django_filters.FilterSet):
         }
 
 
-class InferenceModelViewSet(viewsets.ModelViewSet):
+class InferenceModelViewSet(ETagMixin, viewsets.ModelViewSet):
     queryset = InferenceModel.objects.with_precisions()
     serializer_class = InferenceModelSerializer
     filterset_class = InferenceModelFilter
@@ -53,7 +54,7 @@ class ModelProfileFilter(django_filters.FilterSet):
         fields = ("model", "precision", "gpu", "smallest_partition", "context_tokens", "concurrent_sequences", "gpus_needed")
 
 
-class ModelProfileViewSet(viewsets.ModelViewSet):
+class ModelProfileViewSet(ETagMixin, viewsets.ModelViewSet):
     queryset = ModelProfile.objects.with_related()
     serializer_class = ModelProfileSerializer
     filterset_class = ModelProfileFilter

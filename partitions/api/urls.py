@@ -10,6 +10,7 @@ from partitions.api.views import (
     PartitionViewSet,
     PlanViewSet,
     ReconfigurationViewSet,
+    TelemetryViewSet,
 )
 
 router = DefaultRouter(trailing_slash=True)
@@ -21,5 +22,6 @@ router.register("partitions", PartitionViewSet, basename="partition")
 router.register("reconfigurations", ReconfigurationViewSet, basename="reconfiguration")
 router.register("deployments", DeploymentViewSet, basename="deployment")
 router.register("plans", PlanViewSet, basename="plan")
+router.register("telemetry", TelemetryViewSet, basename="telemetry")
 
 urlpatterns = router.urls

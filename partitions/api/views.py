@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -130,7 +130,8 @@ class GpuSpecViewSet(viewsets.ViewSet):
     def list(self, request: Request) -> Response:
         return Response(GpuSpecSerializer(list(SPECS.values()), many=True).data)
 
-    @extend_schema(responses=GpuSpecSerializer)
+    @extend_schema(responses=GpuSpecSerializer, parameters=[
+        OpenApiParameter("model", str, OpenApiParameter.PATH, description="GPU model, e.g. MI300X")])
     def retrieve(self, request: Request, model: str | None = None) -> Response:
         try:
             spec = get_spec(model or "")
@@ -361,3 +362,42 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             "deployments": DeploymentSerializer(
                 Deployment.objects.with_related().filter(pk__in=[d.pk for d in applied.deployments]), many=True, context=context).data,
         }, status=status.HTTP_202_ACCEPTED)
+
+
+class TelemetrySnapshotSerializer(serializers.Serializer):
+    node = serializers.CharField()
+    emulated = serializers.BooleanField()
+    ts = serializers.FloatField(help_text="Sample time, seconds since the epoch")
+    age_s = serializers.FloatField(help_text="Seconds since the sample")
+    interval_s = serializers.FloatField()
+    gpus = serializers.ListField(child=serializers.DictField(), help_text="Per GPU: power_w, temperature_c, partitions[]")
+
+
+class TelemetryViewSet(viewsets.ViewSet):
+    """Latest telemetry snapshot per node (from Redis; nodes without a live agent are absent).
+    Per-partition activity on partitioned GPUs is derived from per-XCP busy (``derived``)."""
+
+    permission_classes = (ReadOnlyForSignedIn,)
+    serializer_class = TelemetrySnapshotSerializer
+
+    @extend_schema(responses=TelemetrySnapshotSerializer(many=True), parameters=[
+        OpenApiParameter("node", str, OpenApiParameter.QUERY, description="Only this node")])
+    def list(self, request: Request) -> Response:
+        import time
+
+        import redis as redis_lib
+
+        from partitions.agent import read_snapshots_sync
+
+        if not request.user.has_perm("partitions.view_node"):
+            self.permission_denied(request, message="Reading telemetry needs a role.")
+        names = list(Node.objects.order_by("name").values_list("name", flat=True))
+        if request.query_params.get("node"):
+            names = [n for n in names if n == request.query_params["node"]]
+        try:
+            snapshots = read_snapshots_sync(names)
+        except redis_lib.RedisError as exc:
+            return Response({"code": "unavailable", "message": f"telemetry store unreachable: {exc}", "detail": None},
+                            status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        now = time.time()
+        return Response([{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()])
