@@ -8,13 +8,26 @@ The API (``/api/``) is left to DRF, which authenticates sessions and tokens itse
 from __future__ import annotations
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as _DjangoLoginRequired
+from django.shortcuts import render
 
 
 class LoginRequiredMiddleware(_DjangoLoginRequired):
+    """Pages need a signed-in user holding a role (viewer, operator or admin), exactly like the
+    API; superusers count as admins. Django admin keeps its own staff check."""
+
     def process_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
         if request.path_info.startswith("/api/"):
             return None
-        return super().process_view(request, view_func, view_args, view_kwargs)
+        refused = super().process_view(request, view_func, view_args, view_kwargs)
+        if refused is not None or not getattr(view_func, "login_required", True):
+            return refused
+        if request.path_info.startswith("/admin/") or request.resolver_match and request.resolver_match.url_name == "logout":
+            return None
+        from aimconsole.roles import user_role
+
+        if user_role(request.user) is None:
+            return render(request, "registration/no_role.html", status=403)
+        return None
 
 
 class ContentSecurityPolicyMiddleware:

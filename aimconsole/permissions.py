@@ -18,6 +18,15 @@ class RolePermission(DjangoModelPermissions):
     }
 
 
+class HasRole(BasePermission):
+    """Any of the three roles (used for the OpenAPI schema and Swagger UI)."""
+
+    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+        from aimconsole.roles import user_role
+
+        return user_role(request.user) is not None
+
+
 class ReadOnlyForSignedIn(BasePermission):
     """For resources without a model (e.g. gpu-specs): any signed-in user may read."""
 

@@ -21,7 +21,7 @@ ROLES = (VIEWER, OPERATOR, ADMIN)
 # (partitions, qos); the catalog and API tokens of other users are admin's.
 _READ_APPS = ("catalog", "partitions", "qos")
 _OPERATOR_APPS = ("partitions", "qos")
-_ADMIN_APPS = ("catalog", "partitions", "qos", "aimconsole")
+_ADMIN_APPS = ("catalog", "partitions", "qos", "aimconsole", "auth", "axes")
 # Models nobody may change through permissions (the application refuses anyway).
 _VIEW_ONLY_MODELS = ("auditevent",)
 _ALL_ACTIONS = ("view", "add", "change", "delete")

@@ -6,6 +6,7 @@ from models.api.views import InferenceModelViewSet, ModelProfileViewSet, Precisi
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
+router.include_format_suffixes = False  # one URL per resource; JSON by Accept header
 router.register("models", InferenceModelViewSet, basename="model")
 router.register("profiles", ModelProfileViewSet, basename="profile")
 router.register("precisions", PrecisionViewSet, basename="precision")

@@ -15,6 +15,7 @@ from partitions.api.views import (
 
 router = DefaultRouter(trailing_slash=True)
 router.include_root_view = False
+router.include_format_suffixes = False  # one URL per resource; JSON by Accept header
 router.register("gpu-specs", GpuSpecViewSet, basename="gpu-spec")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("gpus", GPUViewSet, basename="gpu")

@@ -1,0 +1,328 @@
+"""``/metrics``: access, format (promtool check metrics), what it reports, and the scrape
+path's cost: zero hardware calls and a constant number of database queries."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from partitions import metrics
+from partitions.models import GPU, Deployment, Node, Reconfiguration
+from tests.observability.conftest import build_sim_fleet, run_promtool
+
+pytestmark = [pytest.mark.django_db, pytest.mark.redis]
+
+
+def scrape(client, **extra) -> str:  # type: ignore[no-untyped-def]
+    response = client.get("/metrics", **extra)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"].startswith("text/plain; version=0.0.4")
+    return response.content.decode()
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """{label string: value} of one series name."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})? (\S+)$", line)
+        if m:
+            out[m.group(1) or ""] = float(m.group(2))
+    return out
+
+
+# --- access ----------------------------------------------------------------------------------
+
+def test_loopback_scrapers_need_no_login(client, clean_metrics):
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+
+
+def test_other_addresses_need_the_token_or_a_session(client, clean_metrics, settings, viewer):
+    settings.METRICS_TOKEN = "s3cret-token"
+    remote = {"REMOTE_ADDR": "10.1.2.3"}
+    response = client.get("/metrics", **remote)
+    assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **remote).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token", **remote).status_code == 200
+    settings.METRICS_ALLOWED_CIDRS = ["10.1.0.0/16"]
+    assert client.get("/metrics", **remote).status_code == 200
+    settings.METRICS_ALLOWED_CIDRS = []
+    settings.METRICS_TOKEN = ""
+    assert client.get("/metrics", **remote).status_code == 403
+    client.force_login(viewer)
+    assert client.get("/metrics", **remote).status_code == 200
+
+
+def test_a_bad_allow_list_stops_the_process_at_start():
+    env = {"AIM_METRICS_ALLOWED_CIDRS": "10.0.0.0/8,not-a-network", "DJANGO_SETTINGS_MODULE": "aimconsole.settings.test",
+           "PATH": "/usr/bin:/bin"}
+    import os
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "AIM_METRICS_ALLOWED_CIDRS" in proc.stderr
+
+
+# --- content -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def fleet(clean_metrics):  # type: ignore[no-untyped-def]
+    return build_sim_fleet(2, 2, client=clean_metrics)
+
+
+def test_the_scrape_passes_promtool_check_metrics(client, fleet, promtool):
+    metrics.observe_requests("meta-llama/Llama-3.1-8B-Instruct", [0.2, 0.4, 2.5], errors=[1.0], tokens=300, emulated=True)
+    text = scrape(client)
+    result = run_promtool(promtool, "check", "metrics", stdin=text.encode())
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert not result.stdout.strip() and not result.stderr.strip(), "promtool lint findings: " + result.stdout.decode() + result.stderr.decode()
+
+
+def test_telemetry_inventory_and_marks(client, fleet):
+    text = scrape(client)
+    node = fleet[0].name
+    assert samples(text, "aim_node_agent_up")[f'{{emulated="true",node="{node}"}}'] == 1.0
+    assert samples(text, "aim_node_telemetry_available")[f'{{emulated="true",node="{node}"}}'] == 1.0
+    assert 0 <= samples(text, "aim_node_telemetry_snapshot_age_seconds")[f'{{emulated="true",node="{node}"}}'] < 30
+    # CPX: 8 partitions per GPU, 24 GiB each, activity derived from per-XCP counters.
+    totals = samples(text, "aim_partition_memory_total_bytes")
+    assert len(totals) == 2 * 2 * 8 and set(totals.values()) == {24 * 2**30}
+    activity = samples(text, "aim_partition_gfx_activity_ratio")
+    assert len(activity) == 32 and all('derived="true"' in k for k in activity)
+    assert all(0 <= v <= 1 for v in activity.values())
+    modes = samples(text, "aim_gpu_compute_mode")
+    assert modes[f'{{emulated="true",gpu="0",mode="CPX",node="{node}"}}'] == 1.0
+    assert modes[f'{{emulated="true",gpu="0",mode="SPX",node="{node}"}}'] == 0.0
+    assert samples(text, "aim_gpu_health")[f'{{emulated="true",gpu="1",node="{node}",state="unknown"}}'] in (0.0, 1.0)
+    assert samples(text, "aim_gpu_power_watts")
+    assert samples(text, "aim_metrics_redis_up") == {"": 1.0}
+    # Emulated nodes are marked on every node-scoped series; no request ids or user names.
+    assert 'emulated="false"' not in text
+    assert not re.search(r'(user|request_id|username)="', text)
+
+
+def test_a_node_whose_agent_died_reports_down_and_no_telemetry(client, fleet, clean_metrics):
+    from partitions.agent import snapshot_key
+
+    Node.objects.filter(pk=fleet[1].pk).update(agent_heartbeat_at=None)
+    clean_metrics.delete(snapshot_key(fleet[1].name))
+    text = scrape(client)
+    label = f'{{emulated="true",node="{fleet[1].name}"}}'
+    assert samples(text, "aim_node_agent_up")[label] == 0.0
+    assert samples(text, "aim_node_telemetry_available")[label] == 0.0
+    assert label not in samples(text, "aim_node_telemetry_snapshot_age_seconds")
+    assert f'node="{fleet[1].name}"' not in "".join(samples(text, "aim_partition_memory_used_bytes"))
+
+
+def test_operations_counts_durations_and_queue_depth(client, fleet):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    node = fleet[0]
+    gpus = list(GPU.objects.filter(node=node).order_by("index"))
+    now = timezone.now()
+    Reconfiguration.objects.create(kind="compute", node=node, gpu=gpus[0], gpu_index=0, target_compute_mode="SPX",
+                                   state="succeeded", started_at=now - timedelta(seconds=12), finished_at=now)
+    Reconfiguration.objects.create(kind="memory", node=fleet[1], target_memory_mode="NPS4", state="rolled_back",
+                                   started_at=now - timedelta(seconds=400), finished_at=now)
+    old = Reconfiguration.objects.create(kind="compute", node=node, gpu=gpus[1], gpu_index=1, target_compute_mode="DPX")
+    Reconfiguration.objects.filter(pk=old.pk).update(created_at=now - timedelta(seconds=100))
+    text = scrape(client)
+    assert samples(text, "aim_operations_requested_total") == {'{kind="compute"}': 2.0, '{kind="memory"}': 1.0}
+    assert samples(text, "aim_operations_started_total") == {'{kind="compute"}': 1.0, '{kind="memory"}': 1.0}
+    finished = samples(text, "aim_operations_finished_total")
+    assert finished['{kind="compute",result="succeeded"}'] == 1.0
+    assert finished['{kind="memory",result="rolled_back"}'] == 1.0 and finished['{kind="memory",result="failed"}'] == 0.0
+    assert samples(text, "aim_operations_pending")['{kind="compute"}'] == 1.0
+    assert 99 <= samples(text, "aim_operations_oldest_active_age_seconds")['{kind="compute"}'] < 200
+    buckets = samples(text, "aim_operation_duration_seconds_bucket")
+    assert buckets['{kind="compute",le="10.0",result="succeeded"}'] == 0.0
+    assert buckets['{kind="compute",le="15.0",result="succeeded"}'] == 1.0
+    assert buckets['{kind="memory",le="300.0",result="rolled_back"}'] == 0.0
+    assert buckets['{kind="memory",le="600.0",result="rolled_back"}'] == 1.0
+    assert buckets['{kind="memory",le="+Inf",result="rolled_back"}'] == 1.0
+    assert samples(text, "aim_operation_duration_seconds_sum")['{kind="compute",result="succeeded"}'] == pytest.approx(12.0)
+    assert samples(text, "aim_operation_duration_seconds_sum")['{kind="memory",result="rolled_back"}'] == pytest.approx(400.0)
+
+
+def test_request_metrics_are_cumulative_histograms(client, clean_metrics):
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    metrics.observe_requests(model, [0.03, 0.2, 0.2, 1.9, 30.0], errors=[0.6], tokens=1000)
+    metrics.observe_requests(model, [0.01], tokens=10)
+    text = scrape(client)
+    lbl = f'model="{model}"'
+    reqs = samples(text, "aim_model_requests_total")
+    assert reqs[f'{{emulated="false",{lbl},result="ok"}}'] == 6.0
+    assert reqs[f'{{emulated="false",{lbl},result="error"}}'] == 1.0
+    buckets = samples(text, "aim_model_request_duration_seconds_bucket")
+    assert buckets[f'{{emulated="false",le="0.025",{lbl}}}'] == 1.0
+    assert buckets[f'{{emulated="false",le="0.25",{lbl}}}'] == 4.0
+    assert buckets[f'{{emulated="false",le="2.0",{lbl}}}'] == 6.0
+    assert buckets[f'{{emulated="false",le="20.0",{lbl}}}'] == 6.0
+    assert buckets[f'{{emulated="false",le="+Inf",{lbl}}}'] == 7.0
+    assert samples(text, "aim_model_request_duration_seconds_count")[f'{{emulated="false",{lbl}}}'] == 7.0
+    assert samples(text, "aim_model_request_duration_seconds_sum")[f'{{emulated="false",{lbl}}}'] == pytest.approx(32.94)
+    assert samples(text, "aim_model_generated_tokens_total")[f'{{emulated="false",{lbl}}}'] == 1010.0
+
+
+def test_without_redis_the_database_metrics_are_still_served(client, fleet, monkeypatch):
+    import redis
+
+    broken = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    monkeypatch.setattr(metrics, "redis_client", lambda: broken)
+    text = scrape(client)
+    assert samples(text, "aim_metrics_redis_up") == {"": 0.0}
+    assert samples(text, "aim_node_telemetry_available") and not samples(text, "aim_gpu_power_watts")
+    assert len(samples(text, "aim_partition_memory_total_bytes")) == 32
+
+
+# --- placement decisions ---------------------------------------------------------------------------
+
+@pytest.mark.django_db(transaction=True)
+def test_placement_decisions_and_failures_are_counted_where_they_happen(clean_metrics, catalog):
+    from models.models import ModelProfile
+    from partitions.services.deployments import DemandSpec, PlacementConflict, create_deployment
+
+    build_sim_fleet(1, 2, compute="SPX")
+    small = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
+                                     gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
+    huge = ModelProfile.objects.get(model__hf_id="deepseek-ai/DeepSeek-V3", precision__code="fp16",
+                                    gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
+    create_deployment(spec=DemandSpec(name="small", profile=small, replicas=1))
+    with pytest.raises(PlacementConflict):
+        create_deployment(spec=DemandSpec(name="more", profile=small, replicas=3))
+    with pytest.raises(PlacementConflict):
+        create_deployment(spec=DemandSpec(name="huge", profile=huge, replicas=1))
+    data = metrics.gather()
+    assert data.placement[f"d\tdeployment\tplaced"] == "1"
+    assert data.placement[f"d\tdeployment\tunplaced"] == "2"
+    failures = {k.split("\t")[2]: int(v) for k, v in data.placement.items() if k.startswith("f\tdeployment\t")}
+    assert sum(failures.values()) == 3 and "other" not in failures, failures
+    assert failures.get("no_free_partition") == 2
+    # 409s come with a suggested plan: those what-if decisions count under source="plan".
+    assert int(data.placement.get("d\tplan\tplaced", 0)) + int(data.placement.get("d\tplan\tunplaced", 0)) == 2
+
+
+def test_reason_classes_cover_the_placement_engine_texts():
+    cases = {
+        "no GPU of model MI300X in the fleet": "no_gpu_model",
+        "pinned to n1: node n1 is unschedulable": "unschedulable",
+        "all 4 GPU(s) of model MI300X are unschedulable": "unschedulable",
+        "needs 690.0 GiB, more than a whole MI300X (192.0 GiB); needs tensor parallelism": "exceeds_gpu",
+        "tensor parallel 8 needs 8 GPUs on one node; the largest node has 4": "tensor_parallel",
+        "needs 40.0 GiB: only SPX/DPX/QPX partitions hold it, and memory mode NPS4 does not allow them": "memory_mode",
+        "needs 19.5 GiB, largest free partition 0 GiB (n1/gpu0); no empty GPU left to repartition": "no_free_partition",
+        "needs 19.5 GiB, no free partition on the 2 schedulable GPU(s) of model MI300X": "no_free_partition",
+        "pinned to n1/gpu0: MI300A is not an allowed model": "not_allowed_model",
+        "a partition was taken concurrently; try again": "concurrent",
+        "something new": "other",
+    }
+    for text, expected in cases.items():
+        assert metrics.classify_reason(text) == expected, text
+        assert expected in metrics.PLACEMENT_REASONS
+
+
+# --- the emulated serving feed ---------------------------------------------------------------------
+
+def test_emulated_replicas_feed_synthetic_request_metrics(clean_metrics, catalog, tmp_path, monkeypatch):
+    import random
+
+    from models.models import ModelProfile
+    from partitions.services.deployments import DemandSpec, create_deployment, reconcile_node
+    from tests.partitions.conftest import make_emulated_node
+
+    monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)
+    emulated = make_emulated_node(tmp_path, "emu-m", gpus=2)
+    profile = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
+                                       gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
+    node = Node.objects.get(pk=emulated.node.pk)
+    assert metrics.feed_emulated_serving(node, clean_metrics) == 0  # nothing running yet
+    create_deployment(spec=DemandSpec(name="llama8", profile=profile, replicas=2))
+    reconcile_node(node=node)
+    assert Deployment.objects.get(name="llama8").state == "running"
+    total = sum(metrics.feed_emulated_serving(node, clean_metrics, 1.0, random.Random(i)) for i in range(20))
+    assert 100 < total < 220  # 2 replicas x 4 req/s x 20 s
+    data = metrics.gather(clean_metrics)
+    count = sum(int(v) for k, v in data.requests.items() if k.startswith("n\tmeta-llama/Llama-3.1-8B-Instruct\ttrue\t"))
+    assert count == total
+    # Real (non-emulated) nodes get no synthetic traffic.
+    node.emulated = False
+    assert metrics.feed_emulated_serving(node, clean_metrics) == 0
+
+
+# --- cost of a scrape ---------------------------------------------------------------------------------
+
+def _no_hardware(monkeypatch) -> list[str]:  # type: ignore[no-untyped-def]
+    """Make every way to reach hardware fail loudly (and record the attempt)."""
+    calls: list[str] = []
+
+    def forbid(what: str):  # type: ignore[no-untyped-def]
+        def fail(*args, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(what)
+            raise AssertionError(f"the scrape path called {what}")
+        return fail
+
+    from partitions.backends import amdsmi, simulated
+
+    monkeypatch.setattr("partitions.services.inventory.backend_for", forbid("backend_for"))
+    monkeypatch.setattr("partitions.services.backend_for", forbid("backend_for"))
+    monkeypatch.setattr("partitions.backends.get_backend", forbid("get_backend"))
+    monkeypatch.setattr(amdsmi.AmdSmiBackend, "__init__", forbid("AmdSmiBackend()"))
+    monkeypatch.setattr(simulated.SimulatedBackend, "__init__", forbid("SimulatedBackend()"))
+    monkeypatch.setattr(subprocess, "Popen", forbid("subprocess.Popen"))
+    monkeypatch.setattr(subprocess, "run", forbid("subprocess.run"))
+    return calls
+
+
+def _populate(nodes: list[Node], catalog_profile) -> None:  # type: ignore[no-untyped-def]
+    """A deployment on each node's first partitions and some operations, so every query has rows."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from partitions.models import DeploymentSlot, Partition
+
+    now = timezone.now()
+    for i, node in enumerate(nodes):
+        deployment = Deployment.objects.create(name=f"d{i}", profile=catalog_profile, replicas=2, state="running")
+        for replica, part in enumerate(Partition.objects.filter(gpu__node=node).order_by("gpu__index", "index")[:2]):
+            DeploymentSlot.objects.create(deployment=deployment, replica=replica, partition=part, started_at=now)
+        gpu = GPU.objects.filter(node=node).first()
+        Reconfiguration.objects.create(kind="compute", node=node, gpu=gpu, gpu_index=gpu.index, target_compute_mode="CPX",
+                                       state="succeeded", started_at=now - timedelta(seconds=5), finished_at=now)
+
+
+def test_a_scrape_makes_no_hardware_call_and_a_constant_number_of_queries(client, clean_metrics, catalog, monkeypatch,
+                                                                         django_assert_num_queries):
+    from models.models import ModelProfile
+
+    profile = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
+                                       gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
+    small = build_sim_fleet(1, 1, compute="DPX", prefix="small-", client=clean_metrics)
+    _populate(small, profile)
+    calls = _no_hardware(monkeypatch)
+
+    def count_queries() -> tuple[int, str]:
+        with CaptureQueriesContext(connection) as ctx:
+            text = scrape(client)
+        return len(ctx.captured_queries), text
+
+    small_queries, small_text = count_queries()
+    monkeypatch.undo()
+    big = build_sim_fleet(4, 8, compute="CPX", prefix="big-", client=clean_metrics)
+    _populate(big, profile)
+    calls = _no_hardware(monkeypatch)
+    big_queries, big_text = count_queries()
+    assert calls == []
+    assert small_queries == big_queries, (small_queries, big_queries)
+    # the collector's own reads: 5 aggregate queries (the rest is the request: session/auth)
+    with django_assert_num_queries(5):
+        list(metrics.ConsoleCollector().collect())
+    assert len(big_text.splitlines()) > 5 * len(small_text.splitlines())
+    assert len(samples(big_text, "aim_partition_memory_reserved_bytes")) == 2 * 5
