@@ -25,7 +25,13 @@ from aimconsole.models import AuditEvent
 class RequestContext:
     request_id: str
     source_ip: str | None
-    user: Any = None
+    request: Any = None
+
+    @property
+    def user(self) -> Any:
+        # Read at record time: DRF authenticates (session or token) inside the view and sets
+        # the user on the underlying request then.
+        return getattr(self.request, "user", None)
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("aim_request_context", default=None)
@@ -49,7 +55,7 @@ class RequestContextMiddleware:
         incoming = request.headers.get("X-Request-ID", "")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id  # type: ignore[attr-defined]
-        token = _current.set(RequestContext(request_id, client_ip(request), getattr(request, "user", None)))
+        token = _current.set(RequestContext(request_id, client_ip(request), request))
         try:
             response = self.get_response(request)
         finally:

@@ -608,7 +608,7 @@ def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
 def authorized(request: HttpRequest) -> tuple[bool, int]:
     """(allowed, status if not): a bearer token equal to ``AIM_METRICS_TOKEN``, a client
     address in ``AIM_METRICS_ALLOWED_CIDRS`` (REMOTE_ADDR; proxies' headers are ignored), or
-    a signed-in console user."""
+    a signed-in console user holding a role (viewer, operator, admin)."""
     token = getattr(settings, "METRICS_TOKEN", "")
     header = request.headers.get("Authorization", "")
     if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip().encode(), token.encode()):
@@ -619,8 +619,12 @@ def authorized(request: HttpRequest) -> tuple[bool, int]:
         address = None
     if address is not None and any(address in net for net in _allowed_networks()):
         return True, 200
-    if getattr(request, "user", None) is not None and request.user.is_authenticated:
-        return True, 200
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        from aimconsole.roles import user_role
+
+        if user_role(user) is not None:
+            return True, 200
     return False, 401 if (token and not header) else 403
 
 

@@ -41,7 +41,7 @@ def test_loopback_scrapers_need_no_login(client, clean_metrics):
     assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
 
 
-def test_other_addresses_need_the_token_or_a_session(client, clean_metrics, settings, viewer):
+def test_other_addresses_need_the_token_or_a_session(client, clean_metrics, settings, viewer, norole):
     settings.METRICS_TOKEN = "s3cret-token"
     remote = {"REMOTE_ADDR": "10.1.2.3"}
     response = client.get("/metrics", **remote)
@@ -52,6 +52,8 @@ def test_other_addresses_need_the_token_or_a_session(client, clean_metrics, sett
     assert client.get("/metrics", **remote).status_code == 200
     settings.METRICS_ALLOWED_CIDRS = []
     settings.METRICS_TOKEN = ""
+    assert client.get("/metrics", **remote).status_code == 403
+    client.force_login(norole)
     assert client.get("/metrics", **remote).status_code == 403
     client.force_login(viewer)
     assert client.get("/metrics", **remote).status_code == 200
@@ -290,7 +292,7 @@ def _populate(nodes: list[Node], catalog_profile) -> None:  # type: ignore[no-un
 
     now = timezone.now()
     for i, node in enumerate(nodes):
-        deployment = Deployment.objects.create(name=f"d{i}", profile=catalog_profile, replicas=2, state="running")
+        deployment = Deployment.objects.create(name=f"{node.name}-d", profile=catalog_profile, replicas=2, state="running")
         for replica, part in enumerate(Partition.objects.filter(gpu__node=node).order_by("gpu__index", "index")[:2]):
             DeploymentSlot.objects.create(deployment=deployment, replica=replica, partition=part, started_at=now)
         gpu = GPU.objects.filter(node=node).first()
