@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench browser-deps clean
+.PHONY: install demo test bench browser-deps observability-deps clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python manage.py demo
 
-test: install browser-deps
+test: install browser-deps observability-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Browser tests drive Debian's Chromium through Playwright (no downloaded browsers).
@@ -29,6 +29,13 @@ browser-deps:
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
+
+# Observability tests run Debian's Prometheus and promtool (package prometheus).
+observability-deps:
+	@{ test -x "$${AIM_PROMETHEUS:-/usr/bin/prometheus}" && test -x "$${AIM_PROMTOOL:-/usr/bin/promtool}"; } || { \
+	  echo "Installing Debian's prometheus (prometheus + promtool) for the observability tests"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends prometheus; }
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)

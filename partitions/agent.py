@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from partitions import events, metrics, telemetry
+from partitions import events, telemetry
 from partitions.models import Node, Partition
 from partitions.telemetry import PartitionRef
 
@@ -146,7 +146,9 @@ class Agent:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
         events.publish_telemetry(node.name, snapshot, loop=self._loop)
-        metrics.feed_emulated_serving(node, self.redis)  # synthetic request metrics of emulated replicas
+        from partitions.metrics import feed_emulated_serving
+
+        feed_emulated_serving(node, self.redis)  # emulated replicas' synthetic request metrics
 
     def sweep(self) -> None:
         """Re-send lost operation messages, then make the node's replicas match the database."""
@@ -166,3 +168,9 @@ class Agent:
     def stop(self) -> None:
         for loop in self.loops:
             loop.stop()
+
+    def close(self) -> None:
+        """Release the event loop the sampler publishes on (after ``stop``)."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None

@@ -82,7 +82,8 @@ def _layout(title: str, y_title: str, *, y_range: list[float] | None = None,
         yaxis.pop("rangemode")
     layout: dict[str, Any] = {
         "title": {"text": text, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
-        "xaxis": {"title": {"text": "time (local)"}, "type": "date", "gridcolor": "#e6e9ef"},
+        "xaxis": {"title": {"text": "time (local)"}, "type": "date", "gridcolor": "#e6e9ef",
+                  "tickformat": "%H:%M:%S", "nticks": 6, "tickangle": 0, "automargin": True},
         "yaxis": yaxis,
         "colorway": list(PALETTE),
         "showlegend": True,

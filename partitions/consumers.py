@@ -20,21 +20,29 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-class OperationConsumer(AsyncJsonWebsocketConsumer):
+class RefusingConsumer(AsyncJsonWebsocketConsumer):
+    async def refuse(self, code: int) -> None:
+        """Accept, then close with an application code: a close before accept reaches the
+        browser as a failed handshake (1006), and the page could not tell why."""
+        await self.accept()
+        await self.close(code=code)
+
+
+class OperationConsumer(RefusingConsumer):
     """Snapshot of the operation and its steps on connect, then every new step."""
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         if not await database_sync_to_async(user.has_perm)("partitions.view_reconfiguration"):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN)
             return
         self.operation_id = int(self.scope["url_route"]["kwargs"]["pk"])
         snapshot = await self._snapshot()
         if snapshot is None:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.refuse(CLOSE_NOT_FOUND)
             return
         self.group = events.operation_group(self.operation_id)
         # Join before sending the snapshot so no step falls between the two.
@@ -63,7 +71,7 @@ class OperationConsumer(AsyncJsonWebsocketConsumer):
         }
 
 
-class TelemetryConsumer(AsyncJsonWebsocketConsumer):
+class TelemetryConsumer(RefusingConsumer):
     """Live telemetry for the fleet (``/ws/telemetry/``) or one node (``?node=NAME``).
 
     On connect: the latest snapshot of every node in view (from Redis). Then updates, coalesced
@@ -76,15 +84,15 @@ class TelemetryConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.refuse(CLOSE_UNAUTHENTICATED)
             return
         if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
-            await self.close(code=CLOSE_FORBIDDEN)
+            await self.refuse(CLOSE_FORBIDDEN)
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.node = (query.get("node") or [None])[0]
         if self.node is not None and not await database_sync_to_async(Node.objects.filter(name=self.node).exists)():
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.refuse(CLOSE_NOT_FOUND)
             return
         self.group = events.node_telemetry_group(self.node) if self.node else events.FLEET_TELEMETRY_GROUP
         self.pending: dict[str, Any] = {}

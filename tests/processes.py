@@ -98,6 +98,7 @@ def process_env(redis_url: str) -> dict[str, str]:
     env["DATABASE_URL"] = database_url()
     env["REDIS_URL"] = redis_url
     env.pop("AIM_TEST_EMBEDDED_REDIS", None)
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # only the browser tests' own process needs it
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

@@ -191,13 +191,11 @@ def test_every_websocket_route_has_an_expectation_and_meets_it(world, route, dja
              "admin": django_user_model.objects.get(username="ada")}
 
     async def attempt(user):  # type: ignore[no-untyped-def]
+        from tests.wsutil import outcome
+
         communicator = WebsocketCommunicator(application, path, headers=[(b"origin", b"http://localhost"), (b"host", b"localhost")])
         communicator.scope["user"] = user
-        connected, code = await communicator.connect()
-        if connected:
-            await communicator.disconnect()
-            return "accept"
-        return code
+        return await outcome(communicator)
 
     for role, expected in WS_EXPECTED[route].items():
         assert async_to_sync(attempt)(users[role]) == expected, role

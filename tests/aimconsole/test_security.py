@@ -173,6 +173,7 @@ def test_production_settings_pass_check_deploy_without_warnings(tmp_path):
            "DJANGO_SECRET_KEY": "x" * 20 + "production-secret-" + "y9Z" * 10, "DJANGO_ALLOWED_HOSTS": "console.example.com",
            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "REDIS_URL": "redis://127.0.0.1:6379/0",
            "AIM_VAR_DIR": str(tmp_path)}
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests for their own process only
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -112,6 +112,12 @@ def open_dashboard(page, console, query: str = "") -> None:  # type: ignore[no-u
     page.goto(f"{console.url}/dashboard/{query}")
 
 
+def wait_in_page(page, expression: str, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Poll a JavaScript expression (page.wait_for_function evals its predicate in the page,
+    which the console's CSP forbids: no 'unsafe-eval')."""
+    wait_for(lambda: page.evaluate(expression), timeout, what, interval=0.1)
+
+
 def points(page, chart: str) -> list[int]:  # type: ignore[no-untyped-def]
     return page.evaluate("(id) => (document.getElementById(id).data || []).map((t) => t.x.length)", f"chart-{chart}")
 
@@ -137,10 +143,9 @@ def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer
     sampler = Sampler(NODE)
     sampler.start()
     try:
-        page.wait_for_function(
-            "() => ['activity', 'vram', 'power', 'temperature'].every((c) => {"
-            " const d = document.getElementById('chart-' + c).data;"
-            " return d.length && d.every((t) => t.x.length >= 3); })", timeout=20_000)
+        wait_in_page(page, "['activity', 'vram', 'power', 'temperature'].every((c) => {"
+                     " const d = document.getElementById('chart-' + c).data;"
+                     " return d.length > 0 && d.every((t) => t.x.length >= 3); })", 20, "3 points in every trace")
         first = points(page, "activity")
         assert len(first) == 9  # 8 CPX partitions + 1 SPX partition
         assert len(points(page, "vram")) == 9 and len(points(page, "power")) == 2 and len(points(page, "temperature")) == 2
@@ -189,7 +194,7 @@ def test_table_of_latest_values_without_javascript(browser, console, redis_layer
     mixed_node(tmp_path)
     sampler = Sampler(NODE)  # one sample: the snapshot is stored in Redis
     sampler.start()
-    wait_for(lambda: sampler.samples, 20, "a sample")
+    wait_for(lambda: sampler.samples or sampler.errors, 20, "a sample")
     sampler.stop()
     context = browser.new_context(viewport={"width": 1400, "height": 900}, java_script_enabled=False)
     try:
@@ -244,7 +249,7 @@ def test_dropped_socket_reconnects_with_backoff(page, live_server, viewer):
     page.click("button[type=submit]")
     page.wait_for_selector("#dashboard-status[data-state=reconnecting]", timeout=5_000)
     assert "retrying" in page.locator("#dashboard-status").inner_text()
-    page.wait_for_function("window.__sockets.length >= 3", timeout=8_000)  # after ~1 s, then ~2 s
+    wait_in_page(page, "window.__sockets.length >= 3", 8, "two reconnects")  # after ~1 s, then ~2 s
     started = time.monotonic()
     time.sleep(2.5)
     assert page.evaluate("window.__sockets.length") <= 4, "backoff grows (next retry after ~4 s)"

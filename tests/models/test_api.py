@@ -69,7 +69,8 @@ def test_profiles_follow_a_change_of_sizing_inputs(api_client_for, catalog, admi
     client = api_client_for(admin_user)
     model = InferenceModel.objects.get(hf_id="meta-llama/Llama-3.1-8B-Instruct")
     before = ModelProfile.objects.get(model=model, precision__code="fp16", gpu_model="MI300X", context_tokens=8192)
-    response = client.patch(f"/api/v1/models/{model.pk}/", {"total_params_b": 16.06}, format="json")
+    response = client.patch(f"/api/v1/models/{model.pk}/", {"total_params_b": 16.06}, format="json",
+                            HTTP_IF_MATCH=client.get(f"/api/v1/models/{model.pk}/")["ETag"])
     assert response.status_code == 200, response.json()
     after = ModelProfile.objects.get(pk=before.pk)
     # Weights double: 8.03e9*2 B -> 16.06e9*2 B, i.e. +14.96 GiB, plus 10% overhead on it.
@@ -91,7 +92,8 @@ def test_invalid_model_writes_are_refused_and_change_nothing(api_client_for, cat
     client = api_client_for(admin_user)
     model = InferenceModel.objects.get(hf_id="meta-llama/Llama-3.1-8B-Instruct")
     profiles_before = list(ModelProfile.objects.filter(model=model).values_list("id", "memory_required_gb"))
-    response = client.patch(f"/api/v1/models/{model.pk}/", change, format="json")
+    response = client.patch(f"/api/v1/models/{model.pk}/", change, format="json",
+                            HTTP_IF_MATCH=client.get(f"/api/v1/models/{model.pk}/")["ETag"])
     assert response.status_code == 400
     body = response.json()
     assert body["code"] == "invalid"

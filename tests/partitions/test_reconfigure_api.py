@@ -153,9 +153,9 @@ async def test_operations_websocket_sends_a_snapshot_then_steps(operator, emulat
 async def test_operations_websocket_refuses_anonymous_users_and_foreign_origins(operator, emulated):
     from aimconsole.asgi import application
 
-    anonymous = _communicator("/ws/operations/1/")
-    connected, code = await anonymous.connect()
-    assert not connected and code == 4401
+    from tests.wsutil import outcome
+
+    assert await outcome(_communicator("/ws/operations/1/")) == 4401
     foreign = WebsocketCommunicator(application, "/ws/operations/1/", headers=[(b"origin", b"http://evil.example"), (b"host", b"localhost")])
     foreign.scope["user"] = operator
     connected, _ = await foreign.connect()

@@ -61,9 +61,7 @@ async def test_snapshot_on_connect_then_coalesced_updates(viewer, redis_url):
 async def test_node_view_refuses_unknown_nodes_and_anonymous_users(viewer):
     from django.contrib.auth.models import AnonymousUser
 
-    ws = communicator("/ws/telemetry/?node=nope", viewer)
-    connected, code = await ws.connect()
-    assert not connected and code == 4404
-    ws = communicator("/ws/telemetry/", AnonymousUser())
-    connected, code = await ws.connect()
-    assert not connected and code == 4401
+    from tests.wsutil import outcome
+
+    assert await outcome(communicator("/ws/telemetry/?node=nope", viewer)) == 4404
+    assert await outcome(communicator("/ws/telemetry/", AnonymousUser())) == 4401

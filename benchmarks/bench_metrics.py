@@ -1,0 +1,3 @@
+"""Run benchmarks/metrics.py (run_all.py picks up bench_*.py)."""
+import runpy, sys, pathlib
+sys.argv[0] = str(pathlib.Path(__file__).with_name("metrics.py")); runpy.run_path(sys.argv[0], run_name="__main__")

@@ -1,0 +1,101 @@
+"""The deploy/ artefacts: rule files pass ``promtool check rules`` and their alerts fire as
+intended (``promtool test rules``), the example config passes ``promtool check config``, the
+dashboards are importable (current schema, a datasource variable) and up to date with their
+generator, and deploy/README.md documents every metric and alert."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.observability.conftest import DASHBOARDS, DEPLOY, RULE_FILES, run_promtool
+from tests.observability.promql import dashboard_expressions, rule_expressions
+
+HERE = Path(__file__).resolve().parent
+
+
+def test_there_are_rule_files_and_dashboards():
+    assert [p.name for p in RULE_FILES] == ["aim-rules.yml"]
+    assert {p.name for p in DASHBOARDS} == {"aim-partition-utilization.json", "aim-model-performance.json",
+                                           "aim-scheduler-operations.json", "aim-node-health.json"}
+
+
+@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+def test_promtool_check_rules(promtool, path):
+    result = run_promtool(promtool, "check", "rules", str(path))
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_promtool_check_config_on_the_example(promtool, tmp_path):
+    result = run_promtool(promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_alerts_fire_as_intended(promtool):
+    result = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=HERE, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_every_alert_has_a_severity_summary_and_runbook():
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            for rule in group["rules"]:
+                if "alert" not in rule:
+                    continue
+                assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
+                assert rule["annotations"].get("summary") and rule["annotations"].get("runbook"), rule["alert"]
+
+
+def test_dashboards_are_current_importable_json():
+    result = subprocess.run([sys.executable, str(DEPLOY / "grafana" / "generate.py"), "--check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    uids = set()
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        assert board["schemaVersion"] >= 39 and board["id"] is None and board["uid"] not in uids
+        uids.add(board["uid"])
+        variables = {v["name"]: v for v in board["templating"]["list"]}
+        assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+        ids = []
+
+        def walk(panels):  # type: ignore[no-untyped-def]
+            for panel in panels:
+                ids.append(panel["id"])
+                assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
+                for target in panel.get("targets", []):
+                    assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+                walk(panel.get("panels", []))
+
+        walk(board["panels"])
+        assert len(ids) == len(set(ids)), path.name
+    # Partition utilization: fleet and per node, with template variables.
+    partition = json.loads((DEPLOY / "grafana" / "aim-partition-utilization.json").read_text())
+    assert {"node", "gpu"} <= {v["name"] for v in partition["templating"]["list"]}
+
+
+def test_latency_percentiles_use_rate_of_buckets_summed_by_le():
+    exprs = [e.expr for e in dashboard_expressions(DEPLOY / "grafana" / "aim-model-performance.json")]
+    quantiles = [e for e in exprs if "histogram_quantile" in e]
+    assert {q.split("(")[1].split(",")[0] for q in quantiles} == {"0.5", "0.95", "0.99"}
+    for q in quantiles:
+        assert re.search(r"sum by \(le, model\) \(rate\(aim_model_request_duration_seconds_bucket\{[^}]*\}\[1m\]\)\)", q), q
+
+
+def test_the_readme_documents_every_metric_and_alert():
+    readme = (DEPLOY / "README.md").read_text()
+    from partitions import metrics
+    from partitions.metrics import Gathered, build
+
+    names = {m.name for m in build(Gathered(now=0.0))} | {"aim_metrics_collect_duration_seconds"}
+    names |= {"aim_node_telemetry_snapshot_age_seconds", "aim_node_agent_heartbeat_age_seconds"}
+    assert metrics.REQUEST_BUCKETS
+    missing = [n for n in sorted(names) if n not in readme]
+    assert not missing, f"deploy/README.md does not document: {missing}"
+    alerts = [e.source.rsplit("/", 1)[1] for path in RULE_FILES for e in rule_expressions(path)]
+    assert not [a for a in alerts if a not in readme]
