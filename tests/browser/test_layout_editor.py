@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot, sign_in
 from tests.partitions.conftest import make_emulated_node
@@ -32,10 +33,10 @@ def test_operator_switches_a_gpu_to_cpx_and_watches_it(page, console, start_agen
 
     page.click("#apply-plan")
     page.wait_for_url("**/operations/*/")
-    page.wait_for_function("document.getElementById('op-state').textContent === 'Succeeded'", timeout=60_000)
+    expect(page.locator("#op-state")).to_have_text("Succeeded", timeout=60_000)
     assert page.locator("#op-progress").get_attribute("data-state") == "succeeded"
     assert page.locator("#op-steps li").count() >= 5
-    page.wait_for_function("document.querySelectorAll('#op-layout .part').length === 8", timeout=10_000)
+    expect(page.locator("#op-layout .part")).to_have_count(8, timeout=10_000)
     screenshot(page, "operation-succeeded")
     assert emulated.state.compute_mode(1) == "CPX"
 

@@ -6,8 +6,6 @@ dashboard expression must return data."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
