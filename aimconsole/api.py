@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -15,6 +17,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
     ``detail`` keeps DRF's field-by-field errors for validation failures.
     """
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(
             exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
@@ -36,6 +42,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             message = str(getattr(exc, "detail", exc))
         response.data = {"code": code, "message": message, "detail": detail}
     return response
+
+
+def api_not_found(request, exception=None):  # type: ignore[no-untyped-def]
+    """handler404: API paths get the API's JSON error shape, pages the HTML page."""
+    from django.http import JsonResponse
+    from django.views.defaults import page_not_found
+
+    if request.path.startswith("/api/"):
+        return JsonResponse({"code": "not_found", "message": f"No resource at {request.path}", "detail": None}, status=404)
+    return page_not_found(request, exception)
 
 
 def _first_message(detail: Any, field: str = "") -> str:

@@ -37,3 +37,5 @@ urlpatterns = [
 
 admin.site.site_header = "AIM Console administration"
 admin.site.site_title = "AIM Console"
+
+handler404 = "aimconsole.api.api_not_found"

@@ -313,7 +313,8 @@ def schedule_pending_deployments() -> list[Deployment]:
     for pk in list(Deployment.objects.filter(state=Deployment.State.PENDING).values_list("pk", flat=True)):
         with transaction.atomic():
             # Every agent runs this: lock the row and re-check, so one of them binds it.
-            deployment = Deployment.objects.select_for_update().filter(pk=pk, state=Deployment.State.PENDING).select_related("plan").first()
+            deployment = (Deployment.objects.select_for_update(of=("self",))
+                          .filter(pk=pk, state=Deployment.State.PENDING).select_related("plan").first())
             if deployment is None:
                 continue
             ops = list(deployment.plan.reconfigurations.all()) if deployment.plan else []
