@@ -228,10 +228,26 @@ class PartitionFilter(django_filters.FilterSet):
 
 
 class PartitionViewSet(viewsets.ReadOnlyModelViewSet):
-    queryset = Partition.objects.select_related("gpu__node")
+    queryset = Partition.objects.select_related("gpu__node").order_by("gpu__node__name", "gpu__index", "index")
     serializer_class = PartitionSerializer
     filterset_class = PartitionFilter
     ordering_fields = ("logical_index", "memory_gb")
+
+    # Hot read path: the list is built from one values() query (the same fields and names as
+    # PartitionSerializer, which still renders the detail and documents both), skipping
+    # per-object serializer work — see benchmarks/api.py.
+    LIST_FIELDS = {
+        "id": "id", "node": "gpu__node__name", "gpu": "gpu_id", "gpu_index": "gpu__index", "index": "index",
+        "logical_index": "logical_index", "xcds": "xcds", "compute_units": "compute_units", "memory_gb": "memory_gb",
+        "reported_memory_mb": "reported_memory_mb", "render_node": "render_node", "uuid": "uuid", "bdf": "bdf",
+    }
+
+    def list(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        queryset = self.filter_queryset(self.get_queryset()).values(*self.LIST_FIELDS.values())
+        page = self.paginate_queryset(queryset)
+        rows = page if page is not None else list(queryset)
+        data = [{name: row[column] for name, column in self.LIST_FIELDS.items()} for row in rows]
+        return self.get_paginated_response(data) if page is not None else Response(data)
 
 
 class ReconfigurationFilter(django_filters.FilterSet):

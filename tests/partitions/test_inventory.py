@@ -260,3 +260,14 @@ def test_demo_fleet_creates_two_emulated_mi300x_nodes(tmp_path):
     assert GPU.objects.filter(node__in=nodes, gpu_model="MI300X").count() == 16
     call_command("demo_fleet", "--state-dir", str(tmp_path), stdout=out)
     assert "0 created, 0 updated, 0 deleted, 16 unchanged" in out.getvalue()
+
+
+def test_the_fast_partition_list_matches_the_serializer(api_client_for, viewer, node):
+    from partitions.api.serializers import PartitionSerializer
+
+    sync_inventory(node=node, inventory=_inventory(_gpu(0, "CPX", "NPS1", 8), _gpu(1, base=8)))
+    listed = api_client_for(viewer).get("/api/v1/partitions/", {"limit": 100}).json()["results"]
+    expected = PartitionSerializer(Partition.objects.select_related("gpu__node").order_by("gpu__index", "index"), many=True).data
+    assert listed == [dict(row) for row in expected]
+    detail = api_client_for(viewer).get(f"/api/v1/partitions/{listed[3]['id']}/").json()
+    assert detail == listed[3]
