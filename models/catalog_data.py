@@ -142,17 +142,7 @@ class ModelEntry:
     @property
     def shape(self) -> ModelShape:
         """The sizing view of this model (``models.sizing.ModelShape``)."""
-        return ModelShape(
-            total_params_b=self.total_params_b,
-            active_params_b=self.active_params_b,
-            num_layers=self.num_layers,
-            attention=self.attention,
-            num_kv_heads=self.num_kv_heads,
-            head_dim=self.head_dim,
-            kv_lora_rank=self.kv_lora_rank,
-            qk_rope_head_dim=self.qk_rope_head_dim,
-            num_attention_heads=self.num_attention_heads,
-        )
+        return ModelShape.of(self)
 
 
 @dataclass(frozen=True)

@@ -41,17 +41,7 @@ def sizing_policy() -> sizing.SizingPolicy:
 
 
 def model_shape(model: InferenceModel) -> sizing.ModelShape:
-    return sizing.ModelShape(
-        total_params_b=model.total_params_b,
-        active_params_b=model.active_params_b,
-        num_layers=model.num_layers,
-        attention=model.attention,
-        num_kv_heads=model.num_kv_heads,
-        head_dim=model.head_dim,
-        kv_lora_rank=model.kv_lora_rank,
-        qk_rope_head_dim=model.qk_rope_head_dim,
-        num_attention_heads=model.num_attention_heads,
-    )
+    return sizing.ModelShape.of(model)
 
 
 def _computed_values(profile: ModelProfile, shape: sizing.ModelShape, policy: sizing.SizingPolicy) -> dict:

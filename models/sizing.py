@@ -149,6 +149,14 @@ class ModelShape:
                     f"({self.num_kv_heads}) for grouped-query attention."
                 )
 
+    FIELDS = ("total_params_b", "active_params_b", "num_layers", "attention", "num_kv_heads", "head_dim",
+              "kv_lora_rank", "qk_rope_head_dim", "num_attention_heads")
+
+    @classmethod
+    def of(cls, source: object) -> "ModelShape":
+        """The shape of anything carrying these attributes (a catalog entry or row)."""
+        return cls(**{name: getattr(source, name) for name in cls.FIELDS})
+
     @property
     def kv_elements_per_token_per_layer(self) -> int:
         """KV-cache elements one token adds to one layer.
