@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import django_filters
 from django.contrib.auth import get_user_model
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -94,9 +96,22 @@ class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
         read_only_fields = fields
 
 
+class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
+    """ISO 8601 with any offset, compared in UTC (PostgreSQL refuses offsets beyond ±15:59,
+    which ISO 8601 parsers accept)."""
+
+    def filter(self, qs, value):  # type: ignore[no-untyped-def]
+        if value is not None:
+            try:
+                value = value.astimezone(datetime.timezone.utc)
+            except OverflowError:
+                raise serializers.ValidationError({self.field_name: "date out of range"}) from None
+        return super().filter(qs, value)
+
+
 class AuditEventFilter(django_filters.FilterSet):
-    since = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="gte")
-    until = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    since = UTCDateTimeFilter(field_name="at", lookup_expr="gte")
+    until = UTCDateTimeFilter(field_name="at", lookup_expr="lt")
     action = django_filters.CharFilter(lookup_expr="startswith")
 
     class Meta:

@@ -49,3 +49,24 @@ class ContentSecurityPolicyMiddleware:
         if response.get("Content-Type", "").startswith("text/html"):
             response.setdefault("Content-Security-Policy", self.POLICY)
         return response
+
+
+class RejectNullCharactersMiddleware:
+    """Refuse requests carrying NUL characters (in the path, query string or body, raw or as a
+    JSON ``\\u0000`` escape) with 400: PostgreSQL cannot store or even compare them, and no
+    legitimate input of the console contains one."""
+
+    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+        self.get_response = get_response
+
+    def __call__(self, request):  # type: ignore[no-untyped-def]
+        from urllib.parse import unquote_to_bytes
+
+        body = request.body if request.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        query = unquote_to_bytes(request.META.get("QUERY_STRING", ""))
+        if "\x00" in request.path or b"\x00" in query or b"\x00" in body or b"\\u0000" in body.lower():
+            from django.http import JsonResponse
+
+            return JsonResponse({"code": "invalid", "message": "NUL characters are not allowed in requests", "detail": None},
+                                status=400)
+        return self.get_response(request)

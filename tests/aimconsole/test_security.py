@@ -218,6 +218,17 @@ def test_bad_input_gets_a_clear_4xx(api_client_for, operator, catalog, body, con
     assert not Deployment.objects.exists()
 
 
+@pytest.mark.parametrize("method, path, body", [
+    ("get", "/api/v1/nodes/%00/", None),
+    ("get", "/api/v1/gpus/?node=a%00b", None),
+    ("post", "/api/v1/deployments/", '{"name": "x", "profile": 1, "replicas": 1, "pin_node": "a\\u0000b"}'),
+])
+def test_nul_characters_are_refused_before_reaching_the_database(api_client_for, operator, method, path, body):
+    client = api_client_for(operator)
+    response = client.get(path) if method == "get" else client.generic("POST", path, body, content_type="application/json")
+    assert response.status_code == 400 and "NUL" in response.json()["message"]
+
+
 def test_oversized_bodies_are_refused(api_client_for, operator, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     response = api_client_for(operator).post("/api/v1/nodes/n1/import-amdsmi/", {"outputs": ["x" * 5000]}, format="json")
