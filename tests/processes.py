@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 REPO = Path(__file__).resolve().parents[1]

@@ -326,7 +326,7 @@ def run_reset(hive: Hive, opts: Options, active: Active) -> Result:
         for dev in opts.devices:
             res.out(block(opts.fmt, dev.index, "memorypartition", "Successfully reset memory partition"))
         return res
-    raise CliError(f"Command 'reset' requires a target argument. Run 'amd-smi reset -h' for more info.", -9)
+    raise CliError("Command 'reset' requires a target argument. Run 'amd-smi reset -h' for more info.", -9)
 
 
 COMMANDS = {

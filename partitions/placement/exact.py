@@ -6,7 +6,7 @@ import os
 from collections import defaultdict
 from typing import Sequence
 
-from partitions.placement._state import _Gpu, _State
+from partitions.placement._state import _Gpu, _Rep, _State
 from partitions.placement.heuristic import _reason
 from partitions.placement.types import Assignment, Demand, Fleet, ModeChange, Placement, PlacementError, Unplaced
 

@@ -89,7 +89,7 @@ def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, mon
     from aimconsole.models import AuditEvent
     from aimconsole.services import create_token
     from models.models import InferenceModel, ModelProfile
-    from partitions.models import GPU, Partition, Plan
+    from partitions.models import GPU, Partition
     from partitions.services.deployments import DemandSpec, create_deployment, create_plan
     from partitions.services.reconfiguration import request_reconfiguration
 

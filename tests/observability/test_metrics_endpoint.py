@@ -202,8 +202,8 @@ def test_placement_decisions_and_failures_are_counted_where_they_happen(clean_me
     with pytest.raises(PlacementConflict):
         create_deployment(spec=DemandSpec(name="huge", profile=huge, replicas=1))
     data = metrics.gather()
-    assert data.placement[f"d\tdeployment\tplaced"] == "1"
-    assert data.placement[f"d\tdeployment\tunplaced"] == "2"
+    assert data.placement["d\tdeployment\tplaced"] == "1"
+    assert data.placement["d\tdeployment\tunplaced"] == "2"
     failures = {k.split("\t")[2]: int(v) for k, v in data.placement.items() if k.startswith("f\tdeployment\t")}
     assert sum(failures.values()) == 3 and "other" not in failures, failures
     assert failures.get("no_free_partition") == 2
