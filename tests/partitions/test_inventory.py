@@ -271,3 +271,25 @@ def test_the_fast_partition_list_matches_the_serializer(api_client_for, viewer, 
     assert listed == [dict(row) for row in expected]
     detail = api_client_for(viewer).get(f"/api/v1/partitions/{listed[3]['id']}/").json()
     assert detail == listed[3]
+
+
+def test_sync_node_create_detects_amd_smi(settings, tmp_path):
+    """A missing tool is a clear error; an answering one (here the emulator, as AMD_SMI_BIN)
+    registers the node with the amd-smi backend and reads its GPUs."""
+    import stat
+    import sys
+
+    settings.AMD_SMI_BIN = str(tmp_path / "no-such-amd-smi")
+    with pytest.raises(CommandError, match="amd-smi not found or not answering"):
+        call_command("sync_node", "gpu-host-1", "--create")
+    assert not Node.objects.filter(name="gpu-host-1").exists()
+
+    wrapper = tmp_path / "amd-smi"
+    wrapper.write_text(f"#!/bin/sh\nAMD_SMI_EMULATOR_STATE={tmp_path / 'state.json'} AMD_SMI_EMULATOR_COUNT=2 "
+                       f"exec {sys.executable} -m partitions.emulator \"$@\"\n")
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    settings.AMD_SMI_BIN = str(wrapper)
+    out = StringIO()
+    call_command("sync_node", "gpu-host-1", "--create", stdout=out)
+    node = Node.objects.get(name="gpu-host-1")
+    assert node.backend == "amdsmi" and node.gpus.count() == 2

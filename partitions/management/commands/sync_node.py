@@ -6,9 +6,11 @@ backend (``AMD_SMI_BIN``) and stores what amd-smi reports.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from partitions.backends.amdsmi import detect
 from partitions.backends.errors import BackendError
 from partitions.models import Node, node_name_validator
 from partitions.services import sync_node
@@ -31,6 +33,12 @@ class Command(BaseCommand):
         if node is None:
             if not options["create"]:
                 raise CommandError(f"no node {name!r}; pass --create to register it with the amd-smi backend")
+            # Detection: register the real amd-smi only when it is there and answers `version`.
+            if not detect(settings.AMD_SMI_BIN):
+                raise CommandError(
+                    f"amd-smi not found or not answering `{settings.AMD_SMI_BIN} version`: install ROCm, "
+                    "or set AMD_SMI_BIN (for a demo without GPUs use `manage.py demo_fleet`)"
+                )
             node = Node.objects.create(name=name, backend=Node.Backend.AMDSMI)
         try:
             result = sync_node(node=node)
