@@ -71,9 +71,7 @@ class Sampler(threading.Thread):
         finally:
             # The agent publishes on an event loop of its own (this thread's); close it here, so
             # the Redis layer flushes its connections in this thread, not at garbage collection.
-            loop = getattr(agent, "_loop", None)
-            if loop is not None and not loop.is_closed():
-                loop.close()
+            agent.close()
             connection.close()
 
     def stop(self) -> None:
