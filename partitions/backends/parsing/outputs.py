@@ -93,6 +93,14 @@ def _unique(items: list, command: str, text: str) -> tuple:
     return tuple(sorted(items, key=lambda i: i.logical_index))
 
 
+def _human_gpu_rows(text: str, command: str) -> list[dict]:
+    """Per-device rows of the human form (``GPU: n`` blocks); ParseError when there are none."""
+    rows = [dict(body, gpu=idx) for kind, idx, body in human_blocks(text, command) if kind == "GPU"]
+    if not rows:
+        raise fail(command, "no GPU blocks", text, text)
+    return rows
+
+
 # --- list ----------------------------------------------------------------------------------
 
 def parse_list(text: str) -> tuple[LogicalDevice, ...]:
@@ -104,9 +112,7 @@ def parse_list(text: str) -> tuple[LogicalDevice, ...]:
     elif looks_like_csv(text):
         rows = _csv_rows(text, command)
     else:
-        rows = [dict(body, gpu=idx) for kind, idx, body in human_blocks(text, command) if kind == "GPU"]
-        if not rows:
-            raise fail(command, "no GPU blocks", text, text)
+        rows = _human_gpu_rows(text, command)
     devices = []
     for row in rows:
         bdf_key = "bdf" if "bdf" in row else "gpu_bdf"
@@ -147,9 +153,7 @@ def parse_static(text: str) -> tuple[StaticInfo, ...]:
     if _is_json(text):
         rows = _single_json_rows(text, command)
     else:
-        rows = [dict(body, gpu=idx) for kind, idx, body in human_blocks(text, command) if kind == "GPU"]
-        if not rows:
-            raise fail(command, "no GPU blocks", text, text)
+        rows = _human_gpu_rows(text, command)
     infos = []
     keys_seen: set[str] = set()
     for row in rows:
@@ -500,9 +504,7 @@ def parse_metrics(text: str) -> tuple[Metrics, ...]:
                     row.setdefault(sec, {})[k] = v
             rows.append(row)
     else:
-        rows = [dict(body, gpu=idx) for kind, idx, body in human_blocks(text, command) if kind == "GPU"]
-        if not rows:
-            raise fail(command, "no GPU blocks", text, text)
+        rows = _human_gpu_rows(text, command)
     out = []
     for row in rows:
         if not (set(row) - {"gpu"}) & _METRIC_SECTIONS:
