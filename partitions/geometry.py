@@ -1,6 +1,6 @@
 """GPU geometry: what each AMD Instinct model can be partitioned into.
 
-Pure Python (no Django). Every figure comes from ../shared/reference/amd-smi.md (section 9);
+Pure Python (no Django). Every figure comes from docs/hardware/amd-smi.md (section 9);
 figures that the reference calls inferred, nominal or unobserved carry ``estimated=True``
 and a note, so the UI and API can say so.
 

@@ -16,14 +16,13 @@ from aimconsole import embedded
 
 pytest_plugins = ["tests.processes"]  # subprocess fixtures: agents, web servers
 
-SHARED_DIR = Path(os.environ.get("AIM_SHARED_DIR", Path(__file__).resolve().parents[2] / "shared"))
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not (SHARED_DIR / "fixtures").is_dir():
-        pytest.fail(f"shared reference folder not found at {SHARED_DIR} (set AIM_SHARED_DIR)")
-    return SHARED_DIR
+def fixtures_dir() -> Path:
+    """The project's copies of real tool captures (tests/fixtures/, provenance in each README)."""
+    return FIXTURES_DIR
 
 
 def _wait_for_redis(url: str, timeout: float = 10.0) -> None:

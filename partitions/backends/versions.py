@@ -1,6 +1,6 @@
 """``amd-smi version`` parsing and the per-version syntax decisions of the amdsmi backend.
 
-Pure Python (no Django, no subprocess). Facts from ../shared/reference/amd-smi.md sections 1,
+Pure Python (no Django, no subprocess). Facts from docs/hardware/amd-smi.md sections 1,
 4, 6 and 7. Every decision helper takes a :class:`ToolVersion` or a ROCm tuple like
 ``(6, 4, 1)``.
 """

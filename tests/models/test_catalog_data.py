@@ -140,7 +140,7 @@ def test_architecture_consistency(catalog: CatalogData) -> None:
     }
 
 
-# KV-cache elements per token per layer from the reference (shared/reference/model-catalog.json,
+# KV-cache elements per token per layer from the reference (tests/fixtures/model-catalog.json,
 # reference.config.kv_cache_elements_per_token_per_layer), copied so this test stands alone.
 KV_ELEMENTS = {
     "CohereForAI/aya-expanse-8b": 2048, "CohereForAI/aya-expanse-32b": 2048,
@@ -175,8 +175,8 @@ def test_kv_elements_match_reference(catalog: CatalogData) -> None:
             assert 2 * m.num_kv_heads * m.head_dim != KV_ELEMENTS[m.hf_id]
 
 
-def test_cross_check_against_reference_file(catalog: CatalogData, shared_dir: Path) -> None:
-    ref = json.loads((shared_dir / "reference" / "model-catalog.json").read_text(encoding="utf-8"))["models"]
+def test_cross_check_against_reference_file(catalog: CatalogData, fixtures_dir: Path) -> None:
+    ref = json.loads((fixtures_dir / "model-catalog.json").read_text(encoding="utf-8"))["models"]
     by_upstream = {m["model_id"]: m["reference"] for m in ref}
     assert len(by_upstream) == 38
     for m in catalog.models:

@@ -93,16 +93,16 @@ def test_health_set_by_operators_survives_a_sync(node):
 
 # --- import from captured outputs ------------------------------------------------------------
 
-def _fixture(shared_dir: Path, name: str) -> str:
-    return str(shared_dir / "fixtures" / "amd-smi" / name)
+def _fixture(fixtures_dir: Path, name: str) -> str:
+    return str(fixtures_dir / "amd-smi" / name)
 
 
-def test_import_command_dry_run_prints_inventory_and_changes_nothing(shared_dir):
+def test_import_command_dry_run_prints_inventory_and_changes_nothing(fixtures_dir):
     out = StringIO()
     call_command(
         "import_amdsmi", "--node", "bundle-1", "--dry-run",
-        _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"),
-        _fixture(shared_dir, "partition.MI300X.SPX-NPS1.8gpu.rocm7x.json"),
+        _fixture(fixtures_dir, "list.MI300X.SPX.8gpu.rocm7x.json"),
+        _fixture(fixtures_dir, "partition.MI300X.SPX-NPS1.8gpu.rocm7x.json"),
         stdout=out,
     )
     body = json.loads(out.getvalue())
@@ -115,12 +115,12 @@ def test_import_command_dry_run_prints_inventory_and_changes_nothing(shared_dir)
     assert not Node.objects.filter(name="bundle-1").exists()
 
 
-def test_import_command_stores_a_cpx_node(shared_dir):
+def test_import_command_stores_a_cpx_node(fixtures_dir):
     out = StringIO()
     call_command(
         "import_amdsmi", "--node", "bundle-2",
-        _fixture(shared_dir, "partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json"),
-        _fixture(shared_dir, "list-e.MI300X.CPX.gpu0-7.rocm7x.json"),
+        _fixture(fixtures_dir, "partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json"),
+        _fixture(fixtures_dir, "list-e.MI300X.CPX.gpu0-7.rocm7x.json"),
         stdout=out,
     )
     body = json.loads(out.getvalue())
@@ -134,28 +134,28 @@ def test_import_command_stores_a_cpx_node(shared_dir):
     assert body["changes"]["created"] == 9
 
 
-def test_import_of_garbage_names_the_file_and_changes_nothing(shared_dir, tmp_path):
+def test_import_of_garbage_names_the_file_and_changes_nothing(fixtures_dir, tmp_path):
     bad = tmp_path / "broken.json"
     bad.write_text('[{"gpu": 0, "bdf": "0000:0c:00.0", "uuid": ')
     with pytest.raises(CommandError) as excinfo:
-        call_command("import_amdsmi", "--node", "bundle-3", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), str(bad))
+        call_command("import_amdsmi", "--node", "bundle-3", _fixture(fixtures_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), str(bad))
     assert "broken.json" in str(excinfo.value) or "list" in str(excinfo.value)
     assert not Node.objects.filter(name="bundle-3").exists()
 
 
-def test_import_refuses_two_outputs_of_the_same_command(shared_dir):
-    path = _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json")
+def test_import_refuses_two_outputs_of_the_same_command(fixtures_dir):
+    path = _fixture(fixtures_dir, "list.MI300X.SPX.8gpu.rocm7x.json")
     with pytest.raises(CommandError, match="both outputs of amd-smi list"):
         call_command("import_amdsmi", "--node", "bundle-4", path, path)
 
 
-def test_import_refuses_a_bad_node_name(shared_dir):
+def test_import_refuses_a_bad_node_name(fixtures_dir):
     with pytest.raises(CommandError, match="Node names"):
-        call_command("import_amdsmi", "--node", "Bad Name!", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"))
+        call_command("import_amdsmi", "--node", "Bad Name!", _fixture(fixtures_dir, "list.MI300X.SPX.8gpu.rocm7x.json"))
 
 
-def test_import_keeps_the_old_inventory_when_the_new_capture_is_bad(shared_dir, tmp_path):
-    call_command("import_amdsmi", "--node", "bundle-5", _fixture(shared_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), stdout=StringIO())
+def test_import_keeps_the_old_inventory_when_the_new_capture_is_bad(fixtures_dir, tmp_path):
+    call_command("import_amdsmi", "--node", "bundle-5", _fixture(fixtures_dir, "list.MI300X.SPX.8gpu.rocm7x.json"), stdout=StringIO())
     before = list(Partition.objects.filter(gpu__node__name="bundle-5").values_list())
     bad = tmp_path / "p.json"
     bad.write_text('{"current_partition": [{"gpu_id": 0, "memory": "NPS1"')
@@ -164,10 +164,10 @@ def test_import_keeps_the_old_inventory_when_the_new_capture_is_bad(shared_dir, 
     assert list(Partition.objects.filter(gpu__node__name="bundle-5").values_list()) == before
 
 
-def test_import_api_for_operators(api_client_for, operator, viewer, shared_dir):
+def test_import_api_for_operators(api_client_for, operator, viewer, fixtures_dir):
     outputs = [
-        Path(_fixture(shared_dir, "list.MI300X.CPX.gpu0-7.rocm7x.json")).read_text(),
-        Path(_fixture(shared_dir, "static-partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json")).read_text(),
+        Path(_fixture(fixtures_dir, "list.MI300X.CPX.gpu0-7.rocm7x.json")).read_text(),
+        Path(_fixture(fixtures_dir, "static-partition.MI300X.CPX-NPS4.gpu0-7.rocm7x.json")).read_text(),
     ]
     denied = api_client_for(viewer).post("/api/v1/nodes/edge-1/import-amdsmi/", {"outputs": outputs}, format="json")
     assert denied.status_code == 403

@@ -39,16 +39,7 @@ from partitions.backends.parsing import (
 )
 
 
-def _fixture_dir() -> Path:
-    env = os.environ.get("AIM_SHARED_DIR")
-    base = Path(env) if env else Path(__file__).resolve().parents[3].parent / "shared"
-    d = base / "fixtures" / "amd-smi"
-    if not d.is_dir():
-        pytest.fail(f"amd-smi fixtures not found at {d} (set AIM_SHARED_DIR)", pytrace=False)
-    return d
-
-
-FIX = _fixture_dir()
+FIX = Path(__file__).resolve().parents[2] / "fixtures" / "amd-smi"
 
 
 def read(name: str) -> str:

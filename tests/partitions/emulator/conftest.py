@@ -17,15 +17,8 @@ REPO = Path(__file__).resolve().parents[3]
 
 
 def fixture_dir() -> Path:
-    """/work/shared/fixtures/amd-smi (sibling of the repo), or $AIM_SHARED_DIR/fixtures/amd-smi.
-    Missing -> the tests fail loudly (never skip)."""
-    candidates = [REPO.parent / "shared" / "fixtures" / "amd-smi"]
-    if os.environ.get("AIM_SHARED_DIR"):
-        candidates.append(Path(os.environ["AIM_SHARED_DIR"]) / "fixtures" / "amd-smi")
-    for path in candidates:
-        if path.is_dir():
-            return path
-    raise AssertionError(f"amd-smi fixtures not found; looked in {[str(c) for c in candidates]}")
+    """The project's amd-smi samples (tests/fixtures/amd-smi, provenance in its README)."""
+    return REPO / "tests" / "fixtures" / "amd-smi"
 
 
 def run_emulator(state: Path, *args: str, stdin: str | None = None, env: dict | None = None,

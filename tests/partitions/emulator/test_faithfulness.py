@@ -1,4 +1,4 @@
-"""The emulator reproduces the shared amd-smi samples (../shared/fixtures/amd-smi).
+"""The emulator reproduces the project's amd-smi samples (tests/fixtures/amd-smi).
 
 Every sample file is either in CASES (the command, version, GPU model and modes that reproduce
 it, and how it is compared) or in NOT_REPRODUCED with the reason; a test checks that the two
