@@ -11,6 +11,9 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from aimconsole.authentication import CHALLENGE as TOKEN_CHALLENGE
+from aimconsole.authentication import InvalidTokenError
+
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Every error body is ``{"code": <machine code>, "message": <human text>, "detail": ...}``.
@@ -20,14 +23,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
+        exc = exceptions.PermissionDenied(str(exc) or None)  # keep a service's reason
     if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(
-            exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
-        )
+        exc = validation_error(exc)
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if isinstance(exc, InvalidTokenError):
+        # A presented token was refused: 401 with a challenge (RFC 6750), never 403.
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+        response["WWW-Authenticate"] = TOKEN_CHALLENGE
     if isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else getattr(exc, "default_code", "error")
@@ -42,6 +47,11 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             message = str(getattr(exc, "detail", exc))
         response.data = {"code": code, "message": message, "detail": detail}
     return response
+
+
+def validation_error(exc: DjangoValidationError) -> exceptions.ValidationError:
+    """A service's ValidationError as the API's 400 (field -> messages)."""
+    return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
 
 
 def api_not_found(request, exception=None):  # type: ignore[no-untyped-def]

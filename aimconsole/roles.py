@@ -19,9 +19,9 @@ ROLES = (VIEWER, OPERATOR, ADMIN)
 
 # Which apps each role reads and which it changes. Operators change fleet state
 # (partitions, qos); the catalog and API tokens of other users are admin's.
-_READ_APPS = ("catalog", "partitions", "qos")
-_OPERATOR_APPS = ("partitions", "qos")
-_ADMIN_APPS = ("catalog", "partitions", "qos", "aimconsole", "auth", "axes")
+_READ_APPS = ("catalog", "partitions", "planning", "serving", "qos")
+_OPERATOR_APPS = ("partitions", "planning", "serving", "qos")
+_ADMIN_APPS = ("catalog", "partitions", "planning", "serving", "qos", "aimconsole", "auth", "axes")
 # Models nobody may change through permissions (the application refuses anyway).
 _VIEW_ONLY_MODELS = ("auditevent",)
 _ALL_ACTIONS = ("view", "add", "change", "delete")

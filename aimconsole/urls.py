@@ -9,11 +9,13 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from aimconsole import audit_views, health
-from partitions.metrics import metrics_view
+from observability.metrics import metrics_view
 
 api_v1 = [
     path("", include("models.api.urls")),
     path("", include("partitions.api.urls")),
+    path("", include("planning.api.urls")),
+    path("", include("serving.api.urls")),
     path("", include("aimconsole.api_urls")),
 ]
 
@@ -27,6 +29,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("catalog/", include("models.urls")),
     path("", include("partitions.urls")),
+    path("", include("planning.urls")),
+    path("", include("serving.urls")),
     path("dashboard/", include("partitions.dashboard_urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -66,9 +66,12 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from prometheus_client import CollectorRegistry, Gauge, generate_latest  # noqa: E402
 
-from partitions import metrics  # noqa: E402
-from partitions.agent import snapshot_key  # noqa: E402
-from partitions.models import GPU, Deployment, DeploymentSlot, Node, Partition, Reconfiguration  # noqa: E402
+from aimconsole import counters
+
+from observability import metrics  # noqa: E402
+from partitions.telemetry_store import snapshot_key  # noqa: E402
+from partitions.models import GPU, Node, Partition, Reconfiguration  # noqa: E402
+from serving.models import Deployment, DeploymentSlot  # noqa: E402
 
 GIB_MB = 1024
 
@@ -113,7 +116,7 @@ def build_fleet(gpus: int, profiles: list, client) -> None:  # type: ignore[no-u
         pipe.set(snapshot_key(node.name), json.dumps(snapshot), ex=600)
     pipe.execute()
     for profile in profiles:
-        metrics.observe_requests(profile.model.hf_id, [0.1, 0.3, 0.7, 1.2], errors=[0.5], tokens=1000, emulated=True, client=client)
+        counters.observe_requests(profile.model.hf_id, [0.1, 0.3, 0.7, 1.2], errors=[0.5], tokens=1000, emulated=True, client=client)
 
 
 def timed(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -148,7 +151,7 @@ def main() -> None:
     load_catalog()
     profiles = list(ModelProfile.objects.filter(gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1,
                                                 memory_required_gb__lte=24).select_related("model").order_by("pk")[:10])
-    client = metrics.redis_client()
+    client = counters.redis_client()
     results = []
     for gpus in (10, 100, 1000):
         repeat = (5 if gpus < 1000 else 3) if args.quick else (20 if gpus < 1000 else 8)

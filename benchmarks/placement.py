@@ -5,7 +5,7 @@ NPS1 unless said otherwise, empty GPUs in random current modes. Workloads: one r
 ("models" = replicas), 16 to 2,000 of them, on 8 to 1,000 GPUs. "mixed" (reported apart, not
 standard sizes): every other node MI325X and a third of the models restricted to one GPU model.
 
-- ``heuristic / optimum``: GPUs used by ``partitions.placement.place`` divided by GPUs used by
+- ``heuristic / optimum``: GPUs used by ``planning.placement.place`` divided by GPUs used by
   ``place_exact`` (the optimum of the same rules: one replica per partition, modes chosen freely
   on empty GPUs), on instances where both place everything.
 - ``old rule / optimum``: the prototype's rule, reimplemented here as the baseline. Its fleets are
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from partitions.placement import (  # noqa: E402
+from planning.placement import (  # noqa: E402
     Demand,
     Fleet,
     GpuState,

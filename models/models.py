@@ -12,6 +12,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from models.sizing import replica_gb_per_gpu
 from partitions.geometry import GPU_MODELS, SPECS
 
 
@@ -222,6 +223,11 @@ class ModelProfile(models.Model):
             raise ValidationError(
                 {"precision": f"{self.model.hf_id} is not offered in {self.precision.code}; offered: {offered}."}
             )
+
+    @property
+    def replica_memory_gb(self) -> float:
+        """GiB one replica holds on each GPU or partition it uses (models/sizing.py)."""
+        return replica_gb_per_gpu(self.memory_required_gb, self.gpus_needed, self.per_gpu_gb)
 
     @property
     def partition_memory_estimated(self) -> bool:

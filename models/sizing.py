@@ -298,6 +298,15 @@ class FitResult:
     """How ``gpus_needed`` was reached, in words."""
 
 
+def replica_gb_per_gpu(memory_required_gb: float, gpus_needed: int, per_gpu_gb: float) -> float:
+    """What one replica holds on each GPU (or partition) it uses: the whole estimate on one
+    device, its tensor-parallel share when it needs several. The one place for this rule:
+    placement, the fit tables, the serving runtime and the metrics all call it."""
+    if gpus_needed > 1 and per_gpu_gb:
+        return per_gpu_gb
+    return memory_required_gb
+
+
 def _tp_degrees() -> list[int]:
     """Candidate GPU counts: 2, 4, 8 within a node, then 16, 24, 32, ... across nodes."""
     return list(SINGLE_NODE_TP_DEGREES) + list(

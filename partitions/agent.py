@@ -3,8 +3,8 @@
 ``manage.py run_agent --node NAME`` starts these threads, then a Celery worker consuming
 ``node.<NAME>`` (reconfigurations, inventory sync) in the foreground.
 
-The sweeper also reconciles deployments: it binds pending ones whose partitions exist and
-starts/stops replicas so the node runs exactly what the database says.
+The sweeper also reconciles workloads (``partitions.workloads``; model deployments plug in
+there): the node runs exactly what the database says.
 
 Telemetry: every TELEMETRY_INTERVAL_S (1 s) the sampler reads metrics through the node's
 backend, stores the latest snapshot in Redis (``aim:telemetry:<node>``, expires after 30 s, so
@@ -27,18 +27,12 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from partitions import events, telemetry
+from partitions import events, telemetry, workloads
 from partitions.models import Node, Partition
 from partitions.telemetry import PartitionRef
+from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
 
 log = logging.getLogger(__name__)
-
-SNAPSHOT_TTL_S = 30
-
-
-def snapshot_key(node_name: str) -> str:
-    return f"aim:telemetry:{node_name}"
-
 
 def build_snapshot(node: Node, metrics: tuple, now: float) -> dict[str, Any]:
     """JSON-safe snapshot of one sample, per GPU and partition (partitions/telemetry.py);
@@ -48,39 +42,6 @@ def build_snapshot(node: Node, metrics: tuple, now: float) -> dict[str, Any]:
         for g, p, logical in Partition.objects.filter(gpu__node=node).values_list("gpu__index", "index", "logical_index")
     ]
     return telemetry.shape(node.name, now, metrics, layout, emulated=node.emulated, interval_s=settings.TELEMETRY_INTERVAL_S)
-
-
-def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:
-    raw = client.get(snapshot_key(node_name))
-    return None if raw is None else json.loads(raw)
-
-
-def read_snapshots_sync(node_names: list[str]) -> dict[str, Any]:
-    """Latest snapshots of these nodes, for sync callers (the telemetry API)."""
-    if not node_names:
-        return {}
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    try:
-        raws = client.mget([snapshot_key(name) for name in node_names])
-    finally:
-        client.close()
-    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
-
-
-async def read_snapshots(node_names: list[str]) -> dict[str, Any]:
-    """Latest snapshots of these nodes (missing: the agent is down or its data expired)."""
-    import redis.asyncio as aioredis
-
-    if not node_names:
-        return {}
-    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
-    try:
-        raws = await client.mget([snapshot_key(name) for name in node_names])
-    except redis.RedisError:
-        return {}
-    finally:
-        await client.aclose()
-    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
 
 
 class Loop(threading.Thread):
@@ -146,20 +107,17 @@ class Agent:
         if self._loop is None:
             self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
         events.publish_telemetry(node.name, snapshot, loop=self._loop)
-        from partitions.metrics import feed_emulated_serving
-
-        feed_emulated_serving(node, self.redis)  # emulated replicas' synthetic request metrics
+        workloads.after_sample(node=node, interval_s=settings.TELEMETRY_INTERVAL_S)
 
     def sweep(self) -> None:
-        """Re-send lost operation messages, then make the node's replicas match the database."""
-        from partitions.services.deployments import reconcile_node
+        """Re-send lost operation messages, then make the node's workloads match the database."""
         from partitions.services.reconfiguration import sweep_reconfigurations
 
         node = self.node()
         sent = sweep_reconfigurations(node=node)
         if sent:
             log.info("re-sent reconfigurations %s", sent)
-        reconcile_node(node=node)
+        workloads.reconcile(node=node)
 
     def start(self) -> None:
         for loop in self.loops:

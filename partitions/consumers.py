@@ -125,7 +125,7 @@ class TelemetryConsumer(RefusingConsumer):
             await self.send_json({"type": "telemetry.update", "nodes": nodes})
 
     async def _snapshots(self) -> dict[str, Any]:
-        from partitions.agent import read_snapshots
+        from partitions.telemetry_store import read_snapshots
 
         names = [self.node] if self.node else await database_sync_to_async(lambda: list(Node.objects.values_list("name", flat=True)))()
         return await read_snapshots(names)

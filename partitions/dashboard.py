@@ -20,7 +20,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from partitions import charts
-from partitions.agent import snapshot_key
+from partitions.telemetry_store import read_snapshots_sync
 from partitions.models import Node
 
 WS_PATH = "/ws/telemetry/"
@@ -70,16 +70,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def latest_snapshots(names: list[str]) -> dict[str, Any]:
-    """The synchronous twin of ``partitions.agent.read_snapshots`` (same keys, same expiry
-    semantics): a sync view must not need an event loop, and Redis being down leaves the page
-    readable, just without the table."""
-    if not names:
-        return {}
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    """Latest snapshots for a sync view: Redis being down leaves the page readable, just
+    without the table."""
     try:
-        raws = client.mget([snapshot_key(name) for name in names])
+        return read_snapshots_sync(names)
     except redis.RedisError:
         return {}
-    finally:
-        client.close()
-    return {name: json.loads(raw) for name, raw in zip(names, raws) if raw is not None}

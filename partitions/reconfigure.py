@@ -17,6 +17,7 @@ from typing import Any, Callable
 from django.conf import settings
 
 from partitions import operations as ops
+from partitions import workloads
 from partitions.backends.errors import (
     BackendError,
     BackendTimeout,
@@ -137,17 +138,16 @@ class _Run:
 
     def drain(self) -> str | None:
         """Refuse (return the reason) when workloads use the affected partitions, unless the
-        request says ``drain``. Model deployments plug in here (placement issue)."""
-        from partitions.drain import stop_workloads, workloads_on
-
-        workloads = workloads_on(node=self.node, gpu_indices=self.affected)
-        if not workloads:
+        request says ``drain``. What runs there comes from the workloads port
+        (partitions/workloads.py; model deployments plug in there)."""
+        running = workloads.workloads_on(node=self.node, gpu_indices=self.affected)
+        if not running:
             self.claim.step(ops.STEP_DRAIN, "no workloads on the affected partitions")
             return None
-        names = ", ".join(workloads)
+        names = ", ".join(running)
         if not self.op.drain:
             return f"refused: workloads use the affected partitions ({names}); request again with drain=true to stop them"
-        stop_workloads(node=self.node, gpu_indices=self.affected, reason=f"reconfiguration #{self.op.pk}")
+        workloads.stop_workloads(node=self.node, gpu_indices=self.affected, reason=f"reconfiguration #{self.op.pk}")
         self.claim.step(ops.STEP_DRAIN, f"stopped workloads: {names}")
         return None
 

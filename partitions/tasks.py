@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from partitions import dispatch, workloads
 from partitions.models import Node
 
 
-@shared_task(name="partitions.reconfigure", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=dispatch.RECONFIGURE, acks_late=True, reject_on_worker_lost=True)
 def reconfigure_task(reconfiguration_id: int) -> str:
     """Run one reconfiguration (idempotent: fenced claim, re-reads hardware first)."""
     from partitions.reconfigure import run_reconfiguration
-    from partitions.services.deployments import reconcile_node
 
     result = run_reconfiguration(reconfiguration_id)
     node = Node.objects.filter(reconfigurations__pk=reconfiguration_id).first()
     if node is not None:
-        reconcile_node(node=node)  # start what waited for this change without waiting for the sweeper
+        workloads.reconcile(node=node)  # start what waited for this change without waiting for the sweeper
     return result
 
 
-@shared_task(name="partitions.sync_node", acks_late=True)
+@shared_task(name=dispatch.SYNC_NODE, acks_late=True)
 def sync_node_task(node_name: str) -> str:
     """Re-read a node's hardware into the inventory."""
     from partitions.services import sync_node

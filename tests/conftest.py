@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from aimconsole import embedded
 
-pytest_plugins = ["tests.processes"]  # subprocess fixtures: agents, web servers
+pytest_plugins = ["tests.processes", "tests.emulated_nodes"]  # agents and web servers; emulated nodes
 
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
 

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import environ
 from django.core.exceptions import ImproperlyConfigured
 
 from aimconsole import embedded
+from aimconsole.envvars import LOG_LEVELS, CheckedEnv
+
+# Every read below goes through CheckedEnv: a bad value stops the import naming the variable.
+env = CheckedEnv()
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
-VAR_DIR = Path(environ.Env().str("AIM_VAR_DIR", default=str(BASE_DIR / "var")))
-
-env = environ.Env()
+VAR_DIR = Path(env.str("AIM_VAR_DIR", default=str(BASE_DIR / "var")))
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     # Embedded default: a random key kept under var/ so sessions survive restarts.
     SECRET_KEY = embedded.local_secret_key(VAR_DIR)
-ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+ALLOWED_HOSTS = env.hosts("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.origins("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
+# Reverse proxies whose X-Forwarded-For is believed (aimconsole/clientaddr.py). Empty: the
+# peer address is the client, whatever headers it sends.
+TRUSTED_PROXIES = env.networks("AIM_TRUSTED_PROXIES", default=[])
 
 INSTALLED_APPS = [
     "daphne",
@@ -45,6 +49,8 @@ INSTALLED_APPS = [
     "aimconsole.apps.AimConsoleConfig",
     "models.apps.CatalogConfig",
     "partitions",
+    "planning",
+    "serving",
     "qos",
 ]
 
@@ -124,10 +130,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Time limits stay below the broker visibility timeout so a task is never redelivered while
 # it is still running on a live worker.
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1500)
-CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=1800)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=1500, minimum=1)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=1800, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600),
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1),
     # Fail fast when Redis is down: the API must answer within 2 s (the intent is kept in the
     # database and the sweeper sends it later).
     "socket_connect_timeout": 1,
@@ -137,8 +143,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_PUBLISH_RETRY = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
+    raise ImproperlyConfigured("CELERY_TASK_SOFT_TIME_LIMIT must be below CELERY_TASK_TIME_LIMIT (the soft limit warns the task first)")
 if CELERY_TASK_TIME_LIMIT >= CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"]:
-    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below the broker visibility timeout")
+    raise ImproperlyConfigured("CELERY_TASK_TIME_LIMIT must be below the broker visibility timeout (CELERY_VISIBILITY_TIMEOUT)")
 
 # --- auth ---------------------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
@@ -146,8 +154,10 @@ AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
-AXES_FAILURE_LIMIT = env.int("AIM_LOGIN_FAILURE_LIMIT", default=5)
-AXES_COOLOFF_TIME = env.float("AIM_LOGIN_COOLOFF_HOURS", default=0.25)
+AXES_FAILURE_LIMIT = env.int("AIM_LOGIN_FAILURE_LIMIT", default=5, minimum=1)
+AXES_COOLOFF_TIME = env.float("AIM_LOGIN_COOLOFF_HOURS", default=0.25, above=0)
+# The lockout keys on the same trusted client address as /metrics and the audit trail.
+AXES_CLIENT_IP_CALLABLE = "aimconsole.clientaddr.client_address"
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
@@ -224,22 +234,24 @@ SPECTACULAR_SETTINGS = {
         "ComputeModeEnum": "partitions.models.COMPUTE_CHOICES",
         "MemoryModeEnum": "partitions.models.MEMORY_CHOICES",
         "ReconfigurationStateEnum": "partitions.models.Reconfiguration.State",
-        "DeploymentStateEnum": "partitions.models.Deployment.State",
-        "PlanStateEnum": "partitions.models.Plan.State",
+        "DeploymentStateEnum": "serving.models.Deployment.State",
+        "PlanStateEnum": "planning.models.Plan.State",
         "GpuHealthEnum": "partitions.models.GPU.Health",
     },
 }
-# Bodies larger than this are refused with 400 before parsing (imports are the biggest).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("AIM_MAX_BODY_BYTES", default=20 * 1024 * 1024)
+# Request bodies larger than this are refused with 413 before they are read (announced by
+# Content-Length: aimconsole/limits.py, at the top of the middleware and in front of the ASGI
+# app), or as soon as they grow past it. The largest legitimate bodies are amd-smi imports of
+# a 16-GPU node (well under 1 MiB of JSON).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("AIM_MAX_BODY_BYTES", default=4 * 1024 * 1024, minimum=1024)
+# JSON nested deeper than this is refused with 400 before parsing (aimconsole/jsonbounds.py);
+# no request body of the API nests beyond a handful of levels.
+API_MAX_JSON_DEPTH = 32
 
 # --- domain settings ------------------------------------------------------------------------
 # Runtime overhead added to every model's memory estimate (see README "Sizing").
-SIZING_OVERHEAD_FIXED_GB = env.float("AIM_SIZING_OVERHEAD_FIXED_GB", default=2.0)
-SIZING_OVERHEAD_FRACTION = env.float("AIM_SIZING_OVERHEAD_FRACTION", default=0.10)
-if SIZING_OVERHEAD_FIXED_GB < 0 or not 0 <= SIZING_OVERHEAD_FRACTION < 1:
-    raise ImproperlyConfigured(
-        "AIM_SIZING_OVERHEAD_FIXED_GB must be >= 0 and AIM_SIZING_OVERHEAD_FRACTION in [0, 1)"
-    )
+SIZING_OVERHEAD_FIXED_GB = env.float("AIM_SIZING_OVERHEAD_FIXED_GB", default=2.0, minimum=0)
+SIZING_OVERHEAD_FRACTION = env.float("AIM_SIZING_OVERHEAD_FRACTION", default=0.10, minimum=0, below=1)
 AMD_SMI_BIN = env.str("AMD_SMI_BIN", default="amd-smi")
 PARTITION_BACKEND = env.str("PARTITION_BACKEND", default="amdsmi")
 CATALOG_DATA_FILE = BASE_DIR / "models" / "data" / "catalog.json"
@@ -247,47 +259,37 @@ CATALOG_DATA_FILE = BASE_DIR / "models" / "data" / "catalog.json"
 # Reconfiguration safety (see partitions/reconfigure.py). A worker's claim lapses after
 # LEASE_S without renewal (renewed every LEASE_S/3 while it runs); the sweeper re-sends
 # operations whose message may be lost after RESEND_AFTER_S.
-RECONFIGURATION_LEASE_S = env.float("AIM_RECONFIGURATION_LEASE_S", default=30.0)
-RECONFIGURATION_RESEND_AFTER_S = env.float("AIM_RECONFIGURATION_RESEND_AFTER_S", default=30.0)
-RECONFIGURATION_READ_RETRIES = env.int("AIM_RECONFIGURATION_READ_RETRIES", default=3)
-RECONFIGURATION_RETRY_BACKOFF_S = env.float("AIM_RECONFIGURATION_RETRY_BACKOFF_S", default=2.0)
-AMD_SMI_TIMEOUT_S = env.float("AIM_AMD_SMI_TIMEOUT_S", default=30.0)
-AMD_SMI_RELOAD_TIMEOUT_S = env.float("AIM_AMD_SMI_RELOAD_TIMEOUT_S", default=600.0)
+RECONFIGURATION_LEASE_S = env.float("AIM_RECONFIGURATION_LEASE_S", default=30.0, minimum=1)
+RECONFIGURATION_RESEND_AFTER_S = env.float("AIM_RECONFIGURATION_RESEND_AFTER_S", default=30.0, above=0)
+RECONFIGURATION_READ_RETRIES = env.int("AIM_RECONFIGURATION_READ_RETRIES", default=3, minimum=0)
+RECONFIGURATION_RETRY_BACKOFF_S = env.float("AIM_RECONFIGURATION_RETRY_BACKOFF_S", default=2.0, minimum=0)
+AMD_SMI_TIMEOUT_S = env.float("AIM_AMD_SMI_TIMEOUT_S", default=30.0, above=0)
+AMD_SMI_RELOAD_TIMEOUT_S = env.float("AIM_AMD_SMI_RELOAD_TIMEOUT_S", default=600.0, above=0)
 # Node agent loops.
-AGENT_HEARTBEAT_S = env.float("AIM_AGENT_HEARTBEAT_S", default=5.0)
-AGENT_SWEEP_S = env.float("AIM_AGENT_SWEEP_S", default=5.0)
-TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0)
-if RECONFIGURATION_LEASE_S < 1 or TELEMETRY_INTERVAL_S <= 0:
-    raise ImproperlyConfigured("AIM_RECONFIGURATION_LEASE_S must be >= 1 and AIM_TELEMETRY_INTERVAL_S > 0")
+AGENT_HEARTBEAT_S = env.float("AIM_AGENT_HEARTBEAT_S", default=5.0, above=0)
+AGENT_SWEEP_S = env.float("AIM_AGENT_SWEEP_S", default=5.0, above=0)
+TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0, above=0)
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO", choices=LOG_LEVELS, upper=True)},
 }
 
-# --- metrics (/metrics; partitions/metrics.py, deploy/README.md) --- BEGIN ---------------------
-# Who may scrape /metrics: a bearer token (AIM_METRICS_TOKEN, empty: no token accepted), clients
-# whose address is in AIM_METRICS_ALLOWED_CIDRS (REMOTE_ADDR only; set it to "" behind a
-# reverse proxy on the same host), or a signed-in console user.
-METRICS_TOKEN = env.str("AIM_METRICS_TOKEN", default="")
-METRICS_ALLOWED_CIDRS = [c for c in env.list("AIM_METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1/128"]) if c.strip()]
+# --- metrics (/metrics; observability/metrics.py, deploy/README.md) --- BEGIN ---------------------
+# Who may scrape /metrics (aimconsole/access.py): a metrics-scoped API token sent as
+# ``Authorization: Bearer`` (``manage.py create_token USER --scope metrics``), a client whose
+# trusted address (aimconsole/clientaddr.py) is in AIM_METRICS_ALLOWED_CIDRS, or a signed-in
+# console user with a role. Outside production the default lets a Prometheus on the same host
+# scrape; production settings default to no network at all.
+if env.is_set("AIM_METRICS_TOKEN"):
+    raise ImproperlyConfigured(
+        "AIM_METRICS_TOKEN is no longer read: create a metrics-scoped token with "
+        "`manage.py create_token USER --scope metrics` and give Prometheus that token instead"
+    )
+METRICS_ALLOWED_CIDRS = env.networks("AIM_METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1/128"])
 # Emulated nodes' agents add synthetic request metrics for their running emulated replicas.
 METRICS_EMULATED_REQUESTS = env.bool("AIM_METRICS_EMULATED_REQUESTS", default=True)
-
-
-def _check_metrics_cidrs(cidrs: list[str]) -> None:
-    import ipaddress
-
-    for cidr in cidrs:
-        try:
-            ipaddress.ip_network(cidr.strip(), strict=False)
-        except ValueError as exc:
-            raise ImproperlyConfigured(f"AIM_METRICS_ALLOWED_CIDRS: {cidr!r} is not an IP network ({exc})") from None
-
-
-_check_metrics_cidrs(METRICS_ALLOWED_CIDRS)
-METRICS_ALLOWED_CIDRS = [c.strip() for c in METRICS_ALLOWED_CIDRS]
 # --- metrics --- END ----------------------------------------------------------------------------

@@ -3,12 +3,10 @@ from __future__ import annotations
 from rest_framework.routers import DefaultRouter
 
 from partitions.api.views import (
-    DeploymentViewSet,
     GPUViewSet,
     GpuSpecViewSet,
     NodeViewSet,
     PartitionViewSet,
-    PlanViewSet,
     ReconfigurationViewSet,
     TelemetryViewSet,
 )
@@ -21,8 +19,6 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("gpus", GPUViewSet, basename="gpu")
 router.register("partitions", PartitionViewSet, basename="partition")
 router.register("reconfigurations", ReconfigurationViewSet, basename="reconfiguration")
-router.register("deployments", DeploymentViewSet, basename="deployment")
-router.register("plans", PlanViewSet, basename="plan")
 router.register("telemetry", TelemetryViewSet, basename="telemetry")
 
 urlpatterns = router.urls

@@ -14,32 +14,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aimconsole.permissions import ReadOnlyForSignedIn
-from partitions import planner
 from partitions.api.serializers import (
-    DeploymentCreateSerializer,
-    DeploymentSerializer,
     GpuReconfigureSerializer,
     GPUSerializer,
     ImportAmdSmiSerializer,
     NodeReconfigureSerializer,
     NodeSerializer,
     PartitionSerializer,
-    PlanCreateSerializer,
-    PlanSerializer,
     ReconfigurationSerializer,
 )
 from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
-from partitions.models import GPU, Deployment, Node, Partition, Plan, Reconfiguration, ReconfigurationStep
-from partitions.services.deployments import (
-    DemandSpec,
-    PlacementConflict,
-    StalePlan,
-    apply_plan,
-    create_deployment,
-    create_plan,
-    stop_deployment,
-)
+from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 from partitions.services import import_amdsmi_outputs
 from partitions.services.reconfiguration import OperationInProgress, request_reconfiguration
 
@@ -271,115 +257,6 @@ class ReconfigurationViewSet(viewsets.ReadOnlyModelViewSet):
     ordering_fields = ("created_at", "finished_at", "state")
 
 
-def _validation(exc: DjangoValidationError) -> ValidationError:
-    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
-
-
-def _plan_body(plan: Plan, request: Request) -> dict:
-    return PlanSerializer(plan, context={"request": request}).data
-
-
-class DeploymentFilter(django_filters.FilterSet):
-    state = django_filters.MultipleChoiceFilter(choices=Deployment.State.choices)
-    node = django_filters.CharFilter(field_name="slots__partition__gpu__node__name", distinct=True)
-    model = django_filters.CharFilter(field_name="profile__model__hf_id")
-
-    class Meta:
-        model = Deployment
-        fields = ("state", "node", "model", "name", "plan")
-
-
-class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, viewsets.ReadOnlyModelViewSet):
-    """Model deployments: a profile with N replicas bound to partitions. POST places it on the
-    current layout (409 with the reasons and a suggested plan when it does not fit); DELETE
-    stops it and frees its partitions."""
-
-    queryset = Deployment.objects.with_related()
-    serializer_class = DeploymentSerializer
-    filterset_class = DeploymentFilter
-    ordering_fields = ("created_at", "priority", "name")
-
-    @extend_schema(request=DeploymentCreateSerializer, responses={
-        201: DeploymentSerializer,
-        400: OpenApiResponse(description="Invalid request"),
-        409: OpenApiResponse(description="Does not fit the current layout: detail.reasons and detail.suggested_plan"),
-    })
-    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
-        payload = DeploymentCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        spec = DemandSpec(**payload.validated_data)
-        try:
-            deployment = create_deployment(spec=spec, requested_by=request.user)
-        except DjangoValidationError as exc:
-            raise _validation(exc) from exc
-        except PlacementConflict as exc:
-            return Response({
-                "code": "unplaceable",
-                "message": f"{spec.name} does not fit the current layout: {exc}",
-                "detail": {"reasons": exc.reasons,
-                           "suggested_plan": _plan_body(exc.plan, request) if exc.plan else None},
-            }, status=status.HTTP_409_CONFLICT)
-        deployment = Deployment.objects.with_related().get(pk=deployment.pk)
-        return Response(DeploymentSerializer(deployment, context={"request": request}).data, status=status.HTTP_201_CREATED)
-
-    def destroy(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
-        deployment = self.get_object()
-        deployment = stop_deployment(deployment=deployment, reason=f"stopped by {request.user.get_username()}")
-        deployment = Deployment.objects.with_related().get(pk=deployment.pk)
-        return Response(DeploymentSerializer(deployment, context={"request": request}).data, status=status.HTTP_200_OK)
-
-
-class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
-    """What-if plans: POST target layouts and/or demands, read what would change (nothing
-    changes); POST .../apply/ to turn the plan into operations."""
-
-    queryset = Plan.objects.all()
-    serializer_class = PlanSerializer
-
-    @extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer, 400: OpenApiResponse(description="Invalid target or demand")})
-    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
-        payload = PlanCreateSerializer(data=request.data)
-        payload.is_valid(raise_exception=True)
-        data = payload.validated_data
-        try:
-            plan = create_plan(
-                gpu_targets=[planner.GpuTarget(t["gpu"].node.name, t["gpu"].index, t["compute_mode"].upper()) for t in data["gpus"]],
-                node_targets=[planner.NodeTarget(t["node"].name, t["memory_mode"].upper(), (t.get("compute_mode") or "").upper() or None)
-                              for t in data["nodes"]],
-                demands=[DemandSpec(**d) for d in data["demands"]],
-                requested_by=request.user,
-            )
-        except planner.PlanError as exc:
-            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
-        except DjangoValidationError as exc:
-            raise _validation(exc) from exc
-        return Response(_plan_body(plan, request), status=status.HTTP_201_CREATED)
-
-    @extend_schema(request=None, responses={
-        202: OpenApiResponse(description="Operations created: reconfigurations and deployments"),
-        409: OpenApiResponse(description="The fleet changed since the plan was made, or an operation is in progress"),
-    })
-    @action(detail=True, methods=["post"])
-    def apply(self, request: Request, pk: str | None = None) -> Response:
-        plan = self.get_object()
-        if not request.user.has_perm("partitions.change_plan"):
-            raise PermissionDenied("Applying a plan needs the operator or admin role.")
-        try:
-            applied = apply_plan(plan=plan, requested_by=request.user)
-        except (StalePlan, OperationInProgress) as exc:
-            return Response({"code": "conflict", "message": str(exc), "detail": {"plan": plan.pk}}, status=status.HTTP_409_CONFLICT)
-        except DjangoValidationError as exc:
-            raise _validation(exc) from exc
-        context = {"request": request}
-        return Response({
-            "plan": _plan_body(applied.plan, request),
-            "reconfigurations": ReconfigurationSerializer(
-                Reconfiguration.objects.with_related().filter(pk__in=[r.pk for r in applied.reconfigurations]), many=True, context=context).data,
-            "deployments": DeploymentSerializer(
-                Deployment.objects.with_related().filter(pk__in=[d.pk for d in applied.deployments]), many=True, context=context).data,
-        }, status=status.HTTP_202_ACCEPTED)
-
-
 class TelemetrySnapshotSerializer(serializers.Serializer):
     node = serializers.CharField()
     emulated = serializers.BooleanField()
@@ -403,7 +280,7 @@ class TelemetryViewSet(viewsets.ViewSet):
 
         import redis as redis_lib
 
-        from partitions.agent import read_snapshots_sync
+        from partitions.telemetry_store import read_snapshots_sync
 
         if not request.user.has_perm("partitions.view_node"):
             self.permission_denied(request, message="Reading telemetry needs a role.")

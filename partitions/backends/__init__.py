@@ -4,7 +4,7 @@
 
 * ``"amdsmi"``    - :class:`~partitions.backends.amdsmi.AmdSmiBackend` over the real CLI.
 * ``"emulator"``  - the same class pointed at the amd-smi emulator (``python -m
-  partitions.emulator``); option ``state_file`` sets ``AMD_SMI_EMULATOR_STATE``.
+  amdsmi_emulator``); option ``state_file`` sets ``AMD_SMI_EMULATOR_STATE``.
 * ``"simulated"`` - an in-process backend (``partitions.backends.simulated``, not part of
   this module; plugged in here when it exists).
 """
@@ -55,7 +55,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 def emulator_argv() -> list[str]:
     """argv that runs the amd-smi emulator with this interpreter (works without installing
     the console script ``amd-smi-emulator``)."""
-    return [sys.executable, "-m", "partitions.emulator"]
+    return [sys.executable, "-m", "amdsmi_emulator"]
 
 
 def get_backend(kind: str, **options) -> Backend:
@@ -72,7 +72,7 @@ def get_backend(kind: str, **options) -> Backend:
         state_file = options.pop("state_file", None)
         if state_file:
             env["AMD_SMI_EMULATOR_STATE"] = os.fspath(state_file)
-        # make `python -m partitions.emulator` importable from any working directory
+        # make `python -m amdsmi_emulator` importable from any working directory
         path = env.get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_REPO_ROOT), path) if p)
         binary = options.pop("binary", None) or emulator_argv()

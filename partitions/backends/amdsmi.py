@@ -77,7 +77,7 @@ class AmdSmiBackend:
     """Hardware backend over the ``amd-smi`` CLI (or anything that imitates it).
 
     ``binary``: the executable, or a list of argv words (``[sys.executable, "-m",
-    "partitions.emulator"]``). ``timeout``: seconds per ordinary command; ``reload_timeout``:
+    "amdsmi_emulator"]``). ``timeout``: seconds per ordinary command; ``reload_timeout``:
     for commands that reload the driver and for waiting until the GPUs are back. ``env``:
     extra environment for the tool. ``sudo``: prefix every command with ``sudo -n``.
     ``reload_command``: argv that reloads amdgpu where amd-smi cannot (ROCm 7.13+); default

@@ -24,7 +24,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from aimconsole import audit
-from partitions import events, operations
+from partitions import dispatch, events, operations
 from partitions.geometry import ComputeMode, GeometryError, get_spec
 from partitions.models import GPU, Node, Reconfiguration, ReconfigurationStep
 
@@ -181,22 +181,16 @@ def request_reconfiguration(
 def enqueue(reconfiguration_id: int) -> bool:
     """Send the operation to its node's queue. Never raises: with the broker down the intent
     stays pending (``enqueued_at`` unset) and the sweeper sends it once Redis is back."""
-    from partitions.tasks import reconfigure_task
-
     op = Reconfiguration.objects.select_related("node").filter(pk=reconfiguration_id).first()
     if op is None or op.is_terminal:
         return False
     try:
-        reconfigure_task.apply_async(args=[op.pk], queue=node_queue(op.node.name), retry=False)
+        dispatch.send_reconfiguration(op.pk, node_name=op.node.name)
     except Exception as exc:  # broker unreachable: kombu raises OperationalError and friends
         log.warning("could not enqueue reconfiguration #%s (will retry from the sweeper): %s", op.pk, exc)
         return False
     Reconfiguration.objects.filter(pk=op.pk).update(enqueued_at=timezone.now())
     return True
-
-
-def node_queue(node_name: str) -> str:
-    return f"node.{node_name}"
 
 
 def sweep_reconfigurations(*, node: Node | None = None) -> list[int]:
@@ -347,6 +341,6 @@ def mark_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str) -> N
 
 __all__ = [
     "LeaseKeeper", "OperationClaim", "OperationInProgress", "StaleClaim", "claim_reconfiguration",
-    "enqueue", "mark_gpus_unhealthy", "node_queue", "request_reconfiguration", "sweep_reconfigurations",
+    "enqueue", "mark_gpus_unhealthy", "request_reconfiguration", "sweep_reconfigurations",
     "valid_compute_modes", "worker_identity",
 ]

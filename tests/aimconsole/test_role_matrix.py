@@ -29,16 +29,16 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "catalog:model-list": EVERYONE_SIGNED_IN,
     "catalog:model-detail": EVERYONE_SIGNED_IN,
     "partitions:fleet": EVERYONE_SIGNED_IN,
-    "partitions:gpu-editor": EVERYONE_SIGNED_IN,
-    "partitions:node-editor": EVERYONE_SIGNED_IN,
-    "partitions:plan-detail": EVERYONE_SIGNED_IN,
-    "partitions:plan-apply": PAGE_POST_ONLY,
-    "partitions:operation-list": EVERYONE_SIGNED_IN,
+    "planning:gpu-editor": EVERYONE_SIGNED_IN,
+    "planning:node-editor": EVERYONE_SIGNED_IN,
+    "planning:plan-detail": EVERYONE_SIGNED_IN,
+    "planning:plan-apply": PAGE_POST_ONLY,
+    "serving:operation-list": EVERYONE_SIGNED_IN,
     "partitions:operation-detail": EVERYONE_SIGNED_IN,
-    "partitions:deployment-list": EVERYONE_SIGNED_IN,
-    "partitions:deployment-create": (302, 403, 403, 200, 200),
-    "partitions:deployment-detail": EVERYONE_SIGNED_IN,
-    "partitions:deployment-stop": PAGE_POST_ONLY,
+    "serving:deployment-list": EVERYONE_SIGNED_IN,
+    "serving:deployment-create": (302, 403, 403, 200, 200),
+    "serving:deployment-detail": EVERYONE_SIGNED_IN,
+    "serving:deployment-stop": PAGE_POST_ONLY,
     "dashboard:dashboard": EVERYONE_SIGNED_IN,
     "audit-log": (302, 403, 403, 403, 200),
     "api-schema": API_READ,
@@ -82,7 +82,7 @@ def all_patterns(patterns=None, prefix="", namespace=""):  # type: ignore[no-unt
 @pytest.fixture
 def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, monkeypatch):  # type: ignore[no-untyped-def]
     """One object of every kind, so detail routes resolve."""
-    from tests.partitions.conftest import make_emulated_node
+    from tests.emulated_nodes import make_emulated_node
 
     monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)
     emulated = make_emulated_node(tmp_path)
@@ -90,7 +90,8 @@ def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, mon
     from aimconsole.services import create_token
     from models.models import InferenceModel, ModelProfile
     from partitions.models import GPU, Partition
-    from partitions.services.deployments import DemandSpec, create_deployment, create_plan
+    from planning.services import DemandSpec, create_plan
+    from serving.services import create_deployment
     from partitions.services.reconfiguration import request_reconfiguration
 
     settings.RECONFIGURATION_RESEND_AFTER_S = 3600
@@ -107,11 +108,11 @@ def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, mon
     }
     by_route = {
         "catalog:model-detail": InferenceModel.objects.first().pk, "model-detail": InferenceModel.objects.first().pk,
-        "profile-detail": profile.pk, "partitions:gpu-editor": gpu.pk, "gpu-detail": gpu.pk, "gpu-reconfigure": gpu.pk,
-        "partition-detail": Partition.objects.first().pk, "partitions:plan-detail": plan.pk, "plan-detail": plan.pk,
-        "partitions:plan-apply": plan.pk, "plan-apply": plan.pk, "partitions:operation-detail": op.pk,
-        "reconfiguration-detail": op.pk, "partitions:deployment-detail": deployment.pk, "deployment-detail": deployment.pk,
-        "partitions:deployment-stop": deployment.pk, "token-detail": token.pk, "audit-event-detail": AuditEvent.objects.first().pk,
+        "profile-detail": profile.pk, "planning:gpu-editor": gpu.pk, "gpu-detail": gpu.pk, "gpu-reconfigure": gpu.pk,
+        "partition-detail": Partition.objects.first().pk, "planning:plan-detail": plan.pk, "plan-detail": plan.pk,
+        "planning:plan-apply": plan.pk, "plan-apply": plan.pk, "partitions:operation-detail": op.pk,
+        "reconfiguration-detail": op.pk, "serving:deployment-detail": deployment.pk, "deployment-detail": deployment.pk,
+        "serving:deployment-stop": deployment.pk, "token-detail": token.pk, "audit-event-detail": AuditEvent.objects.first().pk,
     }
     return values, by_route, op
 

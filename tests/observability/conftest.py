@@ -45,14 +45,16 @@ def clean_metrics(redis_url):  # type: ignore[no-untyped-def]
     """Remove the metric counters and telemetry snapshots before and after the test."""
     import redis
 
-    from partitions import metrics
+    from aimconsole import counters
+
+    from observability import metrics
 
     client = redis.Redis.from_url(redis_url)
 
     def clean() -> None:
         keys = [metrics.PLACEMENT_KEY, metrics.REQUESTS_KEY, *client.keys("aim:telemetry:*")]
         client.delete(*keys)
-        metrics._down_until = 0.0
+        counters._down_until = 0.0
 
     clean()
     yield client
@@ -64,7 +66,8 @@ def build_sim_fleet(nodes: int, gpus: int, *, compute: str = "CPX", prefix: str 
     telemetry snapshot cached in Redis exactly as a node agent stores it."""
     from django.utils import timezone
 
-    from partitions.agent import SNAPSHOT_TTL_S, build_snapshot, snapshot_key
+    from partitions.agent import build_snapshot
+    from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
     from partitions.backends.simulated import SimulatedFleet
     from partitions.models import Node
     from partitions.services import sync_inventory

@@ -89,8 +89,8 @@ def test_latency_percentiles_use_rate_of_buckets_summed_by_le():
 
 def test_the_readme_documents_every_metric_and_alert():
     readme = (DEPLOY / "README.md").read_text()
-    from partitions import metrics
-    from partitions.metrics import Gathered, build
+    from observability import metrics
+    from observability.metrics import Gathered, build
 
     names = {m.name for m in build(Gathered(now=0.0))} | {"aim_metrics_collect_duration_seconds"}
     names |= {"aim_node_telemetry_snapshot_age_seconds", "aim_node_agent_heartbeat_age_seconds"}

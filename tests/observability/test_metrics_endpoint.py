@@ -10,8 +10,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from partitions import metrics
-from partitions.models import GPU, Deployment, Node, Reconfiguration
+from aimconsole import counters
+
+from observability import metrics
+from serving.runtime import emulated as emulated_runtime
+from partitions.models import GPU, Node, Reconfiguration
+from serving.models import Deployment
 from tests.observability.conftest import build_sim_fleet, run_promtool
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
@@ -78,7 +82,7 @@ def fleet(clean_metrics):  # type: ignore[no-untyped-def]
 
 
 def test_the_scrape_passes_promtool_check_metrics(client, fleet, promtool):
-    metrics.observe_requests("meta-llama/Llama-3.1-8B-Instruct", [0.2, 0.4, 2.5], errors=[1.0], tokens=300, emulated=True)
+    counters.observe_requests("meta-llama/Llama-3.1-8B-Instruct", [0.2, 0.4, 2.5], errors=[1.0], tokens=300, emulated=True)
     text = scrape(client)
     result = run_promtool(promtool, "check", "metrics", stdin=text.encode())
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
@@ -109,7 +113,7 @@ def test_telemetry_inventory_and_marks(client, fleet):
 
 
 def test_a_node_whose_agent_died_reports_down_and_no_telemetry(client, fleet, clean_metrics):
-    from partitions.agent import snapshot_key
+    from partitions.telemetry_store import snapshot_key
 
     Node.objects.filter(pk=fleet[1].pk).update(agent_heartbeat_at=None)
     clean_metrics.delete(snapshot_key(fleet[1].name))
@@ -155,8 +159,8 @@ def test_operations_counts_durations_and_queue_depth(client, fleet):
 
 def test_request_metrics_are_cumulative_histograms(client, clean_metrics):
     model = "meta-llama/Llama-3.1-8B-Instruct"
-    metrics.observe_requests(model, [0.03, 0.2, 0.2, 1.9, 30.0], errors=[0.6], tokens=1000)
-    metrics.observe_requests(model, [0.01], tokens=10)
+    counters.observe_requests(model, [0.03, 0.2, 0.2, 1.9, 30.0], errors=[0.6], tokens=1000)
+    counters.observe_requests(model, [0.01], tokens=10)
     text = scrape(client)
     lbl = f'model="{model}"'
     reqs = samples(text, "aim_model_requests_total")
@@ -189,7 +193,8 @@ def test_without_redis_the_database_metrics_are_still_served(client, fleet, monk
 @pytest.mark.django_db(transaction=True)
 def test_placement_decisions_and_failures_are_counted_where_they_happen(clean_metrics, catalog):
     from models.models import ModelProfile
-    from partitions.services.deployments import DemandSpec, PlacementConflict, create_deployment
+    from planning.services import DemandSpec
+    from serving.services import PlacementConflict, create_deployment
 
     build_sim_fleet(1, 2, compute="SPX")
     small = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
@@ -226,7 +231,7 @@ def test_reason_classes_cover_the_placement_engine_texts():
         "something new": "other",
     }
     for text, expected in cases.items():
-        assert metrics.classify_reason(text) == expected, text
+        assert counters.classify_reason(text) == expected, text
         assert expected in metrics.PLACEMENT_REASONS
 
 
@@ -236,26 +241,27 @@ def test_emulated_replicas_feed_synthetic_request_metrics(clean_metrics, catalog
     import random
 
     from models.models import ModelProfile
-    from partitions.services.deployments import DemandSpec, create_deployment, reconcile_node
-    from tests.partitions.conftest import make_emulated_node
+    from planning.services import DemandSpec
+    from serving.services import create_deployment, reconcile_node
+    from tests.emulated_nodes import make_emulated_node
 
     monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)
     emulated = make_emulated_node(tmp_path, "emu-m", gpus=2)
     profile = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
                                        gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
     node = Node.objects.get(pk=emulated.node.pk)
-    assert metrics.feed_emulated_serving(node, clean_metrics) == 0  # nothing running yet
+    assert emulated_runtime.feed_emulated_serving(node, clean_metrics) == 0  # nothing running yet
     create_deployment(spec=DemandSpec(name="llama8", profile=profile, replicas=2))
     reconcile_node(node=node)
     assert Deployment.objects.get(name="llama8").state == "running"
-    total = sum(metrics.feed_emulated_serving(node, clean_metrics, 1.0, random.Random(i)) for i in range(20))
+    total = sum(emulated_runtime.feed_emulated_serving(node, clean_metrics, 1.0, random.Random(i)) for i in range(20))
     assert 100 < total < 220  # 2 replicas x 4 req/s x 20 s
     data = metrics.gather(clean_metrics)
     count = sum(int(v) for k, v in data.requests.items() if k.startswith("n\tmeta-llama/Llama-3.1-8B-Instruct\ttrue\t"))
     assert count == total
     # Real (non-emulated) nodes get no synthetic traffic.
     node.emulated = False
-    assert metrics.feed_emulated_serving(node, clean_metrics) == 0
+    assert emulated_runtime.feed_emulated_serving(node, clean_metrics) == 0
 
 
 # --- cost of a scrape ---------------------------------------------------------------------------------
@@ -288,7 +294,8 @@ def _populate(nodes: list[Node], catalog_profile) -> None:  # type: ignore[no-un
 
     from django.utils import timezone
 
-    from partitions.models import DeploymentSlot, Partition
+    from partitions.models import Partition
+    from serving.models import DeploymentSlot
 
     now = timezone.now()
     for i, node in enumerate(nodes):

@@ -16,7 +16,7 @@ import pytest
 from tests.browser.conftest import console  # noqa: F401  (the daphne fixture)
 from tests.observability.conftest import DASHBOARDS, RULE_FILES, run_promtool
 from tests.observability.promql import dashboard_expressions, metric_names, rule_expressions
-from tests.partitions.conftest import make_emulated_node
+from tests.emulated_nodes import make_emulated_node
 from tests.processes import Process, free_port, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
@@ -69,8 +69,10 @@ def start_prometheus(binary: str, tmp_path: Path, target: str) -> tuple[Process,
 def test_every_dashboard_and_rule_expression_runs_against_a_real_prometheus(
         console, start_agent, prometheus_bin, promtool, catalog, clean_metrics, tmp_path):  # noqa: F811
     from models.models import ModelProfile
-    from partitions.models import GPU, Deployment, Reconfiguration
-    from partitions.services.deployments import DemandSpec, create_deployment
+    from partitions.models import GPU, Reconfiguration
+    from serving.models import Deployment
+    from planning.services import DemandSpec
+    from serving.services import create_deployment
     from partitions.services.reconfiguration import request_reconfiguration
 
     emulated = make_emulated_node(tmp_path, "emu-obs", gpus=2)

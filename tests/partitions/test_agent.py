@@ -9,7 +9,8 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from partitions import events
-from partitions.agent import Agent, read_snapshot
+from partitions.agent import Agent
+from partitions.telemetry_store import read_snapshot
 from partitions.models import Node, Reconfiguration
 from partitions.services.reconfiguration import request_reconfiguration, sweep_reconfigurations
 

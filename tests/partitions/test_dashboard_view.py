@@ -9,7 +9,7 @@ import re
 import pytest
 import redis
 
-from partitions.agent import snapshot_key
+from partitions.telemetry_store import snapshot_key
 from partitions.models import Node
 
 pytestmark = pytest.mark.django_db

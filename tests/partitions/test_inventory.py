@@ -209,7 +209,7 @@ def test_inventory_lists_use_a_fixed_number_of_queries(api_client_for, viewer, n
 
 @pytest.fixture
 def emulated_node(tmp_path):  # type: ignore[no-untyped-def]
-    from partitions.emulator.state import EmulatorState
+    from amdsmi_emulator.state import EmulatorState
 
     state_file = tmp_path / "node.json"
     EmulatorState.create(state_file, gpu_model="MI300X", count=2, rocm="7.1")
@@ -286,7 +286,7 @@ def test_sync_node_create_detects_amd_smi(settings, tmp_path):
 
     wrapper = tmp_path / "amd-smi"
     wrapper.write_text(f"#!/bin/sh\nAMD_SMI_EMULATOR_STATE={tmp_path / 'state.json'} AMD_SMI_EMULATOR_COUNT=2 "
-                       f"exec {sys.executable} -m partitions.emulator \"$@\"\n")
+                       f"exec {sys.executable} -m amdsmi_emulator \"$@\"\n")
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
     settings.AMD_SMI_BIN = str(wrapper)
     out = StringIO()

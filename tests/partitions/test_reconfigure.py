@@ -227,7 +227,7 @@ def test_nps_change_then_compute_mode_on_every_gpu(emulated, fast_ops):
 
 
 def test_partial_nps_change_is_no_success_and_makes_the_node_unschedulable(tmp_path, fast_ops):
-    from tests.partitions.conftest import make_emulated_node
+    from tests.emulated_nodes import make_emulated_node
 
     emulated = make_emulated_node(tmp_path, "emu-p", gpus=8, rocm="6.4.1")
     # The change switches only the first 3 GPUs, and the rollback's set -M then fails outright.
@@ -252,7 +252,7 @@ def test_partial_nps_change_is_no_success_and_makes_the_node_unschedulable(tmp_p
 
 
 def test_partial_change_that_rolls_back_cleanly_ends_rolled_back(tmp_path, fast_ops):
-    from tests.partitions.conftest import make_emulated_node
+    from tests.emulated_nodes import make_emulated_node
 
     emulated = make_emulated_node(tmp_path, "emu-q", gpus=8, rocm="6.4.1")
     emulated.state.add_fault({"match": "set -M", "kind": "partial", "gpus": 3, "times": 1})

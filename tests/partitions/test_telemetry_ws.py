@@ -28,7 +28,7 @@ def communicator(path: str, user):  # type: ignore[no-untyped-def]
 async def test_snapshot_on_connect_then_coalesced_updates(viewer, redis_url):
     from asgiref.sync import sync_to_async
 
-    from partitions.agent import snapshot_key
+    from partitions.telemetry_store import snapshot_key
     from partitions.models import Node
 
     await sync_to_async(Node.objects.create)(name="n1", emulated=True)

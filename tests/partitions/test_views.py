@@ -8,7 +8,9 @@ import pytest
 
 from models.models import ModelProfile
 from partitions.backends.simulated import SimulatedFleet
-from partitions.models import GPU, Deployment, Node, Plan, Reconfiguration
+from partitions.models import GPU, Node, Reconfiguration
+from planning.models import Plan
+from serving.models import Deployment
 from partitions.services import sync_inventory
 
 pytestmark = pytest.mark.django_db

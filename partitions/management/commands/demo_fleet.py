@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from partitions.backends.errors import BackendError
-from partitions.emulator.state import EmulatorState
+from amdsmi_emulator.state import EmulatorState
 from partitions.geometry import GPU_MODELS
 from partitions.models import Node
 from partitions.services import sync_node

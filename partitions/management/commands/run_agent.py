@@ -14,7 +14,7 @@ from partitions.agent import Agent
 from partitions.backends.errors import BackendError
 from partitions.models import Node
 from partitions.services import sync_node
-from partitions.services.reconfiguration import node_queue
+from partitions.dispatch import node_queue
 
 
 class Command(BaseCommand):

@@ -317,7 +317,7 @@ def test_tool_missing(tmp_path):
 
 def test_detect(tmp_path):
     env = {"AMD_SMI_EMULATOR_STATE": str(tmp_path / "s.json"), "PYTHONPATH": str(REPO)}
-    assert detect([sys.executable, "-m", "partitions.emulator"], env=env) is True
+    assert detect([sys.executable, "-m", "amdsmi_emulator"], env=env) is True
     assert detect([sys.executable, "-c", "print('hello')"]) is False
 
 
@@ -325,7 +325,7 @@ def test_get_backend_kinds(tmp_path):
     b = get_backend("amdsmi", binary="/opt/rocm/bin/amd-smi", sudo=True)
     assert isinstance(b, AmdSmiBackend) and b.binary == ["/opt/rocm/bin/amd-smi"] and b.sudo
     e = get_backend("emulator", state_file=tmp_path / "x.json")
-    assert e.binary[-2:] == ["-m", "partitions.emulator"]
+    assert e.binary[-2:] == ["-m", "amdsmi_emulator"]
     assert e.reload_command[-2:] == ["emulator", "reload-driver"]
     assert e.extra_env["AMD_SMI_EMULATOR_STATE"] == str(tmp_path / "x.json")
     with pytest.raises(ValueError):

@@ -1,7 +1,0 @@
-"""``python -m partitions.emulator``: run the fake amd-smi (see cli.py)."""
-
-import sys
-
-from .cli import main
-
-sys.exit(main())

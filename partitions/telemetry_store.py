@@ -1,0 +1,56 @@
+"""The telemetry store: the latest sample of each node, in Redis.
+
+Each node's agent writes its latest shaped sample (partitions/telemetry.py) under
+``aim:telemetry:<node>``; it expires after ``SNAPSHOT_TTL_S``, so a dead agent's data
+disappears rather than looking live. The API, the WebSocket consumers, the dashboard and the
+``/metrics`` collector read it here.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis
+from django.conf import settings
+
+SNAPSHOT_TTL_S = 30
+
+
+def snapshot_key(node_name: str) -> str:
+    return f"aim:telemetry:{node_name}"
+
+
+def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:
+    raw = client.get(snapshot_key(node_name))
+    return None if raw is None else json.loads(raw)
+
+
+def read_snapshots_sync(node_names: list[str]) -> dict[str, Any]:
+    """Latest snapshots of these nodes, for sync callers (the telemetry API)."""
+    if not node_names:
+        return {}
+    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        raws = client.mget([snapshot_key(name) for name in node_names])
+    finally:
+        client.close()
+    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
+
+
+async def read_snapshots(node_names: list[str]) -> dict[str, Any]:
+    """Latest snapshots of these nodes (missing: the agent is down or its data expired)."""
+    import redis.asyncio as aioredis
+
+    if not node_names:
+        return {}
+    client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        raws = await client.mget([snapshot_key(name) for name in node_names])
+    except redis.RedisError:
+        return {}
+    finally:
+        await client.aclose()
+    return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}
+
+

@@ -1,0 +1,81 @@
+"""The workloads that run on partitions, as the hardware layer sees them: a port.
+
+The partitions app knows nodes, GPUs and partitions, not what runs on them. Apps that run
+workloads on partitions (model deployments, ``serving``) register a provider in their
+``AppConfig.ready``. The hardware layer calls it to:
+
+- drain: list and stop the workloads on GPUs a reconfiguration will change;
+- show: name what occupies each partition on the fleet page and in the API;
+- reconcile: on a node's agent, after an operation and on every sweep, make the node run what
+  the database says;
+- sample: on a node's agent, after every telemetry sample (the emulated serving runtime feeds
+  its synthetic request metrics there).
+
+Independently of what the console knows, the hardware refuses to repartition a GPU that has
+processes (amd-smi reports BUSY), and that refusal ends the operation as failed with nothing
+changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class Occupant:
+    """What holds one partition, for display."""
+
+    name: str
+    state: str
+    url: str = ""
+
+
+class WorkloadProvider(Protocol):
+    def workloads_on(self, *, node: Any, gpu_indices: list[int]) -> list[str]:
+        """Names of workloads using partitions of these GPUs."""
+
+    def stop_workloads(self, *, node: Any, gpu_indices: list[int], reason: str) -> list[str]:
+        """Stop them (recording why); returns the names stopped."""
+
+    def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
+        """What occupies each of these partitions (absent: free), in a fixed number of queries."""
+
+    def reconcile(self, *, node: Any) -> None:
+        """On the node's agent: start and stop what the database says should run there."""
+
+    def after_sample(self, *, node: Any, interval_s: float) -> None:
+        """On the node's agent, after each telemetry sample."""
+
+
+_PROVIDERS: list[WorkloadProvider] = []
+
+
+def register(provider: WorkloadProvider) -> None:
+    if provider not in _PROVIDERS:
+        _PROVIDERS.append(provider)
+
+
+def workloads_on(*, node: Any, gpu_indices: list[int]) -> list[str]:
+    return [name for p in _PROVIDERS for name in p.workloads_on(node=node, gpu_indices=gpu_indices)]
+
+
+def stop_workloads(*, node: Any, gpu_indices: list[int], reason: str) -> list[str]:
+    return [name for p in _PROVIDERS for name in p.stop_workloads(node=node, gpu_indices=gpu_indices, reason=reason)]
+
+
+def occupants(*, partition_ids: list[int]) -> dict[int, Occupant]:
+    found: dict[int, Occupant] = {}
+    for provider in _PROVIDERS:
+        found.update(provider.occupants(partition_ids=partition_ids))
+    return found
+
+
+def reconcile(*, node: Any) -> None:
+    for provider in _PROVIDERS:
+        provider.reconcile(node=node)
+
+
+def after_sample(*, node: Any, interval_s: float) -> None:
+    for provider in _PROVIDERS:
+        provider.after_sample(node=node, interval_s=interval_s)

@@ -1,0 +1,78 @@
+"""Plans API: what-if plans and applying them."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+
+from aimconsole.api import validation_error
+from partitions.api.serializers import ReconfigurationSerializer
+from partitions.models import Reconfiguration
+from partitions.services.reconfiguration import OperationInProgress
+from planning import planner
+from planning.api.serializers import PlanCreateSerializer, PlanSerializer
+from planning.models import Plan
+from planning.services import DemandSpec, StalePlan, apply_plan, create_plan
+
+
+def plan_body(plan: Plan, request: Request) -> dict:
+    return PlanSerializer(plan, context={"request": request}).data
+
+
+class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """What-if plans: POST target layouts and/or demands, read what would change (nothing
+    changes); POST .../apply/ to turn the plan into operations."""
+
+    queryset = Plan.objects.all()
+    serializer_class = PlanSerializer
+
+    @extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer, 400: OpenApiResponse(description="Invalid target or demand")})
+    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+        payload = PlanCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        try:
+            plan = create_plan(
+                gpu_targets=[planner.GpuTarget(t["gpu"].node.name, t["gpu"].index, t["compute_mode"].upper()) for t in data["gpus"]],
+                node_targets=[planner.NodeTarget(t["node"].name, t["memory_mode"].upper(), (t.get("compute_mode") or "").upper() or None)
+                              for t in data["nodes"]],
+                demands=[DemandSpec(**d) for d in data["demands"]],
+                requested_by=request.user,
+            )
+        except planner.PlanError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        except DjangoValidationError as exc:
+            raise validation_error(exc) from exc
+        return Response(plan_body(plan, request), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={
+        202: OpenApiResponse(description="Operations created: reconfigurations and deployments"),
+        409: OpenApiResponse(description="The fleet changed since the plan was made, or an operation is in progress"),
+    })
+    @action(detail=True, methods=["post"])
+    def apply(self, request: Request, pk: str | None = None) -> Response:
+        plan = self.get_object()
+        if not request.user.has_perm("planning.change_plan"):
+            raise PermissionDenied("Applying a plan needs the operator or admin role.")
+        try:
+            applied = apply_plan(plan=plan, requested_by=request.user)
+        except (StalePlan, OperationInProgress) as exc:
+            return Response({"code": "conflict", "message": str(exc), "detail": {"plan": plan.pk}}, status=status.HTTP_409_CONFLICT)
+        except DjangoValidationError as exc:
+            raise validation_error(exc) from exc
+        context = {"request": request}
+        return Response({
+            "plan": plan_body(applied.plan, request),
+            "reconfigurations": ReconfigurationSerializer(
+                Reconfiguration.objects.with_related().filter(pk__in=[r.pk for r in applied.reconfigurations]), many=True, context=context).data,
+            "deployments": [{"id": d.pk, "name": d.name, "state": d.state,
+                             "url": reverse("deployment-detail", args=[d.pk], request=request)} for d in applied.deployments],
+        }, status=status.HTTP_202_ACCEPTED)
+
+

@@ -1,0 +1,330 @@
+"""What-if planning: what a repartition (or new demand) would change, before anything happens.
+
+Pure Python, no side effects. Input: the fleet (``planning.placement.Fleet``), target layouts
+(GPU → compute mode, node → memory mode) and/or new demand. Output: the GPUs and nodes that
+change, the running replicas that lose their partition and where each can go (or why it
+cannot), capacity per partition size before/after, the blast radius, ordered steps, and an
+ETA from measured step durations.
+
+ETA model: nodes change in parallel (one agent each); on one node the steps run in order:
+stop displaced replicas, the memory-mode change (driver reload), compute-mode changes (one per
+GPU), then deployments start. Durations come from ``StepDurations`` — the median of past
+operations of each kind when the caller has history, else the documented defaults below.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
+
+from planning import placement as pl
+from partitions.geometry import GeometryError, get_spec
+
+
+class PlanError(ValueError):
+    """A target or demand that cannot be planned; the message names the valid choices."""
+
+
+@dataclass(frozen=True)
+class StepDurations:
+    """Seconds per step. Defaults: a compute change is a single amd-smi call (~15 s with the
+    read-back); an NPS change reloads the driver (amd-smi 6.4 waits up to 140 s; 180 s with the
+    compute re-set); starting a model server loads weights (~60 s for a mid-size model)."""
+
+    compute_change_s: float = 15.0
+    memory_change_s: float = 180.0
+    deploy_s: float = 60.0
+    stop_s: float = 10.0
+    source: str = "defaults"
+
+
+@dataclass(frozen=True)
+class GpuTarget:
+    node: str
+    gpu_index: int
+    compute_mode: str
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    node: str
+    memory_mode: str
+    compute_mode: str | None = None  # for every GPU afterwards; None = keep each GPU's if valid
+
+
+@dataclass(frozen=True)
+class GpuChange:
+    node: str
+    gpu_index: int
+    from_compute: str
+    to_compute: str
+    from_memory: str
+    to_memory: str
+    reason: str  # "requested", "memory mode change", "placement"
+
+
+@dataclass(frozen=True)
+class NodeChange:
+    node: str
+    from_memory: str
+    to_memory: str
+    gpus_touched: tuple[int, ...]  # blast radius: the driver reloads for all of them
+
+
+@dataclass(frozen=True)
+class Displaced:
+    deployment: str
+    replica: int
+    priority: int
+    node: str
+    gpu_index: int
+    partition_index: int | None
+    to: tuple[pl.Slot, ...] | None  # where it can go
+    reason: str | None  # why it cannot (when ``to`` is None)
+
+
+@dataclass(frozen=True)
+class CapacityRow:
+    memory_gb: float
+    total_before: int
+    free_before: int
+    total_after: int
+    free_after: int
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    order: int
+    node: str
+    kind: str  # "stop", "set-memory-mode", "set-compute-mode", "deploy"
+    gpu_index: int | None
+    detail: str
+    duration_s: float
+    starts_at_s: float  # offset from the start of the plan (nodes run in parallel)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    gpu_changes: tuple[GpuChange, ...]
+    node_changes: tuple[NodeChange, ...]
+    displaced: tuple[Displaced, ...]
+    assignments: tuple[pl.Assignment, ...]  # new demand
+    unplaced: tuple[pl.Unplaced, ...]
+    capacity: tuple[CapacityRow, ...]
+    steps: tuple[PlanStep, ...]
+    eta_s: float
+    blast_radius: Mapping[str, tuple[int, ...]]  # node -> GPU indices whose partitions change
+    durations: StepDurations
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """Everything asked for is placed and no displaced replica is left without a place."""
+        return not self.unplaced and all(d.to is not None for d in self.displaced)
+
+
+def _target_fleet(fleet: pl.Fleet, gpu_targets: Sequence[GpuTarget], node_targets: Sequence[NodeTarget]) -> tuple[pl.Fleet, list[GpuChange], list[NodeChange]]:
+    nodes = {n.name: n for n in fleet.nodes}
+    node_target = {t.node: t for t in node_targets}
+    gpu_target = {(t.node, t.gpu_index): t for t in gpu_targets}
+    for name in list(node_target) + [node for node, _ in gpu_target]:
+        if name not in nodes:
+            raise PlanError(f"no node {name!r}; nodes: {', '.join(sorted(nodes)) or 'none'}")
+    changes: list[GpuChange] = []
+    node_changes: list[NodeChange] = []
+    new_nodes = []
+    for node in fleet.nodes:
+        target = node_target.get(node.name)
+        memory = target.memory_mode.upper() if target else node.memory_mode
+        gpus = []
+        indices = {g.index for g in node.gpus}
+        for (name, index) in gpu_target:
+            if name == node.name and index not in indices:
+                raise PlanError(f"{node.name} has no GPU {index}; GPUs: {sorted(indices)}")
+        for gpu in node.gpus:
+            spec = get_spec(gpu.gpu_model)
+            allowed = spec.allowed_pairs(gpu.caps)
+            wanted = gpu.compute_mode
+            reason = ""
+            if target is not None and memory != node.memory_mode:
+                reason = "memory mode change"
+                wanted = (target.compute_mode or gpu.compute_mode).upper()
+            if (node.name, gpu.index) in gpu_target:
+                wanted = gpu_target[(node.name, gpu.index)].compute_mode.upper()
+                reason = "requested"
+            if (wanted, memory) not in {(str(c), str(m)) for c, m in allowed}:
+                valid = ", ".join(str(c) for c, m in allowed if str(m) == memory) or "none"
+                raise PlanError(f"{node.name}/gpu{gpu.index} ({spec.model}) cannot run {wanted} under {memory}; valid under {memory}: {valid}")
+            if wanted != gpu.compute_mode or memory != node.memory_mode:
+                changes.append(GpuChange(node.name, gpu.index, gpu.compute_mode, wanted, node.memory_mode, memory, reason or "requested"))
+            gpus.append(replace(gpu, compute_mode=wanted))
+        if memory != node.memory_mode:
+            node_changes.append(NodeChange(node.name, node.memory_mode, memory, tuple(g.index for g in node.gpus)))
+        new_nodes.append(replace(node, memory_mode=memory, gpus=tuple(gpus)))
+    return replace(fleet, nodes=tuple(new_nodes)), changes, node_changes
+
+
+def _moved_key(deployment: str, replica: int) -> str:
+    return f"moved:{deployment}#{replica}"
+
+
+def _display_name(key: str) -> str:
+    return key.removeprefix("moved:").split("#")[0]
+
+
+def _capacity(before: list[pl.Slot], after: list[pl.Slot], used_before: set, used_after: set) -> tuple[CapacityRow, ...]:
+    def key(slot: pl.Slot) -> tuple:
+        return (slot.node, slot.gpu_index, slot.partition_index)
+
+    sizes = sorted({s.memory_gb for s in before} | {s.memory_gb for s in after}, reverse=True)
+    tb, ta = Counter(s.memory_gb for s in before), Counter(s.memory_gb for s in after)
+    fb = Counter(s.memory_gb for s in before if key(s) not in used_before)
+    fa = Counter(s.memory_gb for s in after if key(s) not in used_after)
+    return tuple(CapacityRow(size, tb[size], fb[size], ta[size], fa[size]) for size in sizes)
+
+
+def plan(
+    fleet: pl.Fleet,
+    *,
+    gpu_targets: Sequence[GpuTarget] = (),
+    node_targets: Sequence[NodeTarget] = (),
+    demands: Sequence[pl.Demand] = (),
+    durations: StepDurations = StepDurations(),
+) -> PlanResult:
+    """Plan target layouts and/or new demand; see the module docstring."""
+    if not (gpu_targets or node_targets or demands):
+        raise PlanError("give target layouts (gpus/nodes) or demands")
+    try:
+        target, changes, node_changes = _target_fleet(fleet, gpu_targets, node_targets)
+    except GeometryError as exc:
+        raise PlanError(str(exc)) from exc
+    changed = {(c.node, c.gpu_index) for c in changes}
+
+    # Replicas on GPUs whose partitions change lose them; the others stay where they are.
+    replicas: dict[tuple[str, int], list[pl.Occupant]] = defaultdict(list)
+    for occ in fleet.occupants:
+        replicas[(occ.deployment, occ.replica)].append(occ)
+    displaced_keys = [k for k, occs in replicas.items() if any((o.node, o.gpu_index) in changed for o in occs)]
+    staying = tuple(o for k, occs in replicas.items() if k not in displaced_keys for o in occs)
+    target = replace(target, occupants=staying)
+
+    # Re-place displaced replicas (as one-replica demands keeping their priority) together with
+    # the new demand. Explicit targets are final: placement may not repartition again then.
+    moved_demands = []
+    for deployment, replica in displaced_keys:
+        occs = replicas[(deployment, replica)]
+        moved_demands.append(pl.Demand(
+            key=_moved_key(deployment, replica), memory_gb=max(o.memory_gb for o in occs), replicas=1,
+            priority=occs[0].priority, tensor_parallel=len(occs) if occs[0].partition_index is None else 1,
+        ))
+    explicit = bool(gpu_targets or node_targets)
+    result = pl.place(target, [*moved_demands, *demands], allow_repartition=not explicit)
+
+    moved_keys = {_moved_key(d, r) for d, r in displaced_keys}
+    moved_to = {a.deployment: a.slots for a in result.assignments if a.deployment in moved_keys}
+    why = {u.deployment: u.reason for u in result.unplaced}
+    displaced = []
+    for deployment, replica in displaced_keys:
+        key = _moved_key(deployment, replica)
+        first = replicas[(deployment, replica)][0]
+        displaced.append(Displaced(deployment, replica, first.priority, first.node, first.gpu_index, first.partition_index,
+                                   moved_to.get(key), None if key in moved_to else why.get(key, "no partition left")))
+    new_keys = {d.key for d in demands}
+    assignments = tuple(a for a in result.assignments if a.deployment in new_keys)
+    unplaced = tuple(u for u in result.unplaced if u.deployment in new_keys)
+
+    gpu_of = {(n.name, g.index): (g, n) for n in target.nodes for g in n.gpus}
+    for mc in result.mode_changes:
+        gpu, node = gpu_of[(mc.node, mc.gpu_index)]
+        changes.append(GpuChange(mc.node, mc.gpu_index, mc.from_mode, mc.to_mode, node.memory_mode, node.memory_mode, "placement"))
+
+    before_slots = pl.partitions_of(fleet)
+    after_slots = pl.partitions_of(target, result.mode_changes)
+    used_before = {(o.node, o.gpu_index, o.partition_index) for o in fleet.occupants}
+    used_after = {(o.node, o.gpu_index, o.partition_index) for o in staying}
+    used_after |= {(s.node, s.gpu_index, s.partition_index) for a in result.assignments for s in a.slots}
+    capacity = _capacity(before_slots, after_slots, used_before, used_after)
+
+    blast: dict[str, set[int]] = defaultdict(set)
+    for nc in node_changes:
+        blast[nc.node].update(nc.gpus_touched)
+    for c in changes:
+        blast[c.node].add(c.gpu_index)
+
+    steps = _steps(changes, node_changes, displaced, result.assignments, durations)
+    eta = max((s.starts_at_s + s.duration_s for s in steps), default=0.0)
+    warnings = []
+    if node_changes:
+        warnings.append("a memory-mode change reloads the driver for every GPU of the node: "
+                        + ", ".join(f"{nc.node} ({len(nc.gpus_touched)} GPUs)" for nc in node_changes))
+    lost = [d for d in displaced if d.to is None]
+    if lost:
+        warnings.append(f"{len(lost)} running replica(s) would have no partition afterwards")
+    return PlanResult(
+        gpu_changes=tuple(changes), node_changes=tuple(node_changes), displaced=tuple(displaced),
+        assignments=assignments, unplaced=unplaced, capacity=capacity, steps=steps, eta_s=eta,
+        blast_radius={node: tuple(sorted(indices)) for node, indices in sorted(blast.items())},
+        durations=durations, warnings=tuple(warnings),
+    )
+
+
+def _steps(changes: Sequence[GpuChange], node_changes: Sequence[NodeChange], displaced: Sequence[Displaced],
+           assignments: Sequence[pl.Assignment], d: StepDurations) -> tuple[PlanStep, ...]:
+    per_node: dict[str, list[tuple[str, int | None, str, float]]] = defaultdict(list)
+    for item in displaced:
+        per_node[item.node].append(("stop", item.gpu_index, f"stop {item.deployment} replica {item.replica}", d.stop_s))
+    memory_nodes = {nc.node for nc in node_changes}
+    for nc in node_changes:
+        per_node[nc.node].append(("set-memory-mode", None, f"{nc.from_memory} → {nc.to_memory} (driver reload, {len(nc.gpus_touched)} GPUs)", d.memory_change_s))
+    for c in changes:
+        if c.node in memory_nodes and c.reason == "memory mode change":
+            continue  # re-set as part of the node's memory-mode change
+        per_node[c.node].append(("set-compute-mode", c.gpu_index, f"GPU {c.gpu_index}: {c.from_compute} → {c.to_compute}", d.compute_change_s))
+    for a in assignments:
+        node = a.slots[0].node
+        where = ", ".join(f"gpu{s.gpu_index}" + ("" if s.partition_index is None else f"/p{s.partition_index}") for s in a.slots)
+        per_node[node].append(("deploy", a.slots[0].gpu_index, f"start {_display_name(a.deployment)} replica {a.replica} on {node} {where}", d.deploy_s))
+    steps = []
+    order = 0
+    for node in sorted(per_node):
+        clock = 0.0
+        deploys_at = None
+        for kind, gpu, detail, seconds in per_node[node]:
+            order += 1
+            if kind == "deploy":
+                # Replicas on one node start together once its partitions are ready.
+                deploys_at = clock if deploys_at is None else deploys_at
+                steps.append(PlanStep(order, node, kind, gpu, detail, seconds, deploys_at))
+                continue
+            steps.append(PlanStep(order, node, kind, gpu, detail, seconds, clock))
+            clock += seconds
+    return tuple(steps)
+
+
+def summary(result: PlanResult) -> dict:
+    """JSON-safe form of a plan for the API and pages (also what a page renders)."""
+    def slot(s: pl.Slot) -> dict:
+        return {"node": s.node, "gpu_index": s.gpu_index, "partition_index": s.partition_index,
+                "compute_mode": s.compute_mode, "memory_gb": s.memory_gb}
+
+    return {
+        "ok": result.ok,
+        "eta_s": round(result.eta_s, 1),
+        "durations": {"compute_change_s": result.durations.compute_change_s, "memory_change_s": result.durations.memory_change_s,
+                      "deploy_s": result.durations.deploy_s, "stop_s": result.durations.stop_s, "source": result.durations.source},
+        "gpu_changes": [c.__dict__ for c in result.gpu_changes],
+        "node_changes": [{**nc.__dict__, "gpus_touched": list(nc.gpus_touched)} for nc in result.node_changes],
+        "blast_radius": {node: list(gpus) for node, gpus in result.blast_radius.items()},
+        "displaced": [
+            {"deployment": d.deployment, "replica": d.replica, "priority": d.priority, "node": d.node,
+             "gpu_index": d.gpu_index, "partition_index": d.partition_index,
+             "to": None if d.to is None else [slot(s) for s in d.to], "reason": d.reason}
+            for d in result.displaced
+        ],
+        "assignments": [{"deployment": a.deployment, "replica": a.replica, "slots": [slot(s) for s in a.slots]} for a in result.assignments],
+        "unplaced": [{"deployment": u.deployment, "replica": u.replica, "reason": u.reason} for u in result.unplaced],
+        "capacity": [c.__dict__ for c in result.capacity],
+        "steps": [s.__dict__ for s in result.steps],
+        "warnings": list(result.warnings),
+    }

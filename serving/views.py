@@ -1,0 +1,124 @@
+"""Deployment pages and the operations list (reconfigurations and deployments together).
+Thin: parse input, call one service or query, render."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from models.models import ModelProfile
+from partitions.models import Node, Reconfiguration
+from planning import placement
+from planning.services import DemandSpec, fleet_state
+from serving.models import Deployment
+from serving.services import PlacementConflict, create_deployment, stop_deployment
+
+
+# --- operations --------------------------------------------------------------------------------
+
+def operation_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET
+    ops = Reconfiguration.objects.select_related("node", "requested_by").order_by("-created_at")
+    deployments = Deployment.objects.select_related("profile__model", "requested_by").order_by("-created_at")
+    if q.get("state"):
+        ops = ops.filter(state=q["state"])
+        deployments = deployments.filter(state=q["state"])
+    if q.get("node"):
+        ops = ops.filter(node__name=q["node"])
+        deployments = deployments.filter(Q(slots__partition__gpu__node__name=q["node"]) | Q(pin_node__name=q["node"])).distinct()
+    if q.get("plan"):
+        ops = ops.filter(plan_id=q["plan"]) if q["plan"].isdigit() else ops.none()
+        deployments = deployments.filter(plan_id=q["plan"]) if q["plan"].isdigit() else deployments.none()
+    kind = q.get("kind", "")
+    return render(request, "serving/operation_list.html", {
+        "operations": ops[:200] if kind in ("", "reconfiguration") else [],
+        "deployments": deployments[:200] if kind in ("", "deployment") else [],
+        "filters": q, "states": sorted(set(Reconfiguration.State.values) | set(Deployment.State.values)),
+        "nodes": Node.objects.order_by("name").values_list("name", flat=True),
+    })
+
+
+# --- deployments ---------------------------------------------------------------------------------
+
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    deployments = Deployment.objects.with_related().order_by("-created_at")
+    if request.GET.get("state"):
+        deployments = deployments.filter(state=request.GET["state"])
+    return render(request, "serving/deployment_list.html", {
+        "deployments": deployments[:500], "can_operate": request.user.has_perm("serving.add_deployment"),
+        "states": Deployment.State.values, "filters": request.GET,
+    })
+
+
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    from serving.api.serializers import DeploymentSerializer
+
+    deployment = get_object_or_404(Deployment.objects.with_related(), pk=pk)
+    workloads = DeploymentSerializer(context={"request": request}).get_workloads(deployment)
+    return render(request, "serving/deployment_detail.html", {
+        "deployment": deployment, "workloads": workloads, "can_operate": request.user.has_perm("serving.delete_deployment"),
+    })
+
+
+def _profile_options() -> list[dict[str, Any]]:
+    """Default profiles of the GPU models in the fleet, each with where it fits right now."""
+    fleet = fleet_state()
+    used = {(o.node, o.gpu_index, o.partition_index) for o in fleet.occupants}
+    free = [s for s in placement.partitions_of(fleet) if (s.node, s.gpu_index, s.partition_index) not in used]
+    models_in_fleet = {g.gpu_model for n in fleet.nodes for g in n.gpus if g.gpu_model}
+    model_of = {(n.name, g.index): g.gpu_model for n in fleet.nodes for g in n.gpus}
+    free_by_model: dict[str, list[float]] = defaultdict(list)
+    for slot in free:
+        free_by_model[model_of[(slot.node, slot.gpu_index)]].append(slot.memory_gb)
+    options = []
+    profiles = ModelProfile.objects.with_related().filter(gpu_model__in=models_in_fleet, context_tokens=8192, concurrent_sequences=1)
+    for profile in profiles.order_by("model__hf_id", "precision__sort_order", "gpu_model"):
+        need = profile.replica_memory_gb
+        fitting = sum(1 for gb in free_by_model[profile.gpu_model] if gb >= need)
+        options.append({"profile": profile, "need": need, "fitting_free": fitting})
+    return options
+
+
+@permission_required("serving.add_deployment", raise_exception=True)
+def deployment_create(request: HttpRequest) -> HttpResponse:
+    context: dict[str, Any] = {"options": _profile_options(), "nodes": Node.objects.order_by("name"), "form": request.POST}
+    if request.method == "POST":
+        try:
+            profile = ModelProfile.objects.with_related().get(pk=int(request.POST.get("profile", "0")))
+            spec = DemandSpec(
+                name=request.POST.get("name", "").strip(), profile=profile,
+                replicas=int(request.POST.get("replicas", "1")), priority=int(request.POST.get("priority", "0") or 0),
+                spread=bool(request.POST.get("spread")),
+                pin_node=Node.objects.filter(name=request.POST.get("pin_node", "")).first() if request.POST.get("pin_node") else None,
+            )
+            if not spec.name:
+                raise ValidationError({"name": "required"})
+            deployment = create_deployment(spec=spec, requested_by=request.user)
+        except (ValueError, ModelProfile.DoesNotExist):
+            context["error"] = "choose a profile and give whole numbers for replicas and priority"
+        except ValidationError as exc:
+            context["error"] = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items()) if hasattr(exc, "error_dict") else "; ".join(exc.messages)
+        except PlacementConflict as exc:
+            context["conflict"] = exc
+        else:
+            messages.success(request, f"Deployment {deployment.name} scheduled on {deployment.slots.count()} partition(s).")
+            return redirect("serving:deployment-detail", pk=deployment.pk)
+        return render(request, "serving/deployment_form.html", context, status=400 if "error" in context else 409)
+    return render(request, "serving/deployment_form.html", context)
+
+
+@require_POST
+@permission_required("serving.delete_deployment", raise_exception=True)
+def deployment_stop(request: HttpRequest, pk: int) -> HttpResponse:
+    deployment = get_object_or_404(Deployment, pk=pk)
+    stop_deployment(deployment=deployment, reason=f"stopped by {request.user.get_username()}")
+    messages.success(request, f"Deployment {deployment.name} stopped; its partitions are free.")
+    return redirect("serving:deployment-detail", pk=pk)
