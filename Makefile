@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench browser-deps observability-deps clean
+.PHONY: install demo test lint bench browser-deps observability-deps clean
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python manage.py demo
 
-test: install browser-deps observability-deps
+test: install browser-deps observability-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Import direction (import-linter contracts in pyproject.toml), ruff and mypy: all must be clean.
+lint: install
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # Browser tests drive Debian's Chromium through Playwright (no downloaded browsers).
 browser-deps:
