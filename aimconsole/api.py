@@ -1,18 +1,36 @@
-"""API conventions shared by every app: error bodies and the v1 router."""
+"""API conventions shared by every app: error bodies, bounded JSON bodies, validated
+pagination and integer filters, refusal of unknown fields.
+
+Settings make the classes here the defaults (REST_FRAMEWORK in aimconsole/settings/base.py),
+so every viewset of every app gets them without asking.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
+import django_filters
+from django.conf import settings as django_settings
+from django.core.exceptions import FieldDoesNotExist
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.http import Http404
+from django_filters.rest_framework import DjangoFilterBackend
+from django_filters.utils import translate_validation
 from rest_framework import exceptions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from aimconsole import jsonbounds
 from aimconsole.authentication import CHALLENGE as TOKEN_CHALLENGE
 from aimconsole.authentication import InvalidTokenError
+from aimconsole.bounds import parse_integer
+from aimconsole.limits import max_body_bytes
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
@@ -72,3 +90,156 @@ def _first_message(detail: Any, field: str = "") -> str:
     if isinstance(detail, list) and detail:
         return _first_message(detail[0], field)
     return f"{field}: {detail}" if field else str(detail)
+
+
+# --- request bodies ------------------------------------------------------------------------------
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "too_large"
+    default_detail = "Request body too large."
+
+
+class BoundedJSONParser(JSONParser):
+    """The default JSON parser, through aimconsole.jsonbounds: a body nested deeper than
+    ``API_MAX_JSON_DEPTH`` is a 400 before parsing (the standard parser would recurse into a
+    RecursionError, a 500), one larger than ``AIM_MAX_BODY_BYTES`` a 413."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Mapping[str, Any] | None = None) -> Any:
+        encoding = (parser_context or {}).get("encoding", django_settings.DEFAULT_CHARSET)
+        limit = max_body_bytes()
+        raw = stream.read(limit + 1)
+        try:
+            return jsonbounds.loads(raw.decode(encoding), max_depth=django_settings.API_MAX_JSON_DEPTH, max_bytes=limit)
+        except jsonbounds.JSONTooLarge as exc:
+            raise RequestTooLarge(str(exc)) from None
+        except ValueError as exc:  # too deep, not JSON, not in the declared encoding
+            raise exceptions.ParseError(f"JSON parse error - {exc}") from None
+
+
+# --- pagination --------------------------------------------------------------------------------------
+
+MAX_PAGE_SIZE = 1000
+# Far beyond any table here, and offset + limit stays inside the database's 64-bit range.
+MAX_OFFSET = 2**31 - 1
+
+
+def query_integer(request: Request, name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
+    """Query parameter ``name`` as an int in [minimum, maximum]; absent or empty: ``default``;
+    anything else is a 400 naming the parameter."""
+    raw = request.query_params.get(name, "")
+    if raw == "":
+        return default
+    try:
+        return parse_integer(raw, minimum=minimum, maximum=maximum)
+    except ValueError as exc:
+        raise exceptions.ValidationError({name: [str(exc)]}) from None
+
+
+class BoundedLimitOffsetPagination(LimitOffsetPagination):
+    """``?limit=&offset=`` with both validated: limit 1..MAX_PAGE_SIZE, offset 0..MAX_OFFSET
+    (DRF's own class lets a huge limit reach the database and ignores junk silently)."""
+
+    max_limit = MAX_PAGE_SIZE
+
+    def get_limit(self, request: Request) -> int | None:
+        return query_integer(request, self.limit_query_param, default=self.default_limit, minimum=1,
+                             maximum=self.max_limit)
+
+    def get_offset(self, request: Request) -> int:
+        return query_integer(request, self.offset_query_param, default=0, minimum=0, maximum=MAX_OFFSET) or 0
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        bounds = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, MAX_OFFSET)}
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            minimum, maximum = bounds[parameter["name"]]
+            parameter["schema"] = {**parameter["schema"], "minimum": minimum, "maximum": maximum}
+        return parameters
+
+
+# --- filters ------------------------------------------------------------------------------------------
+
+def _integer_target(model: type[models.Model], flt: django_filters.Filter) -> models.Field[Any, Any] | None:
+    """The integer model field a filter compares its value with, or None (not an integer, a
+    custom ``method``, or a lookup such as ``isnull`` whose value is no number)."""
+    if flt.method is not None or flt.lookup_expr in ("isnull",):
+        return None
+    field: Any = None
+    try:
+        for part in flt.field_name.split("__"):
+            field = model._meta.get_field(part)
+            if field.is_relation and field.related_model is not None:
+                model = field.related_model
+    except FieldDoesNotExist:
+        return None
+    if isinstance(flt, django_filters.ModelChoiceFilter | django_filters.ModelMultipleChoiceFilter) or (
+            field is not None and field.is_relation):
+        to_field = flt.extra.get("to_field_name")
+        field = model._meta.get_field(to_field) if to_field else model._meta.pk
+    return field if isinstance(field, models.IntegerField) else None
+
+
+def _raw_values(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value if v not in (None, "")]
+    return [] if value in (None, "") else [str(value)]
+
+
+def integer_filter_errors(filterset: django_filters.FilterSet) -> dict[str, list[str]]:
+    """Query values of ``filterset``'s integer filters that are no 64-bit whole number (junk,
+    floats, overflow): parameter -> messages. Checked on the raw query text, before the form
+    converts anything or the database sees it."""
+    errors: dict[str, list[str]] = {}
+    form = filterset.form
+    for name, flt in filterset.filters.items():
+        if _integer_target(filterset.queryset.model, flt) is None or name not in form.fields:
+            continue
+        raw = form.fields[name].widget.value_from_datadict(filterset.data, form.files, form.add_prefix(name))
+        for value in _raw_values(raw):
+            try:
+                parse_integer(value)
+            except ValueError as exc:
+                errors[name] = [str(exc)]
+                break
+    return errors
+
+
+class BoundedFilterBackend(DjangoFilterBackend):  # type: ignore[misc]  # django-filter is untyped
+    """django-filter's backend, with every integer filter's values checked first (see
+    ``integer_filter_errors``): a 400 naming the parameter, never a 500. As the default
+    backend it covers every FilterSet and ``filterset_fields`` of every app."""
+
+    def filter_queryset(self, request: Request, queryset: models.QuerySet[Any], view: Any) -> models.QuerySet[Any]:
+        filterset = self.get_filterset(request, queryset, view)
+        if filterset is None:
+            return queryset
+        errors = integer_filter_errors(filterset)
+        if errors:
+            raise exceptions.ValidationError(errors)
+        if not filterset.is_valid() and self.raise_exception:
+            raise translate_validation(filterset.errors)
+        return cast("models.QuerySet[Any]", filterset.qs)
+
+
+# --- serializers ----------------------------------------------------------------------------------------
+
+class RejectUnknownFieldsMixin:
+    """For writable serializers: a field the serializer does not know is a 400 naming it,
+    instead of being dropped silently (a misspelt ``contxt_length`` would otherwise "succeed").
+    Read-only fields are known, so a client may send back what it read."""
+
+    fields: Any
+    # Sent by the browsable API's HTML forms; not part of any resource.
+    ignored_input_fields = frozenset({"csrfmiddlewaretoken"})
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields) - self.ignored_input_fields)
+            if unknown:
+                writable = ", ".join(name for name, field in self.fields.items() if not field.read_only)
+                raise exceptions.ValidationError(
+                    {name: [f"unknown field; the fields you may send are: {writable}"] for name in unknown})
+        return super().to_internal_value(data)  # type: ignore[misc]

@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import django_filters
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from aimconsole import services
+from aimconsole.api import RejectUnknownFieldsMixin
 from aimconsole.audit import escape_control
-from aimconsole.models import ApiToken, AuditEvent
+from aimconsole.models import ApiToken, AuditEvent, TokenScope
 
 
-class TokenSerializer(serializers.ModelSerializer[ApiToken]):
+@extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(TokenScope.values)}})
+class ScopesField(serializers.ListField):
+    """Token scopes; which ones may be issued is the service's rule (services.check_scopes)."""
+
+    child = serializers.CharField(max_length=32)
+
+
+class TokenSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[ApiToken]):
     user = serializers.SlugRelatedField(slug_field="username", queryset=get_user_model().objects.all(), required=False,
                                         help_text="Admins may create tokens for other users; default: yourself.")
     active = serializers.BooleanField(source="is_active", read_only=True)
     prefix = serializers.SerializerMethodField()
+    scopes = ScopesField(required=False, help_text="What the token is accepted for: api (default) and/or metrics "
+                                                   "(/metrics, for Prometheus). inference is reserved.")
 
     class Meta:
         model = ApiToken
-        fields = ("id", "name", "user", "prefix", "active", "created_at", "expires_at", "last_used_at", "revoked_at")
+        fields = ("id", "name", "user", "prefix", "scopes", "active", "created_at", "expires_at", "last_used_at",
+                  "revoked_at")
         read_only_fields = ("id", "prefix", "active", "created_at", "last_used_at", "revoked_at")
 
     def get_prefix(self, token: ApiToken) -> str:
@@ -77,7 +89,8 @@ class TokenViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
         if user != request.user and not request.user.has_perm("aimconsole.add_apitoken"):
             self.permission_denied(request, message="Only admins create tokens for other users.")
         token, key = services.create_token(user=user, name=payload.validated_data["name"],
-                                           expires_at=payload.validated_data.get("expires_at"))
+                                           expires_at=payload.validated_data.get("expires_at"),
+                                           scopes=payload.validated_data.get("scopes", [TokenScope.API]))
         body = TokenCreatedSerializer(token).data
         body["key"] = key
         return Response(body, status=status.HTTP_201_CREATED)
@@ -88,7 +101,22 @@ class TokenViewSet(mixins.CreateModelMixin, mixins.ListModelMixin, mixins.Retrie
         return Response(TokenSerializer(token).data, status=status.HTTP_200_OK)
 
 
+class VisibleTextField(serializers.CharField):
+    """Text shown with control and bidi characters as visible escapes (aimconsole/text.py):
+    audit rows hold what users and outputs wrote."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> str:
+        return escape_control(value)
+
+
 class AuditEventSerializer(serializers.ModelSerializer[AuditEvent]):
+    actor = VisibleTextField(help_text="Username at the time, or 'system' / an agent name (control characters escaped).")
+    object_id = VisibleTextField()
+    object_repr = VisibleTextField(help_text="The object as it was named then (control characters escaped).")
+
     class Meta:
         model = AuditEvent
         fields = ("id", "at", "actor", "actor_id", "action", "object_type", "object_id", "object_repr", "before",
@@ -103,7 +131,7 @@ class UTCDateTimeFilter(django_filters.IsoDateTimeFilter):
     def filter(self, qs, value):  # type: ignore[no-untyped-def]
         if value is not None:
             try:
-                value = value.astimezone(datetime.timezone.utc)
+                value = value.astimezone(datetime.UTC)
             except OverflowError:
                 raise serializers.ValidationError({self.field_name: "date out of range"}) from None
         return super().filter(qs, value)

@@ -37,3 +37,10 @@ class AimConsoleConfig(AppConfig):
         post_migrate.connect(_sync_roles, dispatch_uid="aimconsole.sync_roles")
         user_logged_in.connect(_audit_login, dispatch_uid="aimconsole.audit_login")
         user_login_failed.connect(_audit_login_failed, dispatch_uid="aimconsole.audit_login_failed")
+        # Group membership and permission grants are privilege changes, however they are made.
+        from django.db.models.signals import m2m_changed
+
+        from aimconsole.audit import privilege_relations, record_privilege_m2m
+
+        for through in privilege_relations():
+            m2m_changed.connect(record_privilege_m2m, sender=through, dispatch_uid=f"aimconsole.audit_m2m.{through._meta.label}")

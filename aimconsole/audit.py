@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.forms.models import model_to_dict
 from django.http import HttpRequest, HttpResponse
 
+from aimconsole.clientaddr import client_address
 from aimconsole.models import AuditEvent
+from aimconsole.text import escape_control as escape_control  # re-exported: pages and the API import it from here
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    # REMOTE_ADDR only: X-Forwarded-For is client-controlled unless a trusted proxy sets it;
-    # deployments behind a proxy configure the server (daphne --proxy-headers) to rewrite it.
-    return request.META.get("REMOTE_ADDR") or None
+    """The source address audit rows store: the trusted client address (aimconsole/clientaddr.py)."""
+    return client_address(request) or None
 
 
 class RequestContextMiddleware:
@@ -73,7 +75,8 @@ def snapshot(instance: Any, fields: list[str] | None = None) -> dict[str, Any]:
     import json
 
     data = model_to_dict(instance, fields=fields)
-    return json.loads(json.dumps(data, cls=DjangoJSONEncoder, default=str))
+    safe: dict[str, Any] = json.loads(json.dumps(data, cls=DjangoJSONEncoder, default=str))
+    return safe
 
 
 def record(action: str, *, obj: Any = None, object_type: str = "", object_id: Any = "", before: Any = None,
@@ -97,9 +100,51 @@ def record(action: str, *, obj: Any = None, object_type: str = "", object_id: An
     )
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u0080-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+# --- privilege changes: group membership and permission grants --------------------------------
+
+# m2m relation (owner model's field) -> audit action prefix. Rows are always recorded against
+# the owner (the user, or the group for its permissions), whichever side made the change.
+_PRIVILEGE_RELATIONS = {"groups": "auth.user.groups", "user_permissions": "auth.user.permissions",
+                        "permissions": "auth.group.permissions"}
 
 
-def escape_control(value: Any) -> str:
-    """Control and bidi characters shown as visible escapes (``\\x1b``) instead of acting."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", str(value))
+def _label(obj: Any) -> str:
+    from django.contrib.auth.models import Permission
+
+    if isinstance(obj, Permission):
+        return f"{obj.content_type.app_label}.{obj.codename}"
+    return str(getattr(obj, "name", None) or obj)
+
+
+def privilege_relations() -> dict[Any, tuple[Any, str]]:
+    """through model -> (owner model, field name), for the m2m_changed receivers."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    user = get_user_model()
+    return {user.groups.through: (user, "groups"), user.user_permissions.through: (user, "user_permissions"),
+            Group.permissions.through: (Group, "permissions")}
+
+
+def record_privilege_m2m(sender: Any, instance: Any, action: str, reverse: bool, model: Any, pk_set: set[Any] | None,
+                         **kwargs: Any) -> None:
+    """m2m_changed receiver: one audit row per owner whose groups or permissions changed, by
+    admin, API, shell or migration alike (the actor is the request's user, else "system")."""
+    if action not in ("post_add", "post_remove", "pre_clear"):
+        return
+    owner_model, field = privilege_relations()[sender]
+    verb = {"post_add": "add", "post_remove": "remove", "pre_clear": "clear"}[action]
+    key = "added" if verb == "add" else "removed"
+    if action == "pre_clear":  # pk_set is None: read what is about to go
+        related = list(getattr(instance, field).all()) if not reverse else list(owner_model.objects.filter(**{field: instance}))
+    else:
+        if not pk_set:
+            return
+        related = list(model.objects.filter(pk__in=pk_set))
+    if not reverse:
+        if related:
+            record(f"{_PRIVILEGE_RELATIONS[field]}.{verb}", obj=instance, after={key: sorted(_label(r) for r in related)})
+        return
+    for owner in related:  # the reverse side: e.g. group.user_set.add(user) is a change to each user
+        record(f"{_PRIVILEGE_RELATIONS[field]}.{verb}", obj=owner, after={key: [_label(instance)]})

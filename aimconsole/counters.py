@@ -25,14 +25,15 @@ MIB = 2**20
 
 # --- bounded label values ----------------------------------------------------------------------
 
-DEPLOYMENT_STATES = ("pending", "scheduled", "running", "stopped", "failed")
 OPERATION_KINDS = ("compute", "memory")
 OPERATION_RESULTS = ("succeeded", "failed", "rolled_back")
 OPERATION_ACTIVE_STATES = ("draining", "applying", "verifying")
 GPU_HEALTH_STATES = ("healthy", "unhealthy", "unknown")
 PLACEMENT_SOURCES = ("deployment", "plan")
 PLACEMENT_RESULTS = ("placed", "unplaced", "conflict")
-# Unplaced-replica reasons (planning/placement/heuristic.py ``_reason``) folded into classes.
+# Reason classes of unplaced replicas: the placement engine's codes (planning.placement.REASON_CODES,
+# repeated here because this module imports no app; a test keeps the two equal), "concurrent"
+# (a partition taken between placing and binding) and "other" (a code this list does not know).
 PLACEMENT_REASONS = (
     "no_gpu_model", "unschedulable", "exceeds_gpu", "tensor_parallel", "memory_mode",
     "no_free_partition", "not_allowed_model", "concurrent", "other",
@@ -43,32 +44,25 @@ REQUEST_RESULTS = ("ok", "error")
 REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
 OPERATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 
-PLACEMENT_KEY = "aim:metrics:placement"
-REQUESTS_KEY = "aim:metrics:requests"
+
+def placement_key() -> str:
+    """The Redis hash of placement decisions, under the console's key prefix
+    (``settings.REDIS_KEY_PREFIX``, ``aim:`` by default; read on every call)."""
+    return f"{settings.REDIS_KEY_PREFIX}metrics:placement"
+
+
+def requests_key() -> str:
+    """The Redis hash of served requests, under the console's key prefix."""
+    return f"{settings.REDIS_KEY_PREFIX}metrics:requests"
+
+
 SEP = "\t"
 MAX_MODEL_LABEL = 200
 
 
-def classify_reason(reason: str) -> str:
-    """The reason class of one unplaced replica (bounded), from the placement engine's text."""
-    text = reason.lower()
-    if "not an allowed model" in text:
-        return "not_allowed_model"
-    if "no gpu of model" in text:
-        return "no_gpu_model"
-    if "unschedulable" in text:
-        return "unschedulable"
-    if "more than a whole" in text:
-        return "exceeds_gpu"
-    if "tensor parallel" in text:
-        return "tensor_parallel"
-    if "memory mode" in text:
-        return "memory_mode"
-    if "free partition" in text:
-        return "no_free_partition"
-    if "concurrently" in text:
-        return "concurrent"
-    return "other"
+def classify_reason(code: str) -> str:
+    """The metric's reason label for an unplaced replica's ``code`` (bounded: unknown codes are "other")."""
+    return code if code in PLACEMENT_REASONS else "other"
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -117,13 +111,13 @@ def count_placement(source: str, result: Any = None, *, conflict: bool = False) 
         unplaced = tuple(getattr(result, "unplaced", ()) or ())
         fields[f"d{SEP}{source}{SEP}{'unplaced' if unplaced else 'placed'}"] = 1
         for u in unplaced:
-            key = f"f{SEP}{source}{SEP}{classify_reason(u.reason)}"
+            key = f"f{SEP}{source}{SEP}{classify_reason(u.code)}"
             fields[key] = fields.get(key, 0) + 1
 
     def write(client: redis.Redis) -> None:
         pipe = client.pipeline(transaction=False)
         for name, amount in fields.items():
-            pipe.hincrby(PLACEMENT_KEY, name, amount)
+            pipe.hincrby(placement_key(), name, amount)
         pipe.execute()
 
     if conflict:
@@ -164,8 +158,8 @@ def observe_requests(model: str, durations_s: Sequence[float], *, errors: Sequen
     def write(c: redis.Redis) -> None:
         pipe = c.pipeline(transaction=False)
         for name, amount in counts.items():
-            pipe.hincrby(REQUESTS_KEY, name, amount)
-        pipe.hincrbyfloat(REQUESTS_KEY, f"s{SEP}{base}", total)
+            pipe.hincrby(requests_key(), name, amount)
+        pipe.hincrbyfloat(requests_key(), f"s{SEP}{base}", total)
         pipe.execute()
 
     if client is not None:

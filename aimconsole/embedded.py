@@ -31,7 +31,10 @@ def local_secret_key(var_dir: Path) -> str:
 
 
 def redis_port() -> int:
-    return int(os.environ.get("AIM_EMBEDDED_REDIS_PORT", DEFAULT_PORT))
+    """``AIM_EMBEDDED_REDIS_PORT``, checked (ImproperlyConfigured names it when it is bad)."""
+    from aimconsole.envvars import CheckedEnv
+
+    return CheckedEnv().int("AIM_EMBEDDED_REDIS_PORT", DEFAULT_PORT, minimum=1, maximum=65535)
 
 
 def redis_url(var_dir: Path) -> str:

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from aimconsole.text import escape_control
+
 
 class AppendOnlyError(RuntimeError):
     pass
@@ -45,7 +47,8 @@ class AuditEvent(models.Model):
         ordering = ("-at", "-id")
 
     def __str__(self) -> str:
-        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_id}"
+        # Shown by Django admin (titles, breadcrumbs): the actor and id may hold control characters.
+        return escape_control(f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_id}")
 
     def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         if self.pk is not None:
@@ -61,6 +64,24 @@ TOKEN_PREFIX_LENGTH = 8
 
 def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
+
+
+class TokenScope(models.TextChoices):
+    """What a token may be used for. A token is accepted only where one of its scopes is:
+    ``api`` for /api/v1/, ``metrics`` for /metrics (so the credential a Prometheus server
+    holds cannot change the fleet). ``inference`` is reserved for the inference gateway and
+    is not issued yet."""
+
+    API = "api", "REST API"
+    METRICS = "metrics", "Prometheus /metrics"
+    INFERENCE = "inference", "Inference gateway (reserved)"
+
+
+ISSUABLE_SCOPES = (TokenScope.API, TokenScope.METRICS)
+
+
+def default_token_scopes() -> list[str]:
+    return [TokenScope.API.value]
 
 
 class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
@@ -85,6 +106,7 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(default=default_token_scopes, help_text="TokenScope values this token is accepted for.")
 
     objects = ApiTokenQuerySet.as_manager()
 
@@ -99,6 +121,9 @@ class ApiToken(models.Model):
         """(full key, prefix)."""
         prefix = secrets.token_hex(TOKEN_PREFIX_LENGTH // 2)
         return f"aim_{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in (self.scopes or ())
 
     @property
     def is_active(self) -> bool:

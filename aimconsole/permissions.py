@@ -27,8 +27,10 @@ class HasRole(BasePermission):
         return user_role(request.user) is not None
 
 
-class ReadOnlyForSignedIn(BasePermission):
-    """For resources without a model (e.g. gpu-specs): any signed-in user may read."""
+class ReadOnlyForRole(BasePermission):
+    """For resources without a model (gpu-specs, telemetry): users with a role may read."""
 
     def has_permission(self, request, view):  # type: ignore[no-untyped-def]
-        return bool(request.user and request.user.is_authenticated and request.method in SAFE_METHODS)
+        from aimconsole.roles import user_role
+
+        return request.method in SAFE_METHODS and user_role(request.user) is not None

@@ -25,11 +25,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from . import commands, render
 from . import state as st
 from .commands import Options, Pause, Result
-from .errors import CliError, EmulatorExit, Exit, ParseError, UsageError
+from .errors import CliError, EmulatorExit, Exit, ParseError, UsageError, for_rocm_7_13
 from .faults import Active, take
 from .model import Hive
 
@@ -107,12 +108,17 @@ def build_parser(hive: Hive) -> Parser:
         group.add_argument("-M", "--memory-partition", choices=["NPS1", "NPS2", "NPS4", "NPS8"])
     _common(p)
     p = sub.add_parser("reset")
-    group = p.add_mutually_exclusive_group()
+    # argparse cannot print the help of an empty mutually exclusive group: make it on demand
+    if r < (6, 3, 0) or (7, 0, 0) <= r < (7, 12, 0):
+        group = p.add_mutually_exclusive_group()
     if r < (6, 3, 0):
-        group.add_argument("-C", "--compute-partition", action="store_true")
-        group.add_argument("-M", "--memory-partition", action="store_true")
-    elif (7, 0, 0) <= r < (7, 13, 0):
-        group.add_argument("-r", "--reload-driver", action="store_true")
+        group.add_argument("-C", "--compute-partition", action="store_true", help="Reset compute partition")
+        group.add_argument("-M", "--memory-partition", action="store_true", help="Reset memory partition")
+    elif (7, 0, 0) <= r < (7, 12, 0):
+        # removed from the CLI in 7.12.0 (rocm-systems amdsmi CHANGELOG, "Removed"); AMD's
+        # partition guide says 7.13.0. The tool's own changelog is followed here.
+        group.add_argument("-r", "--reload-driver", action="store_true",
+                           help="Restart the AMD GPU driver (module reload) for all AMD GPUs")
     _common(p)
     return parser
 
@@ -149,7 +155,9 @@ def _validate_compute(hive: Hive, token: str) -> None:
     modes = [str(m) for m in hive.spec.compute_modes]
     valid = modes + [str(i) for i in range(len(modes))]
     joined = ", ".join(valid)
-    prog, usage = "amd-smi set", "usage: amd-smi set [-h] [-g GPU [GPU ...]] [-C <ACCELERATOR_TYPE> or <PROFILE_INDEX> | -M PARTITION] [--json | --csv] [--file FILE] [--loglevel LEVEL]\n"
+    prog = "amd-smi set"
+    usage = ("usage: amd-smi set [-h] [-g GPU [GPU ...]] [-C <ACCELERATOR_TYPE> or <PROFILE_INDEX> | -M PARTITION] "
+             "[--json | --csv] [--file FILE] [--loglevel LEVEL]\n")
     if "argparse_char_choices" in hive.data.get("quirks", []):
         chars = ", ".join(joined)
         raise UsageError(usage, prog, f"argument -C/--compute-partition: invalid choice: '{token}' (choose from {chars})")
@@ -268,12 +276,23 @@ def _options(hive: Hive, args: argparse.Namespace) -> Options:
 def run(path: Path, argv: list[str]) -> int:
     if argv[:1] == ["emulator"]:
         return _emulator_command(path, argv[1:])
-    # 1. faults (briefly locked)
+    # 1. faults and a due background reload (briefly locked)
     with st.locked(path):
         data = st.read_or_create(path)
         active, changed = take(data, argv)
+        changed = commands.apply_background_reload(Hive(data)) or changed
         if changed:
             st.write(path, data)
+    try:
+        return _run(path, argv, data, active)
+    except (ParseError, EmulatorExit) as err:
+        rocm = Hive(data).rocm
+        if rocm >= (7, 13, 0) and not isinstance(err, (UsageError, Exit, CliError)):
+            raise for_rocm_7_13(err, argv[0] if argv and not argv[0].startswith("-") else "") from None
+        raise
+
+
+def _run(path: Path, argv: list[str], data: dict[str, Any], active: Active) -> int:
     if active.fail:
         raise Exit(int(active.fail.get("exit", 1)), stderr=str(active.fail.get("message", "Injected failure")) + "\n")
     if active.hang:
@@ -286,6 +305,9 @@ def run(path: Path, argv: list[str]) -> int:
         raise ParseError(f"Command '{command}' is not supported on the system. Run '--help' for more info.", -7)
     opts = _options(hive, args)
     opts.devices, opts.all_selected = select(hive, getattr(args, "gpu", None))
+    if hive.missing_groups and command in GPU_COMMANDS and command != "list":
+        # amdsmi_helpers: without render/video most subcommands stop (list goes on, warning)
+        raise Exit(1, stderr=f"RuntimeError: {render.group_warning(hive.missing_groups)}\n")
     if command == "set":
         if opts.flags.get("compute_partition") is None and opts.flags.get("memory_partition") is None:
             flag = " --json" if opts.fmt == "json" else " --csv" if opts.fmt == "csv" else ""
@@ -295,8 +317,8 @@ def run(path: Path, argv: list[str]) -> int:
         if opts.flags.get("compute_partition") is not None and hive.rocm >= (6, 4, 0):
             _validate_compute(hive, opts.flags["compute_partition"])
         if opts.flags.get("memory_partition") is not None:
-            if hive.rocm >= (7, 0, 0) and not hive.root:
-                raise _sudo_error("--memory-partition")
+            # no sudo check while parsing -M (unlike -C): the banner and prompt come first,
+            # then the library's NO_PERM result (commands.run_set_memory)
             if hive.rocm >= (6, 3, 0):
                 _confirm(render.nps_banner(hive))
     if command == "reset" and opts.flags.get("reload_driver"):
@@ -304,10 +326,10 @@ def run(path: Path, argv: list[str]) -> int:
             raise _sudo_error("--reload-driver")
         _confirm(render.RELOAD_BANNER)
     if command == "default":
-        if hive.rocm < (7, 0, 0):
+        if hive.rocm < (7, 0, 0):  # no default view before 7.0: the usage
             sys.stdout.write(build_parser(hive).format_help())
             return 0
-        from .default_view import run_default as runner
+        runner = commands.run_default
     elif command == "set":
         runner = commands.run_set_compute if opts.flags.get("compute_partition") is not None else commands.run_set_memory
     else:

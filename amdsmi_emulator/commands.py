@@ -18,6 +18,11 @@ from .faults import Active
 from .model import Device, Hive, RuleError
 
 DEFAULT_RELOAD_TOTAL = {6: 40, 64: 140, 7: 140}
+# 6.1/6.2 ``set -M``: rocm_smi's restartAMDGpuDriver() runs "modprobe -r amdgpu && modprobe
+# amdgpu&" in the background and returns: the devices vanish a moment later, then come back.
+BACKGROUND_RELOAD_DELAY_S = 0.2
+BACKGROUND_RELOAD_S = 0.5
+NO_PERM = "[AMDSMI_STATUS_NO_PERM] Command requires elevation"
 
 
 @dataclass
@@ -71,7 +76,20 @@ def _records_out(hive: Hive, opts: Options, records: list[dict], enveloped: bool
 def run_list(hive: Hive, opts: Options, active: Active) -> Result:
     res = Result()
     rows = [rec.list_record(hive, d, bool(opts.flags.get("enum"))) for d in opts.devices]
+    if hive.missing_groups:
+        # list goes on without the groups: the warning once per device and once more, on
+        # stdout before the output, and no BDF/UUID (the KFD/DRM files are unreadable).
+        res.out((render.group_warning(hive.missing_groups) + "\n") * (len(opts.devices) + 1))
+        for row in rows:
+            row["bdf"] = row["uuid"] = render.NA
     res.out(_records_out(hive, opts, rows, False, {"bdf": "gpu_bdf", "uuid": "gpu_uuid"}))
+    return res
+
+
+def run_default(hive: Hive, opts: Options, active: Active) -> Result:
+    """``amd-smi`` with no subcommand (7.0+): the table view of every logical device."""
+    res = Result()
+    res.out(render.default_view(hive, opts.devices))
     return res
 
 
@@ -125,6 +143,8 @@ def run_partition(hive: Hive, opts: Options, active: Active) -> Result:
 
 def run_version(hive: Hive, opts: Options, active: Active) -> Result:
     tool, lib, rocm = render.tool_versions(hive)
+    # The logger's output dict, printed as [output] in JSON (amdsmi_logger._print_json_output):
+    # keys tool, version, amdsmi_library_version, rocm_version, and from 6.4 the drivers.
     fields = {"tool": "AMDSMI Tool", "version": tool, "amdsmi_library_version": lib,
               "rocm_version": rocm}
     line = f"AMDSMI Tool: {tool} | AMDSMI Library version: {lib} | ROCm version: {rocm}"
@@ -134,12 +154,12 @@ def run_version(hive: Hive, opts: Options, active: Active) -> Result:
             fields["amdgpu_version"] = rec.amdgpu_version(hive)
             parts.append(f"amdgpu version: {rec.amdgpu_version(hive)}")
         if not opts.flags.get("gpu_version"):
-            fields["amd_hsmp_version"] = "N/A"
+            fields["amd_hsmp_driver_version"] = "N/A"
             parts.append("amd_hsmp version: N/A")
         line = " | ".join([line] + parts)
     res = Result()
     if opts.fmt == "json":
-        res.out(render.dumps(fields))
+        res.out(render.dumps([fields]))
     elif opts.fmt == "csv":
         res.out(render.csv_text([fields]))
     else:
@@ -187,6 +207,13 @@ def run_set_compute(hive: Hive, opts: Options, active: Active) -> Result:
         try:
             hive.check_compute(dev.gpu, mode, force_busy=active.busy)
         except RuleError as err:
+            if hive.rocm >= (7, 13, 0):  # 7.13+: every failure is reported in-band, per GPU
+                emit(gpu_id, f"[{err.status}] Unable to set accelerator partition to {mode}{profile}")
+                continue
+            if hive.rocm < (6, 4, 0):
+                # 6.1-6.3 set_gpu: any library error -> ValueError(...) from e, nothing in-band
+                res.error = ChainedError(err.status, f"ValueError: Unable to set compute partition to {mode} {where}")
+                break
             if err.status == "AMDSMI_STATUS_NOT_SUPPORTED":
                 emit(gpu_id, f"[AMDSMI_STATUS_NOT_SUPPORTED] Unable to set compute partition to {mode}{profile}")
                 continue
@@ -231,15 +258,19 @@ def run_set_memory(hive: Hive, opts: Options, active: Active) -> Result:
     key = "memory_partition" if hive.rocm >= (6, 3, 2) else "memorypartition"
     devs = opts.devices
     if not hive.root:
-        res.out("[AMDSMI_STATUS_NO_PERM] Command requires elevation\n")
+        # 7.x set_gpu: NO_PERM -> store and print the GPU's result, then raise PermissionError
+        if v7 and devs:
+            res.out(block(opts.fmt, devs[0].index, key, NO_PERM))
         res.error = ChainedError("AMDSMI_STATUS_NO_PERM", "PermissionError: Command requires elevation")
         return res
     try:
         hive.check_memory(mode)
     except RuleError as err:
         for dev in devs:
-            if err.status == "AMDSMI_STATUS_INVAL" and opts.fmt == "human":
-                res.out(f"Valid Memory partition Modes: {','.join(hive.memory_caps())}\n")
+            if err.status == "AMDSMI_STATUS_INVAL":
+                # print(f"Valid Memory partition Modes: {caps}\n") before each GPU's result, in
+                # every output format (the JSON documents come after it)
+                res.out(f"Valid Memory partition Modes: {','.join(hive.memory_caps())}\n\n")
             res.out(block(opts.fmt, dev.index, key, f"[{err.status}] Unable to set memory partition to {mode}"))
         return res
     gpus = sorted({d.gpu for d in hive.devices()})
@@ -272,20 +303,42 @@ def run_set_memory(hive: Hive, opts: Options, active: Active) -> Result:
         if v63:
             _reload(hive, active, "Updating memory partition for gpu 0", total, res)
             res.out("\n\n")
-        else:
-            hive.reload_driver()
+        else:  # 6.1/6.2: the reload runs in the background after the CLI returned
+            hive.data["background_reload"] = {"at": time.time() + BACKGROUND_RELOAD_DELAY_S,
+                                              "seconds": active.reload_seconds or BACKGROUND_RELOAD_S}
             res.modified = True
     elif v63:
         res.chunks.append(Pause(0, "Updating memory partition for gpu 0", 140))
         res.out("\n\n")
+    combined: list[dict[str, str]] = []
     for dev in devs:
         if dev.gpu not in changed:
             res.error = ChainedError("AMDSMI_STATUS_UNKNOWN_ERROR",
                                      f"ValueError: Unable to set memory partition to {mode} "
                                      f"on GPU ID: {dev.index} BDF:{dev.bdf}")
             break
-        res.out(block(opts.fmt, dev.index, key, f"Successfully set memory partition to {mode}"))
+        message = f"Successfully set memory partition to {mode}"
+        if not v63 and opts.fmt != "human":  # 6.1/6.2: one array for all GPUs
+            combined.append({"gpu": dev.index, key: message})
+        else:
+            res.out(block(opts.fmt, dev.index, key, message))
+    if combined:
+        res.out(render.dumps(combined) if opts.fmt == "json" else render.csv_text(combined))
     return res
+
+
+def apply_background_reload(hive: Hive) -> bool:
+    """Run the 6.1/6.2 background driver reload once its moment has come (at the start of
+    every invocation). It fails silently on a busy GPU, as ``modprobe -r`` would: the mode
+    stays pending. Returns whether the state changed."""
+    pending = hive.data.get("background_reload")
+    if not pending or time.time() < float(pending["at"]):
+        return False
+    if not hive.busy():
+        hive.reload_driver()
+        hive.data["reloading_until"] = float(pending["at"]) + float(pending["seconds"])
+    hive.data["background_reload"] = None
+    return True
 
 
 def run_reset(hive: Hive, opts: Options, active: Active) -> Result:
@@ -311,7 +364,8 @@ def run_reset(hive: Hive, opts: Options, active: Active) -> Result:
     if f.get("compute_partition"):  # 6.1/6.2
         for gpu_id, dev in _targets(opts):
             if hive.busy(dev.gpu, active.busy):
-                res.error = ChainedError("AMDSMI_STATUS_BUSY", f"ValueError: Unable to reset compute partition on GPU ID: {gpu_id} BDF:{dev.bdf}")
+                res.error = ChainedError("AMDSMI_STATUS_BUSY",
+                                         f"ValueError: Unable to reset compute partition on GPU ID: {gpu_id} BDF:{dev.bdf}")
                 break
             if not active.silent_noop:
                 hive.set_compute(dev.gpu, hive.derived_compute(hive.memory_mode(dev.gpu)))
@@ -330,6 +384,7 @@ def run_reset(hive: Hive, opts: Options, active: Active) -> Result:
 
 
 COMMANDS = {
+    "default": run_default,
     "list": run_list,
     "static": run_static,
     "metric": run_metric,

@@ -8,6 +8,10 @@
   PermissionError) -> stderr chained text, no traceback, exit 1.
 * ``UsageError``: argparse error inside a subcommand -> stderr usage + ``amd-smi X: error: ...``, exit 2.
 * ``Exit``: plain text to a stream and a status (declined confirmation, injected failures).
+
+From ROCm 7.13 the CLI prints its exceptions to stdout and exits with ``abs(code)``; a
+PermissionError becomes ``AmdSmiPermissionDeniedException`` (-11) and a ValueError
+``AmdSmiParameterNotSupportedException`` (-8) (``for_rocm_7_13``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ CLI_EXCEPTIONS = {
     -9: "AmdSmiRequiredCommandException",
     -10: "AmdSmiInvalidSubcommandException",
     -11: "AmdSmiPermissionDeniedException",
+    -8: "AmdSmiParameterNotSupportedException",
 }
 
 
@@ -64,6 +69,7 @@ class CliError(EmulatorExit):
 class ParseError(EmulatorExit):
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
+        self.message, self.code = message, code
         self.stderr = f"amdsmi_cli_exceptions.{CLI_EXCEPTIONS[code]}: {message} Error code: {code}\n"
         self.status = 1
 
@@ -76,6 +82,7 @@ def library_exception(status: str) -> str:
 class ChainedError(EmulatorExit):
     def __init__(self, status: str, final: str, stdout: str = "") -> None:
         super().__init__(final)
+        self.final = final
         self.stdout = stdout
         self.stderr = (
             f"{library_exception(status)}\n\n"
@@ -96,3 +103,17 @@ class Exit(EmulatorExit):
     def __init__(self, status: int, stdout: str = "", stderr: str = "") -> None:
         super().__init__(stderr or stdout)
         self.status, self.stdout, self.stderr = status, stdout, stderr
+
+
+def for_rocm_7_13(err: EmulatorExit, command: str) -> EmulatorExit:
+    """How the 7.13+ CLI reports ``err``: the exception line on stdout, exit ``abs(code)``
+    (amdsmi_cli.py ``sys.exit(abs(e.value))``). ``command``: the subcommand word."""
+    if isinstance(err, ChainedError):
+        if err.final.startswith("PermissionError"):
+            err = ParseError(f"AMD-SMI Command '{command}' requires elevation (sudo privileges required)", -11)
+        else:
+            err = ParseError(f"Parameter '{command}' is not supported on the system. Run '--help' for more info.", -8)
+    if isinstance(err, ParseError):
+        out = Exit(abs(err.code), stdout=err.stderr)
+        return out
+    return err

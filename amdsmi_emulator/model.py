@@ -117,6 +117,13 @@ class Hive:
     def root(self) -> bool:
         return bool(self.data.get("root", True))
 
+    @property
+    def missing_groups(self) -> list[str]:
+        """Groups (of render, video) the non-root user lacks; [] for root or a user in both."""
+        if self.root:
+            return []
+        return sorted({str(g) for g in self.data.get("missing_groups", [])} & {"render", "video"})
+
     def allowed_pairs(self) -> tuple[tuple[str, str], ...]:
         """Valid (compute, memory) pairs for this model on this ROCm version."""
         pairs = [(str(c), str(m)) for c, m in self.spec.pairs_for_rocm(self.rocm)]
@@ -158,7 +165,7 @@ class Hive:
     # -- logical devices ----------------------------------------------------------------
     def devices(self) -> list[Device]:
         out: list[Device] = []
-        dev_id = self.spec.pci_device_id[2:]
+        dev_id = self.spec.pci_device_id[2:] or "0000"  # MI350P: no public PCI id
         per_partition_ids = self.rocm >= (7, 0, 0)
         fixed_render = self.rocm >= (6, 4, 1)
         for g, gpu in enumerate(self.gpus):
@@ -202,11 +209,13 @@ class Hive:
         """Raise RuleError for a compute change the driver would refuse."""
         if mode not in [str(m) for m in self.spec.compute_modes]:
             raise RuleError("AMDSMI_STATUS_NOT_SUPPORTED", f"{self.spec.model} has no {mode}")
-        if self.busy(gpu, force_busy):
-            raise RuleError("AMDSMI_STATUS_BUSY", "processes running on the GPU")
+        # The driver validates the mode before it locks KFD (aqua_vanjaram_switch_partition_mode):
+        # an unavailable mode is refused as such even on a busy GPU.
         if (mode, self.memory_mode(gpu)) not in self.allowed_pairs():
             raise RuleError("AMDSMI_STATUS_SETTING_UNAVAILABLE",
                             f"{mode} is not available under {self.memory_mode(gpu)}")
+        if self.busy(gpu, force_busy):
+            raise RuleError("AMDSMI_STATUS_BUSY", "processes running on the GPU")
 
     def set_compute(self, gpu: int, mode: str) -> None:
         g = self.gpus[gpu]
@@ -224,13 +233,13 @@ class Hive:
             self.gpus[g]["pending_memory_mode"] = mode
 
     def derived_compute(self, memory: str) -> str:
-        """Compute mode the driver picks after a reload in ``memory`` (kernel auto-mode)."""
-        pairs = [(c, m) for c, m in self.allowed_pairs() if m == memory]
-        nps = int(memory[3:])
-        for c, _ in pairs:
-            if self.spec.partition_count(c) == nps:
-                return c
-        return pairs[0][0] if pairs else str(self.spec.default_pair[0])
+        """Compute mode the driver picks after a reload in ``memory`` (kernel auto-mode, see
+        ``GpuSpec.compute_after_reload``: NPS4 on an 8-XCD dGPU gives CPX)."""
+        picked = str(self.spec.compute_after_reload(memory))
+        if (picked, memory) in self.allowed_pairs():
+            return picked
+        pairs = [c for c, m in self.allowed_pairs() if m == memory]
+        return pairs[0] if pairs else str(self.spec.default_pair[0])
 
     def reload_driver(self) -> None:
         """Driver reload: pending NPS applied, compute re-derived, partitions re-created."""

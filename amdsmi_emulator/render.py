@@ -9,7 +9,7 @@ import csv
 import io
 import json
 
-from .model import Hive
+from .model import POWER, Device, Hive
 
 NA = "N/A"
 
@@ -229,3 +229,64 @@ def nps_banner(hive: Hive) -> str:
 def progress(label: str, elapsed: int, total: int) -> str:
     filled = min(40, round(40 * elapsed / total)) if total else 40
     return f"{label}: [{BAR * filled}{'.' * (40 - filled)}] {elapsed}/{total} secs remain"
+
+
+def group_warning(groups: list[str]) -> str:
+    """amdsmi_helpers.check_required_groups: the groups sorted, comma-joined."""
+    return (f"WARNING: User is missing the following required groups: {', '.join(sorted(groups))}. "
+            "Please add user to these groups.")
+
+
+# -- default view (7.0+) -----------------------------------------------------------------
+_DV_RULE = "|-------------------------------------+----------------------------------------|"
+
+
+def default_view(hive: Hive, devices: list[Device]) -> str:
+    """The table ``amd-smi`` alone prints (layout of the real 7.0 capture in
+    tests/fixtures/amd-smi/default.MI300X.SPX-NPS1.8gpu.rocm70.txt): two lines per logical
+    device; secondary partitions (6.4.1+) show N/A for utilisation, temperature and power and
+    their share of the VRAM."""
+    from . import records as rec
+
+    tool, _lib, rocm = tool_versions(hive)
+    head = f"AMD-SMI {tool}      amdgpu version: {rec.amdgpu_version(hive)}  ROCm version: {rocm}"
+    lines = [
+        "+" + "-" * 78 + "+",
+        f"| {head:<76} |",
+        f"| {'Platform: Linux Baremetal':<76} |",
+        _DV_RULE,
+        "| BDF                        GPU-Name | Mem-Uti   Temp   UEC       Power-Usage |",
+        "| GPU  HIP-ID  OAM-ID  Partition-Mode | GFX-Uti    Fan               Mem-Usage |",
+        "|=====================================+========================================|",
+    ]
+    _idle, peak, _bw = POWER.get(hive.spec.model, (150, 750, 5325))
+    for n, dev in enumerate(devices):
+        gpu = hive.gpus[dev.gpu]
+        metric = rec.metric_record(hive, dev, ["usage", "power", "temperature", "mem_usage"])
+        usage = metric["usage"]
+        na = not isinstance(usage, dict)
+        gfx = "N/A" if na else f"{usage['gfx_activity']['value']} %"
+        mem_uti = "N/A" if na else f"{usage['umc_activity']['value']} %"
+        hot = metric["temperature"]["hotspot"]
+        temp = "N/A" if isinstance(hot, str) else f"{hot['value']} \u00b0C"
+        watts = metric["power"]["socket_power"]
+        power = "N/A" if isinstance(watts, str) else f"{watts['value']}/{peak} W"
+        uec = "N/A" if na else str(gpu["ecc"]["uncorrectable"])
+        used = metric["mem_usage"]["used_vram"]["value"]
+        total = metric["mem_usage"]["total_vram"]["value"]
+        name = f"AMD Instinct {hive.spec.model}"
+        mode = f"{gpu['compute_mode']}/{gpu['memory_mode']}"
+        lines.append(f"| {dev.bdf}{name:>23} | {mem_uti:<9}{temp:<8}{uec:<4}{power:>17} |")
+        lines.append(f"|{dev.index:>4}{dev.index:>8}{gpu['oam_id']:>8}{mode:>16} | {gfx:<11}{'N/A':<3}{f'{used}/{total} MB':>24} |")
+        if n + 1 < len(devices):
+            lines.append(_DV_RULE)
+    lines.append("+-------------------------------------+----------------------------------------+")
+    lines += [
+        "+" + "-" * 78 + "+",
+        f"| {'Processes:':<76} |",
+        f"|  {'GPU        PID  Process Name          GTT_MEM  VRAM_MEM  MEM_USAGE     CU %':<75} |",
+        "|" + "=" * 78 + "|",
+        f"|  {'No running processes found':<75} |",
+        "+" + "-" * 78 + "+",
+    ]
+    return "\n".join(lines) + "\n"

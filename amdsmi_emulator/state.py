@@ -18,7 +18,9 @@ State file (JSON, one per emulated node)::
       "faults": [ {fault}, ... ],      # see faults.py
       "env_fault_uses": {},            # use counts of AMD_SMI_EMULATOR_FAULT faults with "times"
       "quirks": [],                    # opt-in real bugs, e.g. "argparse_char_choices" (6.4.0)
-      "extra_pairs": []                # opt-in firmware pairs, e.g. [["DPX", "NPS2"]]
+      "extra_pairs": [],               # opt-in firmware pairs, e.g. [["DPX", "NPS2"]]
+      "missing_groups": [],            # non-root user lacks these of render, video
+      "background_reload": null        # 6.1/6.2 set -M: {"at": epoch s, "seconds": s} (see commands.py)
     }
 
 A missing file is created from the environment: ``AMD_SMI_EMULATOR_GPU`` (MI300X),
@@ -34,8 +36,8 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from .model import Hive, new_hive, resize_partitions
 
@@ -112,7 +114,7 @@ class EmulatorState:
     # -- construction -------------------------------------------------------------------
     @classmethod
     def create(cls, path, gpu_model: str = DEFAULT_GPU, count: int = DEFAULT_COUNT,
-               rocm: str = DEFAULT_ROCM, root: bool = True, **extra) -> "EmulatorState":
+               rocm: str = DEFAULT_ROCM, root: bool = True, **extra) -> EmulatorState:
         state = cls(path)
         data = new_hive(gpu_model, count, rocm, root)
         data.update(extra)
@@ -121,7 +123,7 @@ class EmulatorState:
         return state
 
     @classmethod
-    def load(cls, path) -> "EmulatorState":
+    def load(cls, path) -> EmulatorState:
         """Open an existing state file, or create it from the environment if missing."""
         state = cls(path)
         with locked(state.path):
@@ -203,6 +205,11 @@ class EmulatorState:
     def set_root(self, root: bool) -> None:
         with self.transaction() as data:
             data["root"] = bool(root)
+
+    def set_missing_groups(self, groups: list[str]) -> None:
+        """The (non-root) user is not in these groups of render, video."""
+        with self.transaction() as data:
+            data["missing_groups"] = [str(g) for g in groups]
 
     def set_modes(self, compute: str | None = None, memory: str | None = None) -> None:
         """Force modes directly (test setup; no rules applied beyond geometry's pair check)."""

@@ -1,21 +1,34 @@
-"""Placement quality and speed: heuristic and old prototype rule vs. the CP-SAT optimum.
+"""Placement quality and speed: the default path (exact within its budget), the heuristic and the
+old prototype rule, against the proven optimum.
 
-Fleets ("random", "adversarial"): MI300X nodes of 8 GPUs (standard partitions SPX 1x192, DPX 2x96, QPX 4x48, CPX 8x24 GiB),
-NPS1 unless said otherwise, empty GPUs in random current modes. Workloads: one replica per model
-("models" = replicas), 16 to 2,000 of them, on 8 to 1,000 GPUs. "mixed" (reported apart, not
-standard sizes): every other node MI325X and a third of the models restricted to one GPU model.
+Instance families (MI300X nodes of 8 GPUs: SPX 1x192, DPX 2x96, QPX 4x48, CPX 8x24 GiB; empty GPUs in
+random current modes):
 
-- ``heuristic / optimum``: GPUs used by ``planning.placement.place`` divided by GPUs used by
-  ``place_exact`` (the optimum of the same rules: one replica per partition, modes chosen freely
-  on empty GPUs), on instances where both place everything.
-- ``old rule / optimum``: the prototype's rule, reimplemented here as the baseline. Its fleets are
-  all SPX (1x192 GiB per GPU) or all CPX (8x24 GiB); each model instance goes to the partition with
-  the most free memory, provided at least 8 GB stays free there after placing it; partitions are
-  shared by several models (no isolation). Reported for the SPX fleet, the CPX fleet and the
-  better of the two per instance; instances where it leaves models unplaced are counted apart.
-- run times: heuristic on 1,000 GPUs x 2,000 replicas; exact solver on 1,000 models.
+- "random": NPS1, catalogue-like sizes, one replica per model, one priority.
+- "adversarial": 25 % of the nodes NPS4, sizes just above partition boundaries, three priorities.
+- "mixed": every other node MI325X (256 GiB) and a third of the models restricted to one GPU model.
+- "rules": every rule at once: mixed MI300X/MI325X fleet with 20 % NPS4 nodes, 30 % of the demand
+  already running (occupants the solver must work around), three priorities, model restrictions,
+  8 % tensor-parallel demands (2 or 4 whole GPUs of one node), 8 % spread demands (2-4 replicas on
+  different GPUs and nodes), 3 % pinned to a node (a third of those to one GPU).
 
-``--quick`` keeps the whole run under a minute on 2 cores. The last line is one JSON object.
+Per instance: GPUs used by ``place_heuristic``, by ``place`` (the default path: ``place_exact`` within
+``DEFAULT_TIME_BUDGET_S`` seeded with the heuristic, heuristic fallback) and by the optimum (``place_exact``
+with a long time limit; "unproven" when even that does not finish). Ratios are GPUs over the optimum's on
+instances where both place everything. ``default_optimal_gpus`` counts the instances (up to 1,000 GPUs)
+where the default path used the optimum number of GPUs and placed as many replicas; ``budget_hit`` how
+often the exact solver ran out of its budget on the default path.
+
+``old rule / optimum``: the prototype's rule, reimplemented here as the baseline. Its fleets are all SPX
+(1x192 GiB per GPU) or all CPX (8x24 GiB); each model instance goes to the partition with the most free
+memory, provided at least 8 GB stays free there after placing it; partitions are shared by several models
+(no isolation). Reported for the "random" and "adversarial" families.
+
+Speed: one instance per family at 100, 1,000 and 5,000 GPUs (two replicas per GPU; "rules" 0.7 demands per
+GPU), the wall time of the heuristic, of the exact solver with the default budget, and of the default path.
+
+``--quick`` (about a minute on 2 cores): instances up to 256 GPUs, speed at 100 and 1,000 GPUs. The last
+line is one JSON object.
 """
 
 from __future__ import annotations
@@ -27,18 +40,24 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planning.placement import (  # noqa: E402
+    DEFAULT_TIME_BUDGET_S,
     Demand,
     Fleet,
     GpuState,
     NodeState,
+    Occupant,
     Placement,
     place,
     place_exact,
+    place_heuristic,
+    quality,
     validate,
 )
 
@@ -53,8 +72,8 @@ def make_fleet(gpus: int, rng: random.Random, *, nps4_share: float = 0.0, modes:
         count = min(8, gpus - 8 * n)
         nps = "NPS4" if rng.random() < nps4_share else "NPS1"
         allowed = [m for m in modes if nps == "NPS1" or m in ("QPX", "CPX")] or ["CPX"]
-        nodes.append(NodeState(f"n{n:03d}", nps, tuple(
-            GpuState(f"n{n:03d}", i, "MI300X", rng.choice(allowed)) for i in range(count))))
+        nodes.append(NodeState(f"n{n:04d}", nps, tuple(
+            GpuState(f"n{n:04d}", i, "MI300X", rng.choice(allowed)) for i in range(count))))
     return Fleet(tuple(nodes))
 
 
@@ -102,44 +121,118 @@ def old_rule(gpus: int, needs: list[float], mode: str) -> tuple[int, int]:
     return len(used), unplaced
 
 
+def with_mi325x(fleet: Fleet) -> Fleet:
+    """Every other node MI325X (256 GiB)."""
+    return Fleet(tuple(NodeState(n.name, n.memory_mode, tuple(GpuState(g.node, g.index, "MI325X", g.compute_mode)
+                                                              for g in n.gpus)) if i % 2 else n
+                       for i, n in enumerate(fleet.nodes)), fleet.occupants)
+
+
 def mixed(fleet: Fleet, demands: list[Demand], rng: random.Random) -> tuple[Fleet, list[Demand]]:
-    """Every other node MI325X (256 GiB); a third of the models restricted to one GPU model."""
-    nodes = tuple(NodeState(n.name, n.memory_mode, tuple(GpuState(g.node, g.index, "MI325X", g.compute_mode)
-                                                         for g in n.gpus)) if i % 2 else n
-                  for i, n in enumerate(fleet.nodes))
-    return Fleet(nodes), [Demand(d.key, d.memory_gb, d.replicas, d.priority,
-                                 rng.choice([(), (), ("MI300X",), ("MI325X",)])) for d in demands]
+    """Every other node MI325X; a third of the models restricted to one GPU model."""
+    return with_mi325x(fleet), [Demand(d.key, d.memory_gb, d.replicas, d.priority,
+                                       rng.choice([(), (), ("MI300X",), ("MI325X",)])) for d in demands]
 
 
-def compare(gpus: int, n: int, rng: random.Random, kind: str, time_limit: float) -> dict:
+def rules(gpus: int, n: int, rng: random.Random) -> tuple[Fleet, list[Demand]]:
+    """Every rule at once (see the module docstring)."""
+    fleet = with_mi325x(make_fleet(gpus, rng, nps4_share=0.2))
+    demands = []
+    for i, need in enumerate(random_needs(n, rng)):
+        r = rng.random()
+        kw: dict[str, Any] = dict(key=f"m{i}", memory_gb=need, replicas=1, priority=rng.randrange(3),
+                                  gpu_models=rng.choice([(), (), ("MI300X",), ("MI325X",)]))
+        if r < 0.08:
+            kw.update(tensor_parallel=rng.choice([2, 4]), memory_gb=round(rng.uniform(100, 180), 1))
+        elif r < 0.16:
+            kw.update(spread=True, replicas=rng.randint(2, 4))
+        elif r < 0.19:
+            node = rng.choice(fleet.nodes)
+            kw.update(pin_node=node.name, gpu_models=())
+            if rng.random() < 0.3:
+                kw.update(pin_gpu=rng.choice(node.gpus).index)
+        demands.append(Demand(**kw))
+    # 30 % of the demand is already running: place it, keep it as occupants, place the rest.
+    k = len(demands) * 3 // 10
+    first = place_heuristic(fleet, demands[:k])
+    by_key = {d.key: d for d in demands}
+    occupants = tuple(Occupant(a.deployment, a.replica, by_key[a.deployment].priority, s.node, s.gpu_index,
+                               s.partition_index, by_key[a.deployment].memory_gb)
+                      for a in first.assignments for s in a.slots)
+    modes = {(c.node, c.gpu_index): c.to_mode for c in first.mode_changes}
+    nodes = tuple(NodeState(x.name, x.memory_mode, tuple(
+        GpuState(g.node, g.index, g.gpu_model, modes.get((g.node, g.index), g.compute_mode)) for g in x.gpus))
+        for x in fleet.nodes)
+    return Fleet(nodes, occupants), demands[k:]
+
+
+def instance(kind: str, gpus: int, n: int, rng: random.Random) -> tuple[Fleet, list[Demand], list[float]]:
+    if kind == "rules":
+        fleet, demands = rules(gpus, n, rng)
+        return fleet, demands, []
     needs = (adversarial_needs if kind == "adversarial" else random_needs)(n, rng)
     fleet = make_fleet(gpus, rng, nps4_share=0.25 if kind == "adversarial" else 0.0)
     demands = demands_for(needs, rng, priorities=1 if kind == "random" else 3)
     if kind == "mixed":
         fleet, demands = mixed(fleet, demands, rng)
-    heur = place(fleet, demands)
-    exact = place_exact(fleet, demands, time_limit_s=time_limit)
-    assert not validate(fleet, heur, demands) and not validate(fleet, exact, demands)
-    spx, spx_unplaced = old_rule(gpus, needs, "SPX")
-    cpx, cpx_unplaced = old_rule(gpus, needs, "CPX")
-    return {"kind": kind, "gpus": gpus, "replicas": n, "heuristic": heur.gpus_used, "exact": exact.gpus_used,
-            "heuristic_unplaced": len(heur.unplaced), "exact_unplaced": len(exact.unplaced),
-            "old_spx": spx, "old_spx_unplaced": spx_unplaced, "old_cpx": cpx, "old_cpx_unplaced": cpx_unplaced,
-            "heuristic_changes": len(heur.mode_changes), "exact_changes": len(exact.mode_changes)}
+    return fleet, demands, needs
 
 
-def ratios(rows: list[dict], key: str, unplaced_key: str | None = None) -> dict:
-    vals = [r[key] / r["exact"] for r in rows if r["exact"] and r["exact_unplaced"] == 0
+def timed(fn: Callable[[], Placement]) -> tuple[float, Placement]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def budget_hit(p: Placement) -> bool:
+    """The exact solver ran out of its budget on the default path (whichever answered)."""
+    return not p.optimal and "budget" in p.solver_note
+
+
+def compare(kind: str, gpus: int, n: int, rng: random.Random, optimum_limit: float) -> dict[str, Any]:
+    fleet, demands, needs = instance(kind, gpus, n, rng)
+    heur_s, heur = timed(lambda: place_heuristic(fleet, demands))
+    default_s, default = timed(lambda: place(fleet, demands))
+    hint = min((heur, default), key=lambda p: quality(p, fleet, demands))
+    optimum = default if default.optimal else place_exact(fleet, demands, time_limit_s=optimum_limit, hint=hint)
+    for p in (heur, default, optimum):
+        errors = validate(fleet, p, demands)
+        assert not errors, errors[:3]
+    row: dict[str, Any] = {
+        "kind": kind, "gpus": gpus, "replicas": sum(d.replicas for d in demands), "heuristic": heur.gpus_used,
+        "default": default.gpus_used, "optimum": optimum.gpus_used, "proven": optimum.optimal,
+        "heuristic_unplaced": len(heur.unplaced), "default_unplaced": len(default.unplaced),
+        "optimum_unplaced": len(optimum.unplaced), "solver": default.solver, "budget_hit": budget_hit(default),
+        "default_is_optimum": quality(default, fleet, demands) == quality(optimum, fleet, demands),
+        "heuristic_s": round(heur_s, 3), "default_s": round(default_s, 3),
+    }
+    if needs:
+        for mode in ("SPX", "CPX"):
+            row[f"old_{mode.lower()}"], row[f"old_{mode.lower()}_unplaced"] = old_rule(gpus, needs, mode)
+    return row
+
+
+def ratios(rows: list[dict[str, Any]], key: str, unplaced_key: str | None = None) -> dict[str, Any]:
+    vals = [r[key] / r["optimum"] for r in rows if r["optimum"] and r["optimum_unplaced"] == 0 and r["proven"]
             and (unplaced_key is None or r[unplaced_key] == 0) and r["heuristic_unplaced"] == 0]
     if not vals:
         return {"n": 0}
     return {"n": len(vals), "mean": round(statistics.fmean(vals), 4), "max": round(max(vals), 4)}
 
 
-def timed(fn) -> tuple[float, Placement]:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
+def speed(kind: str, gpus: int, rng: random.Random) -> dict[str, Any]:
+    fleet, demands, _ = instance(kind, gpus, int(gpus * (0.7 if kind == "rules" else 2)), rng)
+    heur_s, heur = timed(lambda: place_heuristic(fleet, demands))
+    exact_s, exact = timed(lambda: place_exact(fleet, demands, time_limit_s=DEFAULT_TIME_BUDGET_S, hint=heur))
+    default_s, default = timed(lambda: place(fleet, demands))
+    return {"kind": kind, "gpus": gpus, "replicas": sum(d.replicas for d in demands),
+            "heuristic_s": round(heur_s, 3), "heuristic_gpus": heur.gpus_used, "heuristic_unplaced": len(heur.unplaced),
+            "exact_s": round(exact_s, 3), "exact_gpus": exact.gpus_used, "exact_unplaced": len(exact.unplaced),
+            "exact_optimal": exact.optimal, "exact_budget_hit": budget_hit(exact),
+            "default_s": round(default_s, 3), "default_gpus": default.gpus_used, "default_solver": default.solver}
+
+
+KINDS = ("random", "adversarial", "mixed", "rules")
 
 
 def main() -> None:
@@ -148,56 +241,62 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    sizes = [(8, 16), (16, 32), (64, 128), (256, 500), (1000, 2000)]
-    repeats = 5 if args.quick else 20
-    time_limit = 5.0 if args.quick else 20.0
+    sizes = [(8, 16), (16, 32), (64, 128), (256, 500)] + ([] if args.quick else [(1000, 2000)])
+    repeats = 2 if args.quick else 4
+    optimum_limit = 10.0 if args.quick else 60.0
     rows = []
-    for kind in ("random", "adversarial", "mixed"):
+    for kind in KINDS:
         for gpus, n in sizes:
-            if kind == "mixed" and gpus > 256:
-                continue
+            if kind == "rules":
+                n = int(gpus * 0.7) or 1
             for _ in range(repeats if gpus <= 256 else 1):
-                rows.append(compare(gpus, n, rng, kind, time_limit))
-    for r in rows:
+                rows.append(compare(kind, gpus, n, rng, optimum_limit))
+    for kind in KINDS:
+        print(f"{kind:12} gpus replicas heuristic default optimum(proven) unplaced h/d/o  solver  budget_hit  default_s")
+        for r in rows:
+            if r["kind"] == kind:
+                print(f"{'':12} {r['gpus']:4} {r['replicas']:8} {r['heuristic']:9} {r['default']:7} "
+                      f"{r['optimum']:7}({'y' if r['proven'] else 'n'})  "
+                      f"{r['heuristic_unplaced']}/{r['default_unplaced']}/{r['optimum_unplaced']:<6} {r['solver']:9} "
+                      f"{'yes' if r['budget_hit'] else 'no':5} {r['default_s']:9.3f}")
+    speeds = [speed(kind, gpus, rng) for gpus in ([100, 1000] if args.quick else [100, 1000, 5000]) for kind in KINDS]
+    print("speed: kind gpus replicas | heuristic s (GPUs, unplaced) | exact s with a "
+          f"{DEFAULT_TIME_BUDGET_S:g} s budget (GPUs, unplaced, optimal, budget hit) | default s (solver)")
+    for s in speeds:
+        print(f"  {s['kind']:11} {s['gpus']:5} {s['replicas']:6} | {s['heuristic_s']:7.3f} ({s['heuristic_gpus']}, "
+              f"{s['heuristic_unplaced']}) | {s['exact_s']:7.3f} ({s['exact_gpus']}, {s['exact_unplaced']}, "
+              f"{s['exact_optimal']}, {s['exact_budget_hit']}) | {s['default_s']:7.3f} ({s['default_solver']})")
+    old = [r for r in rows if "old_spx" in r]
+    for r in old:
         r["old_best"] = min(r["old_spx"] if not r["old_spx_unplaced"] else 10**9,
                             r["old_cpx"] if not r["old_cpx_unplaced"] else 10**9)
         r["old_best_unplaced"] = 0 if r["old_best"] < 10**9 else 1
-    for kind in ("random", "adversarial", "mixed"):
-        print(f"{kind:12} gpus replicas heuristic exact old_spx(unpl) old_cpx(unpl)")
-        for r in rows:
-            if r["kind"] == kind:
-                print(f"{'':12} {r['gpus']:4} {r['replicas']:8} {r['heuristic']:9} {r['exact']:5} "
-                      f"{r['old_spx']:5}({r['old_spx_unplaced']}) {r['old_cpx']:5}({r['old_cpx_unplaced']})")
-    # speed
-    big_fleet = make_fleet(1000, rng)
-    big = demands_for(random_needs(2000, rng), rng, priorities=3)
-    heur_s, heur = timed(lambda: place(big_fleet, big))
-    models = [Demand(f"m{i}", need, rng.randint(1, 2), priority=rng.randrange(3))
-              for i, need in enumerate(random_needs(1000, rng))]
-    exact_s, exact = timed(lambda: place_exact(big_fleet, models, time_limit_s=time_limit))
-    heur2 = place(big_fleet, models)
-    mi300x = [r for r in rows if r["kind"] != "mixed"]
+    upto_1000 = [r for r in rows if r["gpus"] <= 1000]
+    proven = [r for r in upto_1000 if r["proven"]]
     result = {
-        "benchmark": "placement_mi300x",
+        "benchmark": "placement",
         "instances": len(rows),
-        "heuristic_over_optimum_mi300x": ratios([r for r in rows if r["kind"] != "mixed"], "heuristic"),
-        "heuristic_over_optimum_random": ratios([r for r in rows if r["kind"] == "random"], "heuristic"),
-        "heuristic_over_optimum_adversarial": ratios([r for r in rows if r["kind"] == "adversarial"], "heuristic"),
-        "heuristic_over_optimum_mixed_models": ratios([r for r in rows if r["kind"] == "mixed"], "heuristic"),
-        "heuristic_unplaced_more_than_exact": sum(r["heuristic_unplaced"] > r["exact_unplaced"] for r in rows),
-        "old_spx_over_optimum": ratios(mi300x, "old_spx", "old_spx_unplaced"),
-        "old_cpx_over_optimum": ratios(mi300x, "old_cpx", "old_cpx_unplaced"),
-        "old_best_over_optimum": ratios(mi300x, "old_best", "old_best_unplaced"),
-        "old_rule_instances_with_unplaced": sum(r["old_best_unplaced"] for r in mi300x),
-        "heuristic_1000gpus_2000replicas_s": round(heur_s, 3),
-        "heuristic_1000gpus_2000replicas_gpus_used": heur.gpus_used,
-        "exact_1000models_s": round(exact_s, 3),
-        "exact_1000models_replicas": sum(d.replicas for d in models),
-        "exact_1000models_gpus_used": exact.gpus_used,
-        "heuristic_1000models_gpus_used": heur2.gpus_used,
+        "exact_time_budget_s": DEFAULT_TIME_BUDGET_S,
+        **{f"heuristic_over_optimum_{kind}": ratios([r for r in rows if r["kind"] == kind], "heuristic") for kind in KINDS},
+        **{f"default_over_optimum_{kind}": ratios([r for r in rows if r["kind"] == kind], "default") for kind in KINDS},
+        "gpus_by_family": {kind: {"heuristic": sum(r["heuristic"] for r in rows if r["kind"] == kind),
+                                  "default": sum(r["default"] for r in rows if r["kind"] == kind),
+                                  "optimum": sum(r["optimum"] for r in rows if r["kind"] == kind)} for kind in KINDS},
+        "default_optimal_gpus": f"{sum(r['default'] == r['optimum'] and r['default_unplaced'] == r['optimum_unplaced'] for r in proven)}"
+                                f"/{len(proven)}",
+        "default_is_optimum": f"{sum(r['default_is_optimum'] for r in proven)}/{len(proven)}",
+        "optimum_unproven": sum(not r["proven"] for r in upto_1000),
+        "budget_hit": f"{sum(r['budget_hit'] for r in rows)}/{len(rows)}",
+        "heuristic_answered": sum(r["solver"] == "heuristic" for r in rows),
+        "heuristic_unplaced_more_than_optimum": sum(r["heuristic_unplaced"] > r["optimum_unplaced"] for r in rows),
+        "old_spx_over_optimum": ratios(old, "old_spx", "old_spx_unplaced"),
+        "old_cpx_over_optimum": ratios(old, "old_cpx", "old_cpx_unplaced"),
+        "old_best_over_optimum": ratios(old, "old_best", "old_best_unplaced"),
+        "old_rule_instances_with_unplaced": sum(r["old_best_unplaced"] for r in old),
+        "speed": speeds,
+        "speed_exact_budget_hit": f"{sum(s['exact_budget_hit'] for s in speeds)}/{len(speeds)}",
         "quick": args.quick,
     }
-    print(f"heuristic 1000 GPUs x 2000 replicas: {heur_s:.3f} s; exact 1000 models: {exact_s:.3f} s")
     print(json.dumps(result))
 
 

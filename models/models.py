@@ -7,13 +7,37 @@ profiles, its results so they can be filtered and listed cheaply. Profiles are r
 
 from __future__ import annotations
 
+import math
+
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import BaseValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from models.sizing import replica_gb_per_gpu
 from partitions.geometry import GPU_MODELS, SPECS
+
+# Upper bounds of the catalog's numbers: far above any published model (the largest context in
+# the catalog is 10M tokens, the most layers 126, the largest model 1T parameters), low enough
+# that sizing arithmetic and the database's integer columns cannot overflow. The API and admin
+# refuse values above them, and the OpenAPI schema states them.
+MAX_CONTEXT_TOKENS = 2**27  # 134,217,728
+MAX_LAYERS = 1024
+MAX_HEADS = 1024
+MAX_HEAD_DIM = 4096
+MAX_KV_LORA_RANK = 65536
+MAX_PARAMS_B = 100_000.0  # 100 T parameters
+MAX_CONCURRENT_SEQUENCES = 65536
+
+
+def validate_finite(value: float) -> None:
+    """NaN passes every comparison (and SQLite stores it as NULL): refuse it, and infinity."""
+    if value is not None and not math.isfinite(value):
+        raise ValidationError("Enter a finite number.", code="finite")
+
+
+def _at_most(limit: float) -> list[BaseValidator]:
+    return [MinValueValidator(1), MaxValueValidator(limit)]
 
 
 class Precision(models.Model):
@@ -68,31 +92,34 @@ class InferenceModel(models.Model):
     architecture = models.CharField(max_length=8, choices=Architecture.choices, default=Architecture.DENSE)
     modality = models.CharField(max_length=40, default="text")
     total_params_b = models.FloatField(
-        "total parameters (billions)", validators=[MinValueValidator(0.001)]
+        "total parameters (billions)",
+        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B)],
     )
     active_params_b = models.FloatField(
         "active parameters (billions)",
         null=True,
         blank=True,
-        validators=[MinValueValidator(0.001)],
+        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B)],
         help_text="Mixture-of-experts models only; all weights stay resident regardless.",
     )
     context_length = models.PositiveIntegerField(
-        "maximum context (tokens)", validators=[MinValueValidator(1)]
+        "maximum context (tokens)", validators=_at_most(MAX_CONTEXT_TOKENS)
     )
-    num_layers = models.PositiveIntegerField(validators=[MinValueValidator(1)])
-    num_attention_heads = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    num_layers = models.PositiveIntegerField(validators=_at_most(MAX_LAYERS))
+    num_attention_heads = models.PositiveIntegerField(null=True, blank=True, validators=_at_most(MAX_HEADS))
     attention = models.CharField(max_length=4, choices=Attention.choices, default=Attention.GQA)
-    num_kv_heads = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    head_dim = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    kv_lora_rank = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
-    qk_rope_head_dim = models.PositiveIntegerField(null=True, blank=True, validators=[MinValueValidator(1)])
+    num_kv_heads = models.PositiveIntegerField(null=True, blank=True, validators=_at_most(MAX_HEADS))
+    head_dim = models.PositiveIntegerField(null=True, blank=True, validators=_at_most(MAX_HEAD_DIM))
+    kv_lora_rank = models.PositiveIntegerField(null=True, blank=True, validators=_at_most(MAX_KV_LORA_RANK))
+    qk_rope_head_dim = models.PositiveIntegerField(null=True, blank=True, validators=_at_most(MAX_HEAD_DIM))
     native_precision = models.CharField(
         max_length=16, blank=True, help_text="Precision the published weights are in (e.g. fp8 for DeepSeek-V3)."
     )
     config_confidence = models.CharField(max_length=10, choices=Confidence.choices, default=Confidence.MANUAL)
     notes = models.TextField(blank=True)
-    precisions = models.ManyToManyField(Precision, through="ModelPrecision", related_name="models")
+    precisions: models.ManyToManyField[Precision, ModelPrecision] = models.ManyToManyField(
+        Precision, through="ModelPrecision", related_name="models"
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = InferenceModelQuerySet.as_manager()
@@ -184,8 +211,8 @@ class ModelProfile(models.Model):
     model = models.ForeignKey(InferenceModel, on_delete=models.CASCADE, related_name="profiles")
     precision = models.ForeignKey(Precision, on_delete=models.PROTECT, related_name="profiles")
     gpu_model = models.CharField("GPU model", max_length=16, choices=GPU_MODEL_CHOICES)
-    context_tokens = models.PositiveIntegerField(default=8192, validators=[MinValueValidator(1)])
-    concurrent_sequences = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    context_tokens = models.PositiveIntegerField(default=8192, validators=_at_most(MAX_CONTEXT_TOKENS))
+    concurrent_sequences = models.PositiveIntegerField(default=1, validators=_at_most(MAX_CONCURRENT_SEQUENCES))
 
     weights_gb = models.FloatField(editable=False, default=0)
     kv_cache_gb = models.FloatField(editable=False, default=0)

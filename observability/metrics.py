@@ -52,11 +52,14 @@ from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger(__name__)
 
+from aimconsole.access import metrics_access_required
 from aimconsole.counters import (
-    MAX_MODEL_LABEL, OPERATION_BUCKETS, OPERATION_KINDS, OPERATION_RESULTS, PLACEMENT_KEY, PLACEMENT_REASONS,
-    PLACEMENT_RESULTS, PLACEMENT_SOURCES, REQUEST_BUCKETS, REQUEST_RESULTS, REQUESTS_KEY, DEPLOYMENT_STATES,
-    GPU_HEALTH_STATES, OPERATION_ACTIVE_STATES, GIB, MIB, SEP, redis_client,
+    MAX_MODEL_LABEL, OPERATION_BUCKETS, OPERATION_KINDS, OPERATION_RESULTS, PLACEMENT_REASONS,
+    PLACEMENT_RESULTS, PLACEMENT_SOURCES, REQUEST_BUCKETS, REQUEST_RESULTS,
+    GPU_HEALTH_STATES, OPERATION_ACTIVE_STATES, GIB, MIB, SEP, placement_key, redis_client, requests_key,
 )
+from models.sizing import replica_gb_per_gpu
+from serving.models import Deployment
 
 # --- gathering (the scrape path's I/O) ----------------------------------------------------------
 
@@ -100,7 +103,6 @@ def gather(client: redis.Redis | None = None) -> Gathered:
     """Read what one scrape needs: 5 database queries and one Redis pipeline."""
     from partitions.telemetry_store import snapshot_key
     from partitions.models import GPU, Node, Partition
-    from serving.models import Deployment
 
     data = Gathered(now=time.time())
     data.nodes = list(Node.objects.order_by("name").values_list(
@@ -121,8 +123,8 @@ def gather(client: redis.Redis | None = None) -> Gathered:
         pipe = client.pipeline(transaction=False)
         if names:
             pipe.mget([snapshot_key(name) for name in names])
-        pipe.hgetall(PLACEMENT_KEY)
-        pipe.hgetall(REQUESTS_KEY)
+        pipe.hgetall(placement_key())
+        pipe.hgetall(requests_key())
         results = pipe.execute()
         raws = results.pop(0) if names else []
         import json
@@ -243,8 +245,8 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
         part_info.add_metric(labels + [str(logical), gpu_modes.get((node_id, gpu_index), "")], 1.0)
         if memory_gb:
             part_total.add_metric(labels, float(memory_gb) * GIB)
-        if state in ("scheduled", "running", "pending") and model:
-            need = (per_gpu_gb or required_gb) if (gpus_needed or 1) > 1 else required_gb
+        if state in Deployment.ACTIVE_STATES and model:
+            need = replica_gb_per_gpu(required_gb or 0.0, gpus_needed or 1, per_gpu_gb or 0.0)
             part_reserved.add_metric(labels + [model], float(need or 0.0) * GIB)
 
     for name, flag in nodes.values():
@@ -294,16 +296,16 @@ def _deployment_families(data: Gathered) -> Iterator[Metric]:
         counts[(model, row["state"])] = (row["n"], row["replicas"] or 0)
     per_model: dict[str, list[float]] = {}
     for _n, _g, _i, _l, _m, state, model, required_gb, per_gpu_gb, gpus_needed, started_at in data.partitions:
-        if model is None or state not in ("pending", "scheduled", "running"):
+        if model is None or state not in Deployment.ACTIVE_STATES:
             continue
         models.add(model)
-        need = (per_gpu_gb or required_gb) if (gpus_needed or 1) > 1 else required_gb
+        need = replica_gb_per_gpu(required_gb or 0.0, gpus_needed or 1, per_gpu_gb or 0.0)
         acc = per_model.setdefault(model, [0, 0, 0.0])
         acc[0] += 1
         acc[1] += 1 if started_at is not None else 0
         acc[2] += float(need or 0.0) * GIB
     for model in sorted(models):
-        for state in DEPLOYMENT_STATES:
+        for state in Deployment.State.values:
             n, r = counts.get((model, state), (0, 0))
             deployments.add_metric([model, state], float(n))
             replicas.add_metric([model, state], float(r))
@@ -405,43 +407,12 @@ REGISTRY.register(ConsoleCollector())
 
 # --- the view -------------------------------------------------------------------------------------
 
-def _allowed_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    return [ipaddress.ip_network(c, strict=False) for c in getattr(settings, "METRICS_ALLOWED_CIDRS", ())]
-
-
-def authorized(request: HttpRequest) -> tuple[bool, int]:
-    """(allowed, status if not): a bearer token equal to ``AIM_METRICS_TOKEN``, a client
-    address in ``AIM_METRICS_ALLOWED_CIDRS`` (REMOTE_ADDR; proxies' headers are ignored), or
-    a signed-in console user holding a role (viewer, operator, admin)."""
-    token = getattr(settings, "METRICS_TOKEN", "")
-    header = request.headers.get("Authorization", "")
-    if token and header.startswith("Bearer ") and hmac.compare_digest(header[7:].strip().encode(), token.encode()):
-        return True, 200
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        address = None
-    if address is not None and any(address in net for net in _allowed_networks()):
-        return True, 200
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        from aimconsole.roles import user_role
-
-        if user_role(user) is not None:
-            return True, 200
-    return False, 401 if (token and not header) else 403
-
-
 @require_GET
 @login_not_required
+@metrics_access_required
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """``/metrics``: Prometheus text format (see the module doc and deploy/README.md)."""
-    ok, status = authorized(request)
-    if not ok:
-        response = HttpResponse("metrics: not authorized\n", status=status, content_type="text/plain")
-        if status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="aim-metrics"'
-        return response
+    """``/metrics``: Prometheus text format (see the module doc and deploy/README.md); who may
+    read it is decided in aimconsole/access.py."""
     response = HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response

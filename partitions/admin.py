@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from aimconsole.admin import AuditedModelAdmin
 from partitions.models import GPU, Node, Partition
 
 _HARDWARE_GPU_FIELDS = (
@@ -39,7 +40,7 @@ class PartitionInline(admin.TabularInline):
 
 
 @admin.register(GPU)
-class GPUAdmin(admin.ModelAdmin):
+class GPUAdmin(AuditedModelAdmin):  # health/schedulable edits write audit rows
     list_display = ("__str__", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable")
     list_filter = ("gpu_model", "compute_mode", "memory_mode", "health", "schedulable", "node__emulated")
     search_fields = ("node__name", "bdf", "uuid")

@@ -1,7 +1,14 @@
-"""The node agent's background loops: heartbeat, telemetry sampler, operation sweeper.
+"""The node agent's background loops: heartbeat, telemetry sampler, operation sweeper,
+reconciliation sync.
 
-``manage.py run_agent --node NAME`` starts these threads, then a Celery worker consuming
-``node.<NAME>`` (reconfigurations, inventory sync) in the foreground.
+``manage.py run_agent --node NAME`` takes the node's lease (one agent per node,
+partitions/services/agent_lease.py), starts these threads, then a Celery worker consuming
+``node.<NAME>`` (reconfigurations, inventory sync) in the foreground. The heartbeat renews the
+lease; if it finds the lease taken over, the agent stops (``on_lease_lost``).
+
+Every AGENT_RECONCILE_S (60 s) the reconciliation loop queues a sync of the node's inventory
+from the hardware on the node's own queue (partitions/services/reconciliation.py), so a
+database that fell behind the hardware is corrected and the correction recorded.
 
 The sweeper also reconciles workloads (``partitions.workloads``; model deployments plug in
 there): the node runs exactly what the database says.
@@ -20,15 +27,18 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from partitions import events, telemetry, workloads
+from partitions import dispatch, events, telemetry, workloads
 from partitions.models import Node, Partition
+from partitions.services.agent_lease import NodeLease, renew_node_lease
+from partitions.services.reconciliation import reconcile_interval_s
 from partitions.telemetry import PartitionRef
 from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
 
@@ -48,13 +58,15 @@ class Loop(threading.Thread):
     """A daemon thread calling ``body`` every ``interval`` seconds until stopped; errors are
     logged and the loop goes on (the agent must outlive a Redis or database outage)."""
 
-    def __init__(self, name: str, interval: float, body: Callable[[], None]) -> None:
+    def __init__(self, name: str, interval: float, body: Callable[[], None], *, first_after: float = 0.0) -> None:
         super().__init__(name=name, daemon=True)
         self.interval = interval
         self.body = body
+        self.first_after = first_after
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        self.stopped.wait(self.first_after)
         while not self.stopped.is_set():
             started = time.monotonic()
             try:
@@ -71,10 +83,17 @@ class Loop(threading.Thread):
 
 
 class Agent:
-    """Heartbeat, sampler and sweeper for one node."""
+    """Heartbeat, sampler, sweeper and reconciliation for one node.
 
-    def __init__(self, node_name: str) -> None:
+    ``lease``: the node lease ``run_agent`` took; the heartbeat renews it and calls
+    ``on_lease_lost`` (once) when another agent took the node over."""
+
+    def __init__(self, node_name: str, *, lease: NodeLease | None = None,
+                 on_lease_lost: Callable[[], None] | None = None) -> None:
         self.node_name = node_name
+        self.lease = lease
+        self.lease_lost = False
+        self.on_lease_lost = on_lease_lost
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
         self._backend: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -82,13 +101,30 @@ class Agent:
             Loop(f"heartbeat-{node_name}", settings.AGENT_HEARTBEAT_S, self.heartbeat),
             Loop(f"telemetry-{node_name}", settings.TELEMETRY_INTERVAL_S, self.sample),
             Loop(f"sweeper-{node_name}", settings.AGENT_SWEEP_S, self.sweep),
+            # The agent syncs once at start: the first reconciliation is due one interval later.
+            Loop(f"reconcile-{node_name}", reconcile_interval_s(), self.reconcile, first_after=reconcile_interval_s()),
         ]
 
     def node(self) -> Node:
         return Node.objects.get(name=self.node_name)
 
     def heartbeat(self) -> None:
-        Node.objects.filter(name=self.node_name).update(agent_heartbeat_at=timezone.now())
+        """Record that the agent is alive; with a lease, renew it (fenced: a lease another
+        agent took over is never renewed, and this agent stops)."""
+        if self.lease is None:
+            Node.objects.filter(name=self.node_name).update(agent_heartbeat_at=timezone.now())
+            return
+        if self.lease_lost or renew_node_lease(self.lease, heartbeat=True):
+            return
+        self.lease_lost = True
+        log.critical("agent %s lost node %s's lease (token %s) to another agent; stopping",
+                     self.lease.holder, self.node_name, self.lease.token)
+        if self.on_lease_lost is not None:
+            self.on_lease_lost()
+
+    def reconcile(self) -> None:
+        """Queue the reconciliation sync behind the node's operations."""
+        dispatch.send_reconcile(self.node_name)
 
     def sample(self) -> None:
         from partitions.services import backend_for
@@ -110,13 +146,16 @@ class Agent:
         workloads.after_sample(node=node, interval_s=settings.TELEMETRY_INTERVAL_S)
 
     def sweep(self) -> None:
-        """Re-send lost operation messages, then make the node's workloads match the database."""
+        """Re-send lost operation and health-check messages, then make the node's workloads
+        match the database."""
+        from partitions.services.health import resend_health_checks
         from partitions.services.reconfiguration import sweep_reconfigurations
 
         node = self.node()
         sent = sweep_reconfigurations(node=node)
         if sent:
             log.info("re-sent reconfigurations %s", sent)
+        resend_health_checks(node=node, older_than_s=max(settings.RECONFIGURATION_RESEND_AFTER_S, 60.0))
         workloads.reconcile(node=node)
 
     def start(self) -> None:

@@ -1,8 +1,12 @@
 """GPU geometry: what each AMD Instinct model can be partitioned into.
 
-Pure Python (no Django). Every figure comes from docs/hardware/amd-smi.md (section 9);
-figures that the reference calls inferred, nominal or unobserved carry ``estimated=True``
-and a note, so the UI and API can say so.
+Pure Python (no Django). Every figure comes from docs/hardware/amd-smi.md (section 9, with the
+sources of section 13); figures that the reference calls inferred, nominal or unobserved carry
+``estimated=True`` and a note, so the UI and API can say so. Every (compute, memory) pair also
+has a :class:`Validation` status: AMD-validated, driver-allowed (the amdgpu driver accepts it,
+AMD does not list it as validated), estimated (inferred), conditional (only where the hardware
+reports it) or reported (not in this table at all, accepted because the hardware's
+``memory_partition_caps`` list it).
 
 Units: memory in GiB (2**30 bytes). A GPU sold as "192 GB" has 192 GiB of HBM; amd-smi
 reports it as 196592 MB where its "MB" is MiB (bytes // 2**20).
@@ -16,9 +20,10 @@ Vocabulary:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterable, Mapping
+from typing import Any
 
 
 class ComputeMode(StrEnum):
@@ -35,6 +40,34 @@ class MemoryMode(StrEnum):
     NPS4 = "NPS4"
     NPS8 = "NPS8"
 
+
+class Validation(StrEnum):
+    """How far a (compute, memory) pair is vouched for on one GPU model."""
+
+    VALIDATED = "validated"
+    """AMD documents the pair as supported on this model."""
+    DRIVER_ALLOWED = "driver_allowed"
+    """The amdgpu driver accepts it; AMD does not (or no longer) list it as validated."""
+    ESTIMATED = "estimated"
+    """Inferred (copied from a sibling model or derived from the driver's rules), not observed."""
+    CONDITIONAL = "conditional"
+    """Firmware/version dependent: usable only where the hardware's caps list it."""
+    REPORTED = "reported"
+    """Not in this table; accepted because the hardware's memory_partition_caps report it."""
+
+    @property
+    def label(self) -> str:
+        """The words the UI and API show."""
+        return _VALIDATION_LABELS[self]
+
+
+_VALIDATION_LABELS = {
+    Validation.VALIDATED: "AMD-validated",
+    Validation.DRIVER_ALLOWED: "driver-allowed, not AMD-validated",
+    Validation.ESTIMATED: "estimated",
+    Validation.CONDITIONAL: "conditional: only where the hardware reports it",
+    Validation.REPORTED: "reported by hardware, not in the geometry table",
+}
 
 # Partitions per GPU for each compute mode, except CPX which is one per XCD.
 _FIXED_COUNTS = {ComputeMode.SPX: 1, ComputeMode.DPX: 2, ComputeMode.TPX: 3, ComputeMode.QPX: 4}
@@ -78,6 +111,7 @@ class PartitionLayout:
     """Nominal memory per partition (GiB): the GPU's HBM divided evenly among partitions."""
     estimated: bool
     note: str = ""
+    validation: Validation = Validation.VALIDATED
 
     @property
     def total_memory_gb(self) -> float:
@@ -113,6 +147,13 @@ class GpuSpec:
     estimated_fields: tuple[str, ...] = ()
     """Fields (or "partition_memory") that the reference calls inferred or nominal."""
     notes: str = ""
+    pair_status: Mapping[tuple[ComputeMode, MemoryMode], Validation] = field(default_factory=dict)
+    """Validation status of valid pairs that are not simply AMD-validated."""
+    pair_notes: Mapping[tuple[ComputeMode, MemoryMode], str] = field(default_factory=dict)
+    """Why a pair has its status (source, in words)."""
+    in_catalog: bool = True
+    """Whether the model catalog sizes profiles for this GPU (GPU_MODELS). The catalog's
+    database constraint lists those models: adding one needs a catalog migration first."""
 
     @property
     def default_pair(self) -> tuple[ComputeMode, MemoryMode]:
@@ -127,6 +168,38 @@ class GpuSpec:
             )
         return self.xcds if compute is ComputeMode.CPX else _FIXED_COUNTS[compute]
 
+    def validation(self, compute: ComputeMode | str, memory: MemoryMode | str) -> Validation | None:
+        """Status of a pair of this table (None: not in the table)."""
+        pair = (ComputeMode(str(compute).upper()), MemoryMode(str(memory).upper()))
+        if pair in self.valid_pairs:
+            if pair in self.pair_status:
+                return self.pair_status[pair]
+            return Validation.ESTIMATED if "valid_pairs" in self.estimated_fields else Validation.VALIDATED
+        if pair in self.conditional_pairs:
+            return Validation.CONDITIONAL
+        return None
+
+    def compute_after_reload(self, memory: MemoryMode | str) -> ComputeMode:
+        """Compute mode amdgpu picks after a driver (re)load in ``memory`` mode.
+
+        The kernel's auto mode (aqua_vanjaram.c ``__aqua_vanjaram_get_auto_mode``): one memory
+        partition -> SPX; as many as XCCs -> CPX; half as many -> CPX (TPX on an APU); two ->
+        DPX. Anything else the driver cannot pick; the model's default then.
+        """
+        nps = int(MemoryMode(str(memory).upper())[3:])
+        if nps == 1:
+            picked = ComputeMode.SPX
+        elif nps == self.xcds:
+            picked = ComputeMode.CPX
+        elif nps == self.xcds // 2:
+            picked = ComputeMode.TPX if self.apu else ComputeMode.CPX
+        elif nps == 2 and not self.apu:
+            picked = ComputeMode.DPX
+        else:
+            return self.default_pair[0]
+        return picked if picked in self.compute_modes else self.default_pair[0]
+
+
     def pairs_for_rocm(self, rocm: tuple[int, ...]) -> tuple[tuple[ComputeMode, MemoryMode], ...]:
         """Validated pairs plus the conditional ones this ROCm version enables for everyone."""
         extra = tuple(pair for pair, version in self.min_rocm.items() if tuple(rocm[:2]) >= version)
@@ -136,17 +209,17 @@ class GpuSpec:
         self, caps: Mapping[str, Iterable[str]] | None = None
     ) -> tuple[tuple[ComputeMode, MemoryMode], ...]:
         """Valid pairs; with ``caps`` (compute mode -> memory modes, as read from
-        ``amd-smi partition --accelerator``) the hardware's own list decides, limited to
-        pairs this model can run at all (validated or conditional)."""
+        ``amd-smi partition --accelerator``; see :func:`reported_caps`) the hardware's own list
+        decides: the table's pairs it reports, in table order, then the pairs it reports that
+        the table lacks (status REPORTED), for compute modes this model has. A compute mode the
+        model does not have cannot be laid out (its partition count is unknown) and is ignored."""
         if caps is None:
             return self.valid_pairs
+        reported = _caps_pairs(caps)
         known = list(self.valid_pairs) + list(self.conditional_pairs)
-        reported = {
-            (ComputeMode(c.rstrip("*").strip()), MemoryMode(m.strip()))
-            for c, mems in caps.items()
-            for m in mems
-        }
-        return tuple(pair for pair in known if pair in reported)
+        extra = sorted((pair for pair in reported if pair not in known and pair[0] in self.compute_modes),
+                       key=lambda p: (list(ComputeMode).index(p[0]), list(MemoryMode).index(p[1])))
+        return tuple(pair for pair in known if pair in reported) + tuple(extra)
 
     def layout(
         self,
@@ -166,9 +239,14 @@ class GpuSpec:
         if pair not in valid:
             raise InvalidPartitionMode(self.model, pair[0], pair[1], valid)
         compute_mode, memory_mode = pair
+        status = self.validation(compute_mode, memory_mode) or Validation.REPORTED
         count = self.partition_count(compute_mode)
-        estimated = "partition_memory" in self.estimated_fields
-        note = self.conditional_pairs.get(pair, "")
+        if status is Validation.REPORTED:
+            note = (f"{compute_mode}+{memory_mode} reported by hardware (memory_partition_caps); "
+                    f"not in the geometry table for {self.model}")
+        else:
+            note = self.conditional_pairs.get(pair, "") or self.pair_notes.get(pair, "")
+        estimated = "partition_memory" in self.estimated_fields or status is Validation.ESTIMATED
         if estimated:
             note = "; ".join(filter(None, [note, self.notes]))
         return PartitionLayout(
@@ -181,6 +259,7 @@ class GpuSpec:
             memory_gb=self.smallest_partition_gb(compute_mode),
             estimated=estimated,
             note=note,
+            validation=status,
         )
 
     def layouts(self) -> list[PartitionLayout]:
@@ -210,16 +289,22 @@ _MI300_PAIRS = (
 _MI300_CONDITIONAL = {
     (C.DPX, M.NPS2): "firmware-dependent: only where memory_partition_caps list NPS2 for DPX",
 }
+_MI325_STATUS = {pair: Validation.ESTIMATED for pair in _MI300_PAIRS if pair[0] is not C.SPX}
+_MI325_NOTES = {pair: "copied from MI300X; AMD documents no MI325X partition table" for pair in _MI325_STATUS}
 _MI350_PAIRS = (
     (C.SPX, M.NPS1),
     (C.DPX, M.NPS1),
     (C.DPX, M.NPS2),
     (C.QPX, M.NPS1),
+    (C.QPX, M.NPS2),
     (C.CPX, M.NPS1),
+    (C.CPX, M.NPS2),
 )
-_MI350_CONDITIONAL = {
-    (C.QPX, M.NPS2): "ROCm 7.13 or newer",
-}
+# amd-gfx "drm/amdgpu: Update supported modes for GC v9.5.0" (Lijo Lazar, July 2025; Linux 6.17,
+# stable): __aqua_vanjaram_get_px_mode_info adds NPS2 to the compatible modes of QPX and CPX.
+_GC950_NOTE = "amdgpu 'Update supported modes for GC v9.5.0' (Linux 6.17): driver-allowed, not AMD-validated"
+_MI350_STATUS = {(C.QPX, M.NPS2): Validation.DRIVER_ALLOWED, (C.CPX, M.NPS2): Validation.DRIVER_ALLOWED}
+_MI350_NOTES = {pair: _GC950_NOTE for pair in _MI350_STATUS}
 
 SPECS: dict[str, GpuSpec] = {
     spec.model: spec
@@ -251,7 +336,9 @@ SPECS: dict[str, GpuSpec] = {
             valid_pairs=_MI300_PAIRS,
             conditional_pairs=_MI300_CONDITIONAL,
             estimated_fields=("vram_mb_reported",),
-            notes="amd-smi VRAM total for MI325X not observed",
+            notes="amd-smi VRAM total for MI325X not observed; non-SPX pairs copied from MI300X",
+            pair_status=_MI325_STATUS,
+            pair_notes=_MI325_NOTES,
         ),
         GpuSpec(
             model="MI300A",
@@ -269,6 +356,8 @@ SPECS: dict[str, GpuSpec] = {
             partition_memory_gb={C.TPX: 32.0, C.CPX: 16.0},
             apu=True,
             memory_switchable=False,
+            pair_status={(C.TPX, M.NPS1): Validation.DRIVER_ALLOWED},
+            pair_notes={(C.TPX, M.NPS1): "the driver allows TPX on 6 XCCs; AMD no longer lists it as validated"},
             estimated_fields=("partition_memory",),
             notes=(
                 "APU memory is shared with the CPU: per-partition memory is nominal "
@@ -300,8 +389,8 @@ SPECS: dict[str, GpuSpec] = {
             compute_modes=(C.SPX, C.DPX, C.QPX, C.CPX),
             memory_modes=(M.NPS1, M.NPS2),
             valid_pairs=_MI350_PAIRS,
-            conditional_pairs=_MI350_CONDITIONAL,
-            min_rocm={(C.QPX, M.NPS2): (7, 13)},
+            pair_status=_MI350_STATUS,
+            pair_notes=_MI350_NOTES,
             estimated_fields=("partition_memory", "vram_mb_reported"),
             notes="MI350-series memory per partition is nominal (288/N); not observed on hardware",
         ),
@@ -316,15 +405,76 @@ SPECS: dict[str, GpuSpec] = {
             compute_modes=(C.SPX, C.DPX, C.QPX, C.CPX),
             memory_modes=(M.NPS1, M.NPS2),
             valid_pairs=_MI350_PAIRS,
-            conditional_pairs=_MI350_CONDITIONAL,
-            min_rocm={(C.QPX, M.NPS2): (7, 13)},
+            pair_status=_MI350_STATUS,
+            pair_notes=_MI350_NOTES,
             estimated_fields=("partition_memory", "vram_mb_reported"),
             notes="MI350-series memory per partition is nominal (288/N); not observed on hardware",
+        ),
+        # ROCm docs "AMD Instinct MI350 Series microarchitecture": PCIe card, four XCDs (128 CUs),
+        # one IOD with four HBM3E stacks (144 GB), "up to four compute partitions and a single
+        # (NPS1) memory partition". The driver offers SPX/DPX/CPX on four XCCs (QPX needs two
+        # XCCs per partition). PCI device id: not found in a public source.
+        GpuSpec(
+            model="MI350P",
+            memory_gb=144,
+            memory_type="HBM3E",
+            xcds=4,
+            cus=128,
+            gfx_target="gfx950",
+            pci_device_id="",
+            compute_modes=(C.SPX, C.DPX, C.CPX),
+            memory_modes=(M.NPS1,),
+            valid_pairs=((C.SPX, M.NPS1), (C.DPX, M.NPS1), (C.CPX, M.NPS1)),
+            pair_status={(C.DPX, M.NPS1): Validation.DRIVER_ALLOWED},
+            pair_notes={(C.DPX, M.NPS1): "the driver offers DPX on four XCCs; AMD documents 1 or 4 partitions"},
+            memory_switchable=False,
+            estimated_fields=("partition_memory", "vram_mb_reported", "pci_device_id"),
+            notes="MI350P memory per partition is nominal (144/N); not observed on hardware",
+            in_catalog=False,  # until the catalog's migration admits it (profile_gpu_model_known)
         ),
     )
 }
 
-GPU_MODELS: tuple[str, ...] = tuple(SPECS)
+GPU_MODELS: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if spec.in_catalog)
+"""The models the catalog sizes profiles for (every model of SPECS once the catalog admits it)."""
+
+
+def _caps_pairs(caps: Mapping[str, Iterable[str]]) -> set[tuple[ComputeMode, MemoryMode]]:
+    pairs = set()
+    for compute, memories in caps.items():
+        try:
+            c = ComputeMode(str(compute).rstrip("*").strip().upper())
+        except ValueError:
+            continue
+        for memory in memories:
+            try:
+                pairs.add((c, MemoryMode(str(memory).strip().upper())))
+            except ValueError:
+                continue
+    return pairs
+
+
+def reported_caps(profiles: Iterable[Any] | None) -> dict[str, tuple[str, ...]] | None:
+    """``memory_partition_caps`` per compute mode as the hardware reported them, for
+    :meth:`GpuSpec.allowed_pairs` and :meth:`GpuSpec.layout` (the one place that reads them).
+
+    ``profiles``: accelerator profiles as the backend returns them (objects with
+    ``accelerator_type`` and ``memory_caps``) or as stored on a GPU row (dicts with those keys).
+    Profiles that report no caps (empty, "N/A": non-root, or firmware that does not say) are
+    left out; when none reports any, the answer is None, meaning "use the geometry table".
+    """
+    caps: dict[str, tuple[str, ...]] = {}
+    for profile in profiles or ():
+        if isinstance(profile, Mapping):
+            kind, memories = profile.get("accelerator_type"), profile.get("memory_caps")
+        else:
+            kind, memories = getattr(profile, "accelerator_type", None), getattr(profile, "memory_caps", None)
+        if not kind:
+            continue
+        valid = tuple(str(m).strip().upper() for m in (memories or ()) if str(m).strip().upper() in MemoryMode.__members__)
+        if valid:
+            caps[str(kind).rstrip("*").strip().upper()] = valid
+    return caps or None
 
 
 def get_spec(model: str) -> GpuSpec:

@@ -62,6 +62,15 @@ class Node(models.Model):
     layout_problem = models.TextField(
         blank=True, help_text="Why the node's GPUs are not in a valid layout (e.g. mixed NPS after a partial change); the node is not schedulable while set."
     )
+    # One agent per node: the agent takes this lease at start and renews it with every
+    # heartbeat; the token only ever goes up, so a stale holder's checks fail (fencing).
+    agent_lease_holder = models.CharField(max_length=200, blank=True, help_text="host:pid of the agent holding the node.")
+    agent_lease_token = models.PositiveBigIntegerField(default=0)
+    agent_lease_expires_at = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True, help_text="Last reconciliation sync by the node's agent.")
+    reconcile_changes = models.JSONField(
+        default=list, blank=True, help_text="What the last reconciliation sync corrected in the inventory (empty: nothing)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = NodeQuerySet.as_manager()
@@ -107,6 +116,13 @@ class GPU(models.Model):
     health = models.CharField(max_length=10, choices=Health.choices, default=Health.UNKNOWN)
     health_reason = models.TextField(blank=True)
     schedulable = models.BooleanField(default=True)
+    pending_memory_mode = models.CharField(
+        max_length=4, choices=MEMORY_CHOICES, blank=True,
+        help_text="NPS mode armed in the hardware but not active until the next driver reload (when the backend reports it).",
+    )
+    health_check_requested_at = models.DateTimeField(
+        null=True, blank=True, help_text="An operator asked the agent to re-read the GPU and clear it if healthy; unset once checked."
+    )
 
     class Meta:
         ordering = ("node__name", "index")
@@ -195,6 +211,10 @@ class Reconfiguration(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     enqueued_at = models.DateTimeField(null=True, blank=True, help_text="Last time a message was sent to the node's queue.")
+    apply_deadline_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Set when an NPS change starts applying: until then the driver reload may still be running, so a resumed worker waits for the GPUs.",
+    )
     error_code = models.CharField(max_length=40, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,9 +1,9 @@
 """The telemetry store: the latest sample of each node, in Redis.
 
 Each node's agent writes its latest shaped sample (partitions/telemetry.py) under
-``aim:telemetry:<node>``; it expires after ``SNAPSHOT_TTL_S``, so a dead agent's data
-disappears rather than looking live. The API, the WebSocket consumers, the dashboard and the
-``/metrics`` collector read it here.
+``<prefix>telemetry:<node>`` (``aim:telemetry:<node>`` by default, see ``key_prefix``); it
+expires after ``SNAPSHOT_TTL_S``, so a dead agent's data disappears rather than looking live.
+The API, the WebSocket consumers, the dashboard and the ``/metrics`` collector read it here.
 """
 
 from __future__ import annotations
@@ -17,8 +17,17 @@ from django.conf import settings
 SNAPSHOT_TTL_S = 30
 
 
+def key_prefix() -> str:
+    """The prefix of the console's keys in Redis: setting ``REDIS_KEY_PREFIX`` (environment
+    ``AIM_REDIS_KEY_PREFIX``), ``aim:`` by default. Consoles, or tests, that share one Redis
+    each use their own and never read one another's snapshots. Read on every call, so a
+    changed setting applies at once."""
+    return str(settings.REDIS_KEY_PREFIX)
+
+
 def snapshot_key(node_name: str) -> str:
-    return f"aim:telemetry:{node_name}"
+    """Where the latest snapshot of ``node_name`` lives (``snapshot_key("*")``: a pattern for all)."""
+    return f"{key_prefix()}telemetry:{node_name}"
 
 
 def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:

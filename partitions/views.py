@@ -4,13 +4,17 @@ the workloads port (partitions/workloads.py)."""
 
 from __future__ import annotations
 
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 
 from partitions import workloads
 from partitions.geometry import ComputeMode
 from partitions.models import GPU, Node, Partition, Reconfiguration
+from partitions.services.health import request_health_check
+from partitions.services.reconfiguration import OperationInProgress
 
 
 def _can_operate(request: HttpRequest) -> bool:
@@ -19,9 +23,31 @@ def _can_operate(request: HttpRequest) -> bool:
 
 # --- fleet overview --------------------------------------------------------------------------
 
+def _mark_healthy(request: HttpRequest) -> HttpResponse:
+    """POST ``gpu=<id>`` from the fleet page: ask the node's agent to check the GPU and clear
+    its unhealthy mark (the same service and permission as the API's mark-healthy)."""
+    if not request.user.has_perm("partitions.change_gpu"):
+        raise PermissionDenied("Marking a GPU healthy needs the operator or admin role.")
+    raw = request.POST.get("gpu", "")
+    gpu = get_object_or_404(GPU.objects.select_related("node"), pk=int(raw) if raw.isdigit() and len(raw) < 10 else 0)
+    try:
+        request_health_check(gpu=gpu, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+    except OperationInProgress as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.info(request, f"{gpu}: health check sent to the node's agent; the mark is cleared only if the hardware "
+                               "reads at the expected layout (reload the page to see the result)")
+    return redirect(f"{request.path}#node-{gpu.node.name}")
+
+
 def fleet(request: HttpRequest) -> HttpResponse:
     """Every node → GPU → partition with the model on it; filters by node, GPU model, compute
-    mode and free capacity. A fixed number of queries whatever the fleet size."""
+    mode and free capacity. A fixed number of queries whatever the fleet size. POST: the
+    "mark healthy after check" button of an unhealthy GPU."""
+    if request.method == "POST":
+        return _mark_healthy(request)
     q = request.GET
     partitions = Partition.objects.order_by("index")
     gpus = GPU.objects.order_by("index").prefetch_related(Prefetch("partitions", queryset=partitions))
@@ -63,6 +89,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
             rows.append({"node": node, "gpus": shown, "operation": busy_node.get(node.pk)})
     return render(request, "partitions/fleet.html", {
         "rows": rows, "totals": totals, "filters": q, "can_operate": _can_operate(request),
+        "can_mark_healthy": request.user.has_perm("partitions.change_gpu"),
         "gpu_models": sorted({g for g in GPU.objects.values_list("gpu_model", flat=True).distinct() if g}),
         "compute_modes": [m.value for m in ComputeMode],
     })

@@ -26,6 +26,10 @@ class PlanError(ValueError):
     """A target or demand that cannot be planned; the message names the valid choices."""
 
 
+class PlanTimeout(PlanError):
+    """Planning ran past its deadline (``plan(deadline=...)``); nothing was planned."""
+
+
 @dataclass(frozen=True)
 class StepDurations:
     """Seconds per step. Defaults: a compute change is a single amd-smi call (~15 s with the
@@ -82,6 +86,9 @@ class Displaced:
     partition_index: int | None
     to: tuple[pl.Slot, ...] | None  # where it can go
     reason: str | None  # why it cannot (when ``to`` is None)
+    # ``to`` exists and is free now: the new copy starts first, the old one stops once it runs
+    # (else the old copy stops at the drain and the new one starts after the changes).
+    make_before_break: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,10 @@ class PlanResult:
     blast_radius: Mapping[str, tuple[int, ...]]  # node -> GPU indices whose partitions change
     durations: StepDurations
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    solver: pl.Solver = "heuristic"  # which placement solver answered (see placement.place)
+    solver_optimal: bool = False
+    solver_note: str = ""
+    excluded: tuple[pl.Excluded, ...] = ()  # nodes/GPUs placement left out, with the reason
 
     @property
     def ok(self) -> bool:
@@ -143,6 +154,9 @@ def _target_fleet(fleet: pl.Fleet, gpu_targets: Sequence[GpuTarget], node_target
             if name == node.name and index not in indices:
                 raise PlanError(f"{node.name} has no GPU {index}; GPUs: {sorted(indices)}")
         for gpu in node.gpus:
+            if target is None and (node.name, gpu.index) not in gpu_target:
+                gpus.append(gpu)  # untouched: placement uses it or leaves it out (bad data), never fails on it
+                continue
             spec = get_spec(gpu.gpu_model)
             allowed = spec.allowed_pairs(gpu.caps)
             wanted = gpu.compute_mode
@@ -150,6 +164,11 @@ def _target_fleet(fleet: pl.Fleet, gpu_targets: Sequence[GpuTarget], node_target
             if target is not None and memory != node.memory_mode:
                 reason = "memory mode change"
                 wanted = (target.compute_mode or gpu.compute_mode).upper()
+            elif target is not None and target.compute_mode:
+                # The node already runs this memory mode: no NPS change and no driver reload,
+                # only compute-mode changes on the GPUs not in it yet (as the request service does).
+                reason = "requested"
+                wanted = target.compute_mode.upper()
             if (node.name, gpu.index) in gpu_target:
                 wanted = gpu_target[(node.name, gpu.index)].compute_mode.upper()
                 reason = "requested"
@@ -191,8 +210,12 @@ def plan(
     node_targets: Sequence[NodeTarget] = (),
     demands: Sequence[pl.Demand] = (),
     durations: StepDurations = StepDurations(),
+    exact_time_budget_s: float | None = pl.DEFAULT_TIME_BUDGET_S,
+    deadline: float | None = None,
 ) -> PlanResult:
-    """Plan target layouts and/or new demand; see the module docstring."""
+    """Plan target layouts and/or new demand; see the module docstring. Placement runs the
+    exact solver within ``exact_time_budget_s`` (``placement.place``); ``deadline`` (a
+    ``time.monotonic()`` value) bounds the whole plan: PlanTimeout once it passes."""
     if not (gpu_targets or node_targets or demands):
         raise PlanError("give target layouts (gpus/nodes) or demands")
     try:
@@ -219,7 +242,7 @@ def plan(
             priority=occs[0].priority, tensor_parallel=len(occs) if occs[0].partition_index is None else 1,
         ))
     explicit = bool(gpu_targets or node_targets)
-    result = pl.place(target, [*moved_demands, *demands], allow_repartition=not explicit)
+    result = _place(target, [*moved_demands, *demands], not explicit, exact_time_budget_s, deadline)
 
     moved_keys = {_moved_key(d, r) for d, r in displaced_keys}
     moved_to = {a.deployment: a.slots for a in result.assignments if a.deployment in moved_keys}
@@ -238,6 +261,7 @@ def plan(
     for mc in result.mode_changes:
         gpu, node = gpu_of[(mc.node, mc.gpu_index)]
         changes.append(GpuChange(mc.node, mc.gpu_index, mc.from_mode, mc.to_mode, node.memory_mode, node.memory_mode, "placement"))
+    displaced = [replace(d, make_before_break=can_make_before_break(fleet, changes, d.to)) if d.to else d for d in displaced]
 
     before_slots = pl.partitions_of(fleet)
     after_slots = pl.partitions_of(target, result.mode_changes)
@@ -265,15 +289,59 @@ def plan(
         gpu_changes=tuple(changes), node_changes=tuple(node_changes), displaced=tuple(displaced),
         assignments=assignments, unplaced=unplaced, capacity=capacity, steps=steps, eta_s=eta,
         blast_radius={node: tuple(sorted(indices)) for node, indices in sorted(blast.items())},
-        durations=durations, warnings=tuple(warnings),
+        durations=durations, warnings=tuple(warnings), solver=result.solver, solver_optimal=result.optimal,
+        solver_note=result.solver_note, excluded=result.excluded,
     )
+
+
+def _place(fleet: pl.Fleet, demands: Sequence[pl.Demand], allow_repartition: bool, exact_time_budget_s: float | None,
+           deadline: float | None) -> pl.Placement:
+    try:
+        result = pl.place(fleet, demands, allow_repartition=allow_repartition, time_budget_s=exact_time_budget_s,
+                          deadline=deadline)
+    except pl.PlacementTimeout as exc:
+        raise PlanTimeout("planning ran past its time budget; ask for fewer demands or replicas") from exc
+    return result
+
+
+def can_make_before_break(fleet: pl.Fleet, changes: Sequence[GpuChange], to: Sequence[pl.Slot]) -> bool:
+    """Whether a displaced replica can start on ``to`` before it stops where it is: every
+    target partition exists now (its GPU keeps its layout) and no replica holds it now."""
+    changed = {(c.node, c.gpu_index) for c in changes}
+    held = {(o.node, o.gpu_index, o.partition_index) for o in fleet.occupants}
+    whole = {(o.node, o.gpu_index) for o in fleet.occupants}
+    for s in to:
+        if (s.node, s.gpu_index) in changed:
+            return False
+        if s.partition_index is None:
+            if (s.node, s.gpu_index) in whole:
+                return False
+        elif (s.node, s.gpu_index, s.partition_index) in held or (s.node, s.gpu_index, None) in held:
+            return False
+    return True
 
 
 def _steps(changes: Sequence[GpuChange], node_changes: Sequence[NodeChange], displaced: Sequence[Displaced],
            assignments: Sequence[pl.Assignment], d: StepDurations) -> tuple[PlanStep, ...]:
     per_node: dict[str, list[tuple[str, int | None, str, float]]] = defaultdict(list)
+    moved = {_moved_key(x.deployment, x.replica): x for x in displaced}
+    early = {_moved_key(x.deployment, x.replica) for x in displaced if x.make_before_break}
+    first: dict[str, list[tuple[str, int | None, str, float]]] = defaultdict(list)
+    for a in assignments:
+        if a.deployment in early:
+            x = moved[a.deployment]
+            node = a.slots[0].node
+            where = ", ".join(f"gpu{s.gpu_index}" + ("" if s.partition_index is None else f"/p{s.partition_index}") for s in a.slots)
+            first[node].append(("deploy", a.slots[0].gpu_index,
+                                f"start {x.deployment} replica {x.replica} on {node} {where} first (make-before-break)", d.deploy_s))
     for item in displaced:
-        per_node[item.node].append(("stop", item.gpu_index, f"stop {item.deployment} replica {item.replica}", d.stop_s))
+        if item.make_before_break:
+            # Once the new copy runs (deploy_s after the start, wherever it is).
+            first[item.node].append(("stop", item.gpu_index, f"stop {item.deployment} replica {item.replica} once its new copy runs",
+                                     d.stop_s))
+        else:
+            per_node[item.node].append(("stop", item.gpu_index, f"stop {item.deployment} replica {item.replica}"
+                                        + (" (stop then start: its new partition is not free yet)" if item.to else ""), d.stop_s))
     memory_nodes = {nc.node for nc in node_changes}
     for nc in node_changes:
         per_node[nc.node].append(("set-memory-mode", None, f"{nc.from_memory} → {nc.to_memory} (driver reload, {len(nc.gpus_touched)} GPUs)", d.memory_change_s))
@@ -282,13 +350,24 @@ def _steps(changes: Sequence[GpuChange], node_changes: Sequence[NodeChange], dis
             continue  # re-set as part of the node's memory-mode change
         per_node[c.node].append(("set-compute-mode", c.gpu_index, f"GPU {c.gpu_index}: {c.from_compute} → {c.to_compute}", d.compute_change_s))
     for a in assignments:
+        if a.deployment in early:
+            continue
         node = a.slots[0].node
         where = ", ".join(f"gpu{s.gpu_index}" + ("" if s.partition_index is None else f"/p{s.partition_index}") for s in a.slots)
-        per_node[node].append(("deploy", a.slots[0].gpu_index, f"start {_display_name(a.deployment)} replica {a.replica} on {node} {where}", d.deploy_s))
+        replica = moved[a.deployment].replica if a.deployment in moved else a.replica
+        per_node[node].append(("deploy", a.slots[0].gpu_index,
+                               f"start {_display_name(a.deployment)} replica {replica} on {node} {where}", d.deploy_s))
     steps = []
     order = 0
-    for node in sorted(per_node):
+    for node in sorted(set(per_node) | set(first)):
         clock = 0.0
+        for kind, gpu, detail, seconds in first[node]:
+            # Make-before-break: new copies start at once; old copies stop once those run.
+            order += 1
+            at = 0.0 if kind == "deploy" else max(clock, d.deploy_s)
+            steps.append(PlanStep(order, node, kind, gpu, detail, seconds, at))
+            if kind == "stop":
+                clock = at + seconds
         deploys_at = None
         for kind, gpu, detail, seconds in per_node[node]:
             order += 1
@@ -319,11 +398,15 @@ def summary(result: PlanResult) -> dict:
         "displaced": [
             {"deployment": d.deployment, "replica": d.replica, "priority": d.priority, "node": d.node,
              "gpu_index": d.gpu_index, "partition_index": d.partition_index,
-             "to": None if d.to is None else [slot(s) for s in d.to], "reason": d.reason}
+             "to": None if d.to is None else [slot(s) for s in d.to], "reason": d.reason,
+             "move": None if d.to is None else ("make-before-break" if d.make_before_break else "stop-then-start")}
             for d in result.displaced
         ],
         "assignments": [{"deployment": a.deployment, "replica": a.replica, "slots": [slot(s) for s in a.slots]} for a in result.assignments],
-        "unplaced": [{"deployment": u.deployment, "replica": u.replica, "reason": u.reason} for u in result.unplaced],
+        "unplaced": [{"deployment": u.deployment, "replica": u.replica, "reason": u.reason, "code": u.code}
+                     for u in result.unplaced],
+        "solver": {"name": result.solver, "optimal": result.solver_optimal, "note": result.solver_note},
+        "excluded": [{"node": e.node, "gpu_index": e.gpu_index, "reason": e.reason} for e in result.excluded],
         "capacity": [c.__dict__ for c in result.capacity],
         "steps": [s.__dict__ for s in result.steps],
         "warnings": list(result.warnings),

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from statistics import median
-from typing import Any, Iterable, Sequence
+from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
 from django.db.models import Prefetch
 from django.utils import timezone
@@ -32,55 +36,114 @@ class StalePlan(Exception):
     """The fleet changed since the plan was made, or the plan was already applied."""
 
 
+# Demand size limits of one plan (also stated in the API schema): beyond them a what-if plan is
+# refused with a message instead of computing for minutes.
+MAX_PLAN_DEMANDS = 100
+MAX_REPLICAS_PER_DEMAND = 1024
+MAX_PLAN_REPLICAS = 4096
+
+
+def _seconds_setting(name: str, default: float) -> float:
+    value = getattr(settings, name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def exact_time_budget_s() -> float:
+    """Seconds the exact placement solver may take per decision (setting
+    PLACEMENT_EXACT_TIME_BUDGET_S, default 2; 0: heuristic only)."""
+    return _seconds_setting("PLACEMENT_EXACT_TIME_BUDGET_S", placement.DEFAULT_TIME_BUDGET_S)
+
+
+def plan_time_budget_s() -> float:
+    """Seconds one what-if plan may take in all (setting PLAN_TIME_BUDGET_S, default 30)."""
+    return _seconds_setting("PLAN_TIME_BUDGET_S", 30.0)
+
+
 # --- the fleet ----------------------------------------------------------------------------------
 
 def _caps(gpu: GPU) -> dict[str, tuple[str, ...]] | None:
-    caps = {p["accelerator_type"]: tuple(p["memory_caps"]) for p in gpu.accelerator_profiles or [] if p.get("memory_caps")}
-    return caps or None
+    """The hardware's memory caps per compute mode; None (no caps reported): the geometry table."""
+    from partitions.geometry import reported_caps  # the one reading of reported caps
+
+    return reported_caps(gpu.accelerator_profiles)
 
 
 def fleet_state(*, nodes: Iterable[Node] | None = None) -> placement.Fleet:
     """Nodes, GPUs (unschedulable when unhealthy, marked so, or under an active operation) and
-    the replicas running on them."""
+    the replicas running on them. Each unschedulable node or GPU carries why (``problem``):
+    placement leaves it out and reports it (``Placement.excluded``)."""
     queryset = Node.objects.prefetch_related(Prefetch("gpus", queryset=GPU.objects.order_by("index")))
     node_ids = None
     if nodes is not None:
         node_ids = [n.pk for n in nodes]
         queryset = queryset.filter(pk__in=node_ids)
-    busy_gpus = set()
-    busy_nodes = set()
-    for kind, node_id, gpu_id in Reconfiguration.objects.active().values_list("kind", "node_id", "gpu_id"):
+    # A GPU (or, for an NPS change, a node) under an operation must not get new replicas: its
+    # layout is about to change, and the operation may drain what runs there.
+    busy_gpus: dict[int, int] = {}
+    busy_nodes: dict[int, int] = {}
+    for pk, kind, node_id, gpu_id in Reconfiguration.objects.active().values_list("pk", "kind", "node_id", "gpu_id"):
         if kind == Reconfiguration.Kind.MEMORY:
-            busy_nodes.add(node_id)
+            busy_nodes[node_id] = pk
         elif gpu_id:
-            busy_gpus.add(gpu_id)
+            busy_gpus[gpu_id] = pk
     node_states = []
     for node in queryset:
         gpus = tuple(
             placement.GpuState(
                 node=node.name, index=gpu.index, gpu_model=gpu.gpu_model, compute_mode=gpu.compute_mode,
-                schedulable=(gpu.schedulable and gpu.health != GPU.Health.UNHEALTHY and bool(gpu.gpu_model)
-                             and bool(gpu.compute_mode) and gpu.pk not in busy_gpus),
-                caps=_caps(gpu),
+                schedulable=not _gpu_problem(gpu, busy_gpus), caps=_caps(gpu), problem=_gpu_problem(gpu, busy_gpus),
             )
             for gpu in node.gpus.all()
         )
+        problem = _node_problem(node, busy_nodes)
         node_states.append(placement.NodeState(
-            name=node.name, memory_mode=node.memory_mode, gpus=gpus,
-            schedulable=node.schedulable and bool(node.memory_mode) and node.pk not in busy_nodes
-            and node.backend != Node.Backend.IMPORTED,
+            name=node.name, memory_mode=node.memory_mode, gpus=gpus, schedulable=not problem, problem=problem,
         ))
     return placement.Fleet(nodes=tuple(node_states), occupants=occupancy.occupants(node_ids=node_ids))
 
 
+def _gpu_problem(gpu: GPU, busy: dict[int, int]) -> str:
+    """Why placement must not use this GPU ("" when it may)."""
+    if gpu.pk in busy:
+        return f"reconfiguration #{busy[gpu.pk]} is in progress on it"
+    if gpu.health == GPU.Health.UNHEALTHY:
+        return "unhealthy" + (f": {gpu.health_reason}" if gpu.health_reason else "")
+    if not gpu.schedulable:
+        return "marked unschedulable"
+    if not gpu.gpu_model:
+        return "GPU model not recognised"
+    if not gpu.compute_mode:
+        return "compute mode unknown"
+    return ""
+
+
+def _node_problem(node: Node, busy: dict[int, int]) -> str:
+    """Why placement must not use this node ("" when it may)."""
+    if node.layout_problem:
+        return node.layout_problem
+    if node.pk in busy:
+        return f"memory-mode change (reconfiguration #{busy[node.pk]}) in progress"
+    if not node.memory_mode:
+        return "memory mode unknown"
+    if node.backend == Node.Backend.IMPORTED:
+        return "imported from captured output (no agent)"
+    return ""
+
+
 def fingerprint(fleet: placement.Fleet) -> str:
-    """Changes whenever a mode, health, occupant or operation that planning looked at changes."""
+    """Changes whenever a mode, capability, health, occupant (or where it runs) or operation that
+    planning looked at changes."""
     data = {
         "nodes": [
-            [n.name, n.memory_mode, n.schedulable, [[g.index, g.gpu_model, g.compute_mode, g.schedulable] for g in n.gpus]]
+            [n.name, n.memory_mode, n.schedulable, [
+                [g.index, g.gpu_model, g.compute_mode, g.schedulable, sorted((k, list(v)) for k, v in (g.caps or {}).items())]
+                for g in n.gpus]]
             for n in sorted(fleet.nodes, key=lambda n: n.name)
         ],
-        "occupants": sorted([o.deployment, o.replica, o.node, o.gpu_index, o.partition_index] for o in fleet.occupants),
+        "occupants": sorted([o.deployment, o.replica, o.node, o.gpu_index, o.partition_index, o.priority, o.memory_gb]
+                            for o in fleet.occupants),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -113,9 +176,15 @@ def validate_demands(specs: Sequence[DemandSpec]) -> None:
     names = [s.name for s in specs]
     if len(names) != len(set(names)):
         errors["name"] = "deployment names must be unique within a plan"
+    if len(specs) > MAX_PLAN_DEMANDS:
+        errors["demands"] = f"at most {MAX_PLAN_DEMANDS} demands per plan, got {len(specs)}"
+    if sum(s.replicas for s in specs) > MAX_PLAN_REPLICAS:
+        errors["demands"] = f"at most {MAX_PLAN_REPLICAS} replicas per plan in all, got {sum(s.replicas for s in specs)}"
     for spec in specs:
         if spec.replicas < 1:
             errors["replicas"] = "must be at least 1"
+        if spec.replicas > MAX_REPLICAS_PER_DEMAND:
+            errors["replicas"] = f"at most {MAX_REPLICAS_PER_DEMAND} per demand"
         if spec.pin_gpu_index is not None and spec.pin_node is None:
             errors["pin_gpu_index"] = "pinning to a GPU needs pin_node"
         if spec.pin_node is not None and spec.pin_gpu_index is not None and not spec.pin_node.gpus.filter(index=spec.pin_gpu_index).exists():
@@ -174,12 +243,16 @@ def _user(requested_by: Any) -> Any:
 def create_plan(*, gpu_targets: Sequence[planner.GpuTarget] = (), node_targets: Sequence[planner.NodeTarget] = (),
                 demands: Sequence[DemandSpec] = (), requested_by: Any = None) -> Plan:
     """Run the what-if planner on the current fleet and keep the result (no side effects on
-    the fleet). Raises planner.PlanError / ValidationError for bad targets or demands."""
+    the fleet). Raises planner.PlanError / ValidationError for bad targets or demands (sizes
+    beyond MAX_PLAN_DEMANDS, MAX_REPLICAS_PER_DEMAND, MAX_PLAN_REPLICAS included), and
+    planner.PlanTimeout (a PlanError; nothing stored) past ``plan_time_budget_s()``."""
     validate_demands(demands)
+    deadline = time.monotonic() + plan_time_budget_s()
     request = PlanRequest(list(gpu_targets), list(node_targets), list(demands))
     fleet = fleet_state()
     result = planner.plan(fleet, gpu_targets=request.gpu_targets, node_targets=request.node_targets,
-                          demands=[d.demand() for d in demands], durations=step_durations())
+                          demands=[d.demand() for d in demands], durations=step_durations(),
+                          exact_time_budget_s=exact_time_budget_s(), deadline=deadline)
     if demands:
         counters.count_placement("plan", result)
     return Plan.objects.create(

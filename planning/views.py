@@ -3,11 +3,13 @@ Thin: parse input, call one service, render."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -83,6 +85,20 @@ def _render_plan(request: HttpRequest, plan: Plan, template: str, extra: dict | 
     return render(request, template, context)
 
 
+def _post_needs(perm: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """A POST to the page needs ``perm``, the permission the API route that does the same
+    checks (403 otherwise, nothing changed); every role may still GET it."""
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method == "POST" and not request.user.has_perm(perm):
+                raise PermissionDenied("This needs the operator or admin role.")
+            return view(request, *args, **kwargs)
+        return checked
+    return decorate
+
+
+@_post_needs("planning.add_plan")  # POST /api/v1/plans/
 def gpu_editor(request: HttpRequest, pk: int) -> HttpResponse:
     gpu = get_object_or_404(GPU.objects.select_related("node").prefetch_related("partitions"), pk=pk)
     if not gpu.gpu_model:
@@ -101,6 +117,7 @@ def gpu_editor(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "planning/gpu_editor.html", context)
 
 
+@_post_needs("planning.add_plan")  # POST /api/v1/plans/
 def node_editor(request: HttpRequest, name: str) -> HttpResponse:
     node = get_object_or_404(Node.objects.prefetch_related("gpus__partitions"), name=name)
     _with_occupants(list(node.gpus.all()))

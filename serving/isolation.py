@@ -16,8 +16,8 @@ Pure Python. Facts used (ROCm, vLLM):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 # vLLM refuses to start when the requested memory exceeds what is free; leave room for the
 # HIP context of other processes on a shared pool.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -13,7 +15,9 @@ class DeploymentQuerySet(models.QuerySet["Deployment"]):
 
     def with_related(self) -> DeploymentQuerySet:
         return self.select_related("profile__model", "profile__precision", "requested_by").prefetch_related(
-            models.Prefetch("slots", queryset=DeploymentSlot.objects.select_related("partition__gpu__node").order_by("replica", "partition__logical_index"))
+            models.Prefetch("slots", queryset=DeploymentSlot.objects.select_related("partition__gpu__node")
+                            .order_by("replica", "partition__logical_index")),
+            "moves",
         )
 
 
@@ -21,22 +25,31 @@ class Deployment(models.Model):
     """A model profile served with N replicas on partitions.
 
     States: ``pending`` (waiting for its partitions, e.g. a plan's reconfigurations) →
-    ``scheduled`` (partitions bound) → ``running`` (started on the node) → ``stopped`` |
-    ``failed``. Allowed transitions are in ``TRANSITIONS``; services refuse others.
+    ``scheduled`` (partitions bound) → ``running`` (every replica started on its node) →
+    ``stopped`` | ``failed``. ``degraded``: fewer replicas hold their partitions than asked
+    (a drain stopped one, a stop-then-start move is between its stop and its start, or the
+    partitions were removed under it, e.g. by an import); ``state_message`` says which replicas
+    and why, and it is ``running`` again once every replica runs. ``failed`` when no replica is
+    left and nothing will bring one back. Allowed transitions are in ``TRANSITIONS``; services
+    refuse others.
     """
 
     class State(models.TextChoices):
         PENDING = "pending", "Pending"
         SCHEDULED = "scheduled", "Scheduled"
         RUNNING = "running", "Running"
+        DEGRADED = "degraded", "Degraded"
         STOPPED = "stopped", "Stopped"
         FAILED = "failed", "Failed"
 
-    ACTIVE_STATES = ("pending", "scheduled", "running")
+    ACTIVE_STATES = ("pending", "scheduled", "running", "degraded")
+    # Holding partitions (slots bound): what drains, placement and the node agents see.
+    BOUND_STATES = ("scheduled", "running", "degraded")
     TRANSITIONS = {
         "pending": {"scheduled", "failed", "stopped"},
-        "scheduled": {"running", "failed", "stopped"},
-        "running": {"stopped", "failed"},
+        "scheduled": {"running", "degraded", "failed", "stopped"},
+        "running": {"degraded", "stopped", "failed"},
+        "degraded": {"running", "stopped", "failed"},
         "stopped": set(),
         "failed": set(),
     }
@@ -62,7 +75,7 @@ class Deployment(models.Model):
         db_table = "partitions_deployment"  # moved from the partitions app; the table kept its name
         ordering = ("-created_at", "-id")
         constraints = [
-            models.UniqueConstraint(fields=("name",), condition=Q(state__in=("pending", "scheduled", "running")),
+            models.UniqueConstraint(fields=("name",), condition=Q(state__in=("pending", "scheduled", "running", "degraded")),
                                     name="deployment_active_name_unique"),
             models.CheckConstraint(condition=Q(replicas__gte=1), name="deployment_replicas_positive"),
         ]
@@ -77,11 +90,20 @@ class Deployment(models.Model):
 
 class DeploymentSlot(models.Model):
     """One partition held by one replica of an active deployment. A partition holds at most
-    one replica (enforced by the database); rows are deleted when the deployment stops."""
+    one replica (enforced by the database); rows are deleted when the replica stops.
+
+    ``active``: the replica's home (started once ``started_at`` is set). ``retiring``: the old
+    home of a replica moving make-before-break (``ReplicaMove``): it keeps serving until the
+    new copy's active slots have started, then its node's agent stops it and deletes the row."""
+
+    class State(models.TextChoices):
+        ACTIVE = "active", "Active"
+        RETIRING = "retiring", "Retiring (old copy of a moving replica)"
 
     deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="slots")
     replica = models.PositiveSmallIntegerField()
     partition = models.OneToOneField("partitions.Partition", on_delete=models.CASCADE, related_name="slot")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.ACTIVE)
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the node's agent started this replica.")
 
     class Meta:
@@ -92,3 +114,72 @@ class DeploymentSlot(models.Model):
         return f"{self.deployment.name}[{self.replica}] on {self.partition}"
 
 
+
+
+class ReplicaMove(models.Model):
+    """One replica of a deployment moving to other partitions because a plan repartitions the
+    GPUs it is on (the deployment keeps its name and replica count).
+
+    ``make_before_break``: its new partitions exist and are free now. Applying the plan binds
+    them (the old slots become ``retiring``); the new copy's node agent starts it; once it has
+    started, the old copy's node agent stops the old one. States: ``starting`` → ``done``.
+
+    ``stop_then_start``: its new partitions appear only with the plan's reconfigurations (or
+    are taken now). The old copy serves until the drain of its GPU stops it; the new slots are
+    bound once the plan's reconfigurations succeeded and the planned modes are there, then its
+    node agent starts it. States: ``waiting`` → ``stopped`` → ``starting`` → ``done``.
+
+    Any active state → ``cancelled`` (the deployment stopped, or the plan's reconfigurations
+    failed before the old copy was stopped: it stays where it is) or ``failed`` (the new
+    partitions are not there; the deployment says ``degraded``).
+    """
+
+    class Strategy(models.TextChoices):
+        MAKE_BEFORE_BREAK = "make_before_break", "Make before break"
+        STOP_THEN_START = "stop_then_start", "Stop then start"
+
+    class State(models.TextChoices):
+        WAITING = "waiting", "Waiting (old copy serving)"
+        STOPPED = "stopped", "Stopped (waiting for its new partitions)"
+        STARTING = "starting", "Starting the new copy"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATES = ("waiting", "stopped", "starting")
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="moves")
+    replica = models.PositiveSmallIntegerField()
+    plan = models.ForeignKey("planning.Plan", on_delete=models.SET_NULL, null=True, blank=True, related_name="replica_moves")
+    strategy = models.CharField(max_length=20, choices=Strategy.choices)
+    state = models.CharField(max_length=10, choices=State.choices)
+    source = models.JSONField(default=list, help_text="Where the replica was: [{node, gpu_index, partition_index}].")
+    target = models.JSONField(default=list,
+                              help_text="Where the plan puts it: [{node, gpu_index, partition_index, compute_mode, memory_gb}].")
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the new copy had started on every new partition.")
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("deployment", "replica", "-created_at")
+        constraints = [
+            models.UniqueConstraint(fields=("deployment", "replica"), condition=Q(state__in=("waiting", "stopped", "starting")),
+                                    name="replica_move_one_active_per_replica"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name}[{self.replica}] {self.strategy} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    def describe_target(self) -> str:
+        return describe_slots(self.target)
+
+
+def describe_slots(slots: list[dict[str, Any]]) -> str:
+    """``emu-1 GPU 2`` / ``emu-1 GPU 0/p3`` for a list of slot dicts (node, gpu_index, partition_index)."""
+    return ", ".join(f"{s['node']} GPU {s['gpu_index']}" + ("" if s.get("partition_index") is None else f"/p{s['partition_index']}")
+                     for s in slots)

@@ -1,17 +1,25 @@
-"""Model deployments: place, bind partitions, start/stop (through the node agent).
+"""Model deployments: place, bind partitions, start/stop (through the node agent), move.
 
 A deployment created directly is placed without repartitioning; when that is impossible the
 caller gets the reasons and a suggested plan (``PlacementConflict``). Plans
 (planning/services.py) repartition first; applying one calls ``DeploymentWorkloads.apply_plan``
-here, which creates deployments that wait (``pending``) until their partitions exist and moves
-displaced replicas. The node agent's reconciler binds and starts them.
+here, which creates deployments that wait (``pending``) until their partitions exist, and
+records a ``ReplicaMove`` for each displaced replica: the deployment keeps its name and replica
+count, and only that replica moves (make-before-break when its new partitions are free now,
+else stop then start). The node agents' reconciler (``reconcile_node``) binds, starts, moves
+and stops replicas, and keeps each deployment's state truthful (``settle_deployments``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count
@@ -20,12 +28,26 @@ from django.utils import timezone
 from aimconsole import audit, counters
 from partitions.models import Node, Partition
 from partitions.workloads import Occupant
-from planning import placement, planner
+from planning import occupancy, placement, planner
 from planning.models import Plan
 from planning.services import DemandSpec, create_plan, fleet_state, validate_demands
-from serving.models import Deployment, DeploymentSlot
+from serving.models import Deployment, DeploymentSlot, ReplicaMove, describe_slots
 
 log = logging.getLogger(__name__)
+
+BOUND = Deployment.BOUND_STATES
+ACTIVE_SLOT = DeploymentSlot.State.ACTIVE
+RETIRING = DeploymentSlot.State.RETIRING
+MBB = ReplicaMove.Strategy.MAKE_BEFORE_BREAK
+STS = ReplicaMove.Strategy.STOP_THEN_START
+
+# A direct placement that lost a race for a partition places again this many times.
+PLACE_ATTEMPTS = 3
+# How long a drain waits for a make-before-break move's new copy to start on another node
+# before it stops the old copy anyway (bounded by half the operation's lease: the drain runs
+# inside a claimed reconfiguration that nobody renews meanwhile). Seconds.
+MOVE_START_WAIT_S = 20.0
+MOVE_POLL_S = 0.5
 
 
 class PlacementConflict(Exception):
@@ -36,6 +58,10 @@ class PlacementConflict(Exception):
         self.reasons = reasons
         self.plan = plan
         super().__init__("; ".join(reasons))
+
+
+class _FleetMoved(Exception):
+    """What placement relied on changed before the binding transaction started."""
 
 
 def check_transition(deployment: Deployment, target: str) -> None:
@@ -53,14 +79,46 @@ def _transition(deployment: Deployment, target: str, message: str = "") -> None:
     audit.record(f"deployment.{target}", obj=deployment, before={"state": before}, after={"state": target, "message": message[:500]})
 
 
+def _say(deployment: Deployment, message: str) -> None:
+    if deployment.state_message != message[:2000]:
+        deployment.state_message = message[:2000]
+        deployment.save(update_fields=["state_message", "updated_at"])
+
+
 def _partition(node: str, gpu_index: int, partition_index: int | None) -> Partition:
     return Partition.objects.select_related("gpu__node").get(
         gpu__node__name=node, gpu__index=gpu_index, index=partition_index or 0
     )
 
 
+def _planned_partition(slot: dict[str, Any]) -> Partition:
+    """The partition a plan put a replica on, only while its GPU runs the planned compute mode:
+    the same index exists in other modes, with another size (CPX p0 is 24 GiB, SPX p0 192)."""
+    part = _partition(slot["node"], slot["gpu_index"], slot["partition_index"])
+    if part.gpu.compute_mode != slot["compute_mode"]:
+        raise Partition.DoesNotExist(f"{part.gpu} is {part.gpu.compute_mode}, planned {slot['compute_mode']}")
+    return part
+
+
 def _user(requested_by: Any) -> Any:
     return requested_by if getattr(requested_by, "pk", None) else None
+
+
+# One agent process runs a node's reconfigurations (Celery worker thread) and its sweeper
+# (another thread), and both reconcile the node's replicas: serialize them per node, so one
+# never writes the runtime state from slots the other has just changed (e.g. restart an old
+# copy the drain had stopped, right before amd-smi changes its GPU).
+_NODE_LOCKS: dict[str, threading.RLock] = {}
+_NODE_LOCKS_GUARD = threading.Lock()
+
+
+def _node_lock(node: Node) -> threading.RLock:
+    with _NODE_LOCKS_GUARD:
+        return _NODE_LOCKS.setdefault(node.name, threading.RLock())
+
+
+def _move_wait_s() -> float:
+    return min(float(getattr(settings, "SERVING_MOVE_START_WAIT_S", MOVE_START_WAIT_S)), settings.RECONFIGURATION_LEASE_S / 2)
 
 
 # --- direct creation -------------------------------------------------------------------------
@@ -68,32 +126,36 @@ def _user(requested_by: Any) -> Any:
 def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployment:
     """Place ``spec`` on the current layout (no repartition) and bind its partitions.
 
-    Raises ValidationError for bad input and PlacementConflict (with a suggested plan when a
-    repartition would help) when it does not fit. The node agents start it.
+    Placement reads the fleet and runs outside any transaction, so it never holds the
+    database's write lock (SQLite has one writer for the web process, the agents and the
+    workers; ``transaction_mode=IMMEDIATE`` takes it at BEGIN). A short transaction then
+    re-reads what placement relied on (the chosen GPUs' modes, health, operations and
+    occupants), and binds; when another request took a chosen partition in between, it places
+    again (``PLACE_ATTEMPTS``). Raises ValidationError for bad input and PlacementConflict
+    (with a suggested plan when a repartition would help) when it does not fit. The node
+    agents start it.
     """
     validate_demands([spec])
     demand = spec.demand()
-    with transaction.atomic():
-        # One placement decision at a time: placements read the fleet, then bind partitions.
-        list(Node.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
-        result = placement.place(fleet_state(), [demand], allow_repartition=False)
+    result = None
+    moved = ""
+    for _attempt in range(PLACE_ATTEMPTS):
+        fleet = fleet_state()
+        result = placement.place(fleet, [demand], allow_repartition=False)
+        if not result.ok():
+            break
+        try:
+            deployment = _bind_placed(spec, fleet, result.assignments, requested_by)
+        except _FleetMoved as exc:
+            counters.count_placement("deployment", conflict=True)
+            moved = str(exc)
+            continue
         counters.count_placement("deployment", result)
-        if result.ok():
-            deployment = Deployment.objects.create(
-                name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority, spread=spec.spread,
-                pin_node=spec.pin_node, pin_gpu_index=spec.pin_gpu_index, state=Deployment.State.SCHEDULED,
-                state_message="partitions bound; waiting for the node agent to start it",
-                requested_by=_user(requested_by),
-            )
-            try:
-                _bind(deployment, result.assignments)
-            except IntegrityError:
-                counters.count_placement("deployment", conflict=True)
-                raise PlacementConflict(["a partition was taken concurrently; try again"]) from None
-            audit.record("deployment.create", obj=deployment, after={
-                "profile": spec.profile.pk, "replicas": spec.replicas, "priority": spec.priority,
-                "partitions": list(deployment.slots.values_list("partition_id", flat=True))})
-            return deployment
+        return deployment
+    else:
+        raise PlacementConflict([f"the fleet kept changing while placing ({moved}); try again"])
+    assert result is not None
+    counters.count_placement("deployment", result)
     reasons = [u.reason for u in result.unplaced]
     suggestion = None
     try:
@@ -104,6 +166,46 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
     except planner.PlanError:
         suggestion = None
     raise PlacementConflict(reasons, suggestion)
+
+
+def _same_ground(before: placement.Fleet, now: placement.Fleet, gpus: set[tuple[str, int]]) -> bool:
+    """Whether the GPUs placement chose look the same now (node and GPU state, occupants)."""
+    def view(fleet: placement.Fleet) -> tuple[dict[Any, Any], list[Any]]:
+        states = {(n.name, g.index): (n.memory_mode, n.schedulable, g) for n in fleet.nodes for g in n.gpus
+                  if (n.name, g.index) in gpus}
+        occupants = sorted((o.node, o.gpu_index, o.partition_index, o.deployment, o.replica) for o in fleet.occupants
+                           if (o.node, o.gpu_index) in gpus)
+        return states, occupants
+
+    return view(before) == view(now)
+
+
+def _bind_placed(spec: DemandSpec, fleet: placement.Fleet, assignments: Sequence[placement.Assignment],
+                 requested_by: Any) -> Deployment:
+    gpus = {(s.node, s.gpu_index) for a in assignments for s in a.slots}
+    with transaction.atomic():
+        # Short, and no placement in it: re-read the ground placement stood on, then write.
+        errors = occupancy.check_names(names=[spec.name])
+        if errors:
+            raise ValidationError(errors)
+        if not _same_ground(fleet, fleet_state(nodes=Node.objects.filter(name__in={n for n, _ in gpus})), gpus):
+            raise _FleetMoved("other deployments or operations changed the chosen GPUs")
+        deployment = Deployment.objects.create(
+            name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority, spread=spec.spread,
+            pin_node=spec.pin_node, pin_gpu_index=spec.pin_gpu_index, state=Deployment.State.SCHEDULED,
+            state_message="partitions bound; waiting for the node agent to start it",
+            requested_by=_user(requested_by),
+        )
+        try:
+            _bind(deployment, assignments)
+        except IntegrityError:
+            raise _FleetMoved("a chosen partition was taken concurrently") from None
+        except Partition.DoesNotExist:
+            raise _FleetMoved("a chosen partition is missing from the inventory") from None
+        audit.record("deployment.create", obj=deployment, after={
+            "profile": spec.profile.pk, "replicas": spec.replicas, "priority": spec.priority,
+            "partitions": list(deployment.slots.values_list("partition_id", flat=True))})
+    return deployment
 
 
 def _bind(deployment: Deployment, assignments: Sequence[placement.Assignment]) -> None:
@@ -117,21 +219,28 @@ def _bind(deployment: Deployment, assignments: Sequence[placement.Assignment]) -
 
 
 def stop_deployment(*, deployment: Deployment, reason: str = "stopped by request") -> Deployment:
-    """Free its partitions (the node agent stops the replicas)."""
+    """Free its partitions (the node agent stops the replicas) and cancel its moves."""
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if not deployment.is_active:
             return deployment
         _transition(deployment, Deployment.State.STOPPED, reason)
-        deployment.slots.all().delete()
+        _release(deployment, f"the deployment stopped: {reason}")
     return deployment
+
+
+def _release(deployment: Deployment, why: str) -> None:
+    deployment.slots.all().delete()
+    deployment.moves.filter(state__in=ReplicaMove.ACTIVE_STATES).update(
+        state=ReplicaMove.State.CANCELLED, message=why[:2000], finished_at=timezone.now())
 
 
 # --- applying a plan ---------------------------------------------------------------------------
 
 def apply_plan_deployments(*, plan: Plan, result: dict[str, Any], user: Any) -> list[Deployment]:
     """Inside planning's apply_plan transaction: the plan's new deployments, waiting for their
-    partitions, and its displaced replicas re-created where the plan put them."""
+    partitions, and a move for each displaced replica (its deployment keeps its name and
+    replica count). Returns the deployments created or changed."""
     deployments = []
     demands = {d["name"]: d for d in plan.request.get("demands", [])}
     by_key: dict[str, list[dict[str, Any]]] = {}
@@ -147,23 +256,78 @@ def apply_plan_deployments(*, plan: Plan, result: dict[str, Any], user: Any) -> 
             state_message="waiting for the plan's reconfigurations",
         ))
     for moved in result["displaced"]:
-        original = Deployment.objects.filter(name=moved["deployment"]).active().first()
-        if original is None:
+        if not moved.get("to"):
             continue
-        deployments.append(Deployment.objects.create(
-            name=f"{original.name}-r{moved['replica']}-p{plan.pk}", profile=original.profile, replicas=1,
-            priority=original.priority, plan=plan, requested_by=user,
-            planned_slots=[{"replica": 0, "slots": moved["to"]}],
-            state_message=f"replica {moved['replica']} of {original.name} moved by plan #{plan.pk}",
-        ))
+        deployment = Deployment.objects.select_for_update().filter(name=moved["deployment"], state__in=BOUND).first()
+        if deployment is None:
+            continue
+        _plan_move(deployment, moved, plan)
+        if all(d.pk != deployment.pk for d in deployments):
+            deployments.append(deployment)
     return deployments
+
+
+def _plan_move(deployment: Deployment, moved: dict[str, Any], plan: Plan) -> ReplicaMove:
+    from serving.runtime import emulated as runtime
+
+    replica = moved["replica"]
+    target = list(moved["to"])
+    now = timezone.now()
+    deployment.moves.filter(replica=replica, state__in=ReplicaMove.ACTIVE_STATES).update(
+        state=ReplicaMove.State.CANCELLED, message=f"superseded by plan #{plan.pk}", finished_at=now)
+    old = list(deployment.slots.filter(replica=replica).select_related("partition__gpu__node"))
+    source = [{"node": s.partition.gpu.node.name, "gpu_index": s.partition.gpu.index, "partition_index": s.partition.index}
+              for s in old]
+    strategy, why = (MBB, "") if moved.get("move") == "make-before-break" else (STS, "")
+    if strategy == MBB:
+        nodes = {n.name: n for n in Node.objects.filter(name__in={s["node"] for s in target})}
+        if not all(name in nodes and runtime.can_run(nodes[name]) for name in {s["node"] for s in target}):
+            strategy, why = STS, "; no serving runtime on the target node to confirm the new copy runs"
+    if strategy == MBB:
+        try:
+            with transaction.atomic():
+                for s in target:
+                    DeploymentSlot.objects.create(deployment=deployment, replica=replica, partition=_planned_partition(s))
+                DeploymentSlot.objects.filter(pk__in=[s.pk for s in old]).update(state=RETIRING)
+        except (Partition.DoesNotExist, IntegrityError) as exc:
+            strategy, why = STS, f"; its new partition is not free now ({exc})"
+    move = ReplicaMove.objects.create(
+        deployment=deployment, replica=replica, plan=plan, strategy=strategy,
+        state=ReplicaMove.State.STARTING if strategy == MBB else ReplicaMove.State.WAITING,
+        source=source, target=target, message=f"planned by plan #{plan.pk}{why}",
+    )
+    _say(deployment, _moves_message(deployment, [move]))
+    audit.record("deployment.move", obj=deployment, after={
+        "replica": replica, "plan": plan.pk, "strategy": strategy, "from": describe_slots(source), "to": describe_slots(target)})
+    return move
+
+
+def _move_phrase(move: ReplicaMove) -> str:
+    where = describe_slots(move.target)
+    plan = f"plan #{move.plan_id}" if move.plan_id else "a plan"
+    if move.strategy == MBB:
+        return (f"replica {move.replica} moving to {where} (make-before-break, {plan}): "
+                "the new copy starts first, the old one stops once it runs")
+    if move.state == ReplicaMove.State.WAITING:
+        return (f"replica {move.replica} will move to {where} (stop then start, {plan}): its new partition is not free "
+                "until the plan's reconfigurations, so it stops at the drain")
+    if move.state == ReplicaMove.State.STOPPED:
+        return f"replica {move.replica} stopped to move to {where} (stop then start, {plan}): waiting for the plan's reconfigurations"
+    return f"replica {move.replica} starting on {where} ({plan})"
+
+
+def _moves_message(deployment: Deployment, moves: Sequence[ReplicaMove], extra: Sequence[str] = ()) -> str:
+    active = {m.replica: m for m in deployment.moves.filter(state__in=ReplicaMove.ACTIVE_STATES)}
+    active.update({m.replica: m for m in moves if m.is_active})
+    return "; ".join([_move_phrase(m) for _, m in sorted(active.items())] + list(extra))
 
 
 # --- the node agent's reconciler ------------------------------------------------------------
 
 def schedule_pending_deployments() -> list[Deployment]:
     """Bind pending deployments whose planned partitions now exist (after the plan's
-    reconfigurations); fail those whose plan's reconfigurations failed."""
+    reconfigurations); fail those whose plan's reconfigurations failed. The same for
+    stop-then-start moves (``_bind_moves``)."""
     scheduled = []
     for pk in list(Deployment.objects.filter(state=Deployment.State.PENDING).values_list("pk", flat=True)):
         with transaction.atomic():
@@ -184,41 +348,326 @@ def schedule_pending_deployments() -> list[Deployment]:
                 with transaction.atomic():
                     for entry in deployment.planned_slots:
                         for slot in entry["slots"]:
-                            part = _partition(slot["node"], slot["gpu_index"], slot["partition_index"])
-                            if part.gpu.compute_mode != slot["compute_mode"]:
-                                raise Partition.DoesNotExist(f"{part.gpu} is {part.gpu.compute_mode}, planned {slot['compute_mode']}")
-                            DeploymentSlot.objects.create(deployment=deployment, replica=entry["replica"], partition=part)
+                            DeploymentSlot.objects.create(deployment=deployment, replica=entry["replica"],
+                                                          partition=_planned_partition(slot))
             except (Partition.DoesNotExist, IntegrityError) as exc:
                 _transition(deployment, Deployment.State.FAILED, f"planned partitions not available: {exc}")
                 continue
             _transition(deployment, Deployment.State.SCHEDULED, "partitions bound; waiting for the node agent to start it")
             scheduled.append(deployment)
+    _bind_moves()
     return scheduled
 
 
-def reconcile_node(*, node: Node) -> None:
-    """Make the node's running replicas match the database (on its agent): start bound
-    replicas, stop freed ones, and mark deployments running once every replica started."""
+def _bind_moves() -> None:
+    """Stop-then-start moves whose plan's reconfigurations finished: bind the new partitions
+    (in the planned modes); cancel or fail the move when the reconfigurations failed."""
+    waiting = (ReplicaMove.State.WAITING, ReplicaMove.State.STOPPED)
+    for pk in list(ReplicaMove.objects.filter(strategy=STS, state__in=waiting).values_list("pk", flat=True)):
+        with transaction.atomic():
+            move = (ReplicaMove.objects.select_for_update(of=("self",)).filter(pk=pk, state__in=waiting)
+                    .select_related("plan", "deployment").first())
+            if move is None:
+                continue
+            now = timezone.now()
+            ops = list(move.plan.reconfigurations.all()) if move.plan else []
+            broken = [op for op in ops if op.state in ("failed", "rolled_back")]
+            held = move.deployment.slots.filter(replica=move.replica).exists()
+            if broken or move.deployment.state not in BOUND:
+                why = "; ".join(f"reconfiguration #{op.pk} {op.state}: {op.error_message}" for op in broken) or "the deployment stopped"
+                if held:
+                    # Never drained: the old copy still serves where it is.
+                    move.state, move.message = ReplicaMove.State.CANCELLED, f"{why}; replica {move.replica} stays where it is"
+                elif move.deployment.state in BOUND and _rebind_source(move):
+                    # Drained, then the change failed (rolled back): back where it was.
+                    move.state, move.message = ReplicaMove.State.STARTING, f"{why}; replica {move.replica} restarts where it was"
+                    move.target = move.source
+                    move.save(update_fields=["state", "message", "target"])
+                    continue
+                else:
+                    move.state, move.message = ReplicaMove.State.FAILED, f"{why}; replica {move.replica} has no partition"
+                move.finished_at = now
+                move.save(update_fields=["state", "message", "finished_at"])
+                continue
+            if any(not op.is_terminal for op in ops):
+                continue
+            try:
+                with transaction.atomic():
+                    # Not drained (its GPU was already at the target): the old copy goes now.
+                    move.deployment.slots.filter(replica=move.replica).delete()
+                    for slot in move.target:
+                        DeploymentSlot.objects.create(deployment=move.deployment, replica=move.replica,
+                                                      partition=_planned_partition(slot))
+            except (Partition.DoesNotExist, IntegrityError) as exc:
+                move.state, move.message, move.finished_at = ReplicaMove.State.FAILED, f"planned partitions not available: {exc}", now
+                move.save(update_fields=["state", "message", "finished_at"])
+                continue
+            move.state = ReplicaMove.State.STARTING
+            move.save(update_fields=["state"])
+
+
+def _rebind_source(move: ReplicaMove) -> bool:
+    """Bind a drained replica back to the partitions it had, if they still exist, are free
+    and hold it; False (nothing bound) otherwise."""
+    need = move.deployment.profile.replica_memory_gb
+    try:
+        with transaction.atomic():
+            for slot in move.source:
+                part = _partition(slot["node"], slot["gpu_index"], slot["partition_index"])
+                if (part.memory_gb or 0.0) < need:
+                    raise Partition.DoesNotExist(f"{part} is {part.memory_gb} GiB now")
+                DeploymentSlot.objects.create(deployment=move.deployment, replica=move.replica, partition=part)
+    except (Partition.DoesNotExist, IntegrityError):
+        return False
+    return True
+
+
+def _node_slots(node: Node) -> list[DeploymentSlot]:
+    return list(DeploymentSlot.objects.filter(partition__gpu__node=node, deployment__state__in=BOUND)
+                .select_related("deployment__profile", "partition__gpu"))
+
+
+def _run_node(node: Node) -> None:
+    """Make the node run exactly its bound slots (start new ones, stop freed ones)."""
     from serving.runtime import emulated as runtime
 
-    schedule_pending_deployments()
-    slots = list(DeploymentSlot.objects.filter(partition__gpu__node=node, deployment__state__in=("scheduled", "running"))
-                 .select_related("deployment__profile", "partition__gpu"))
-    if not runtime.can_run(node):
-        Deployment.objects.filter(pk__in={s.deployment_id for s in slots}, state="scheduled").exclude(
-            state_message__startswith="scheduled on a node without"
-        ).update(state_message="scheduled on a node without a serving runtime: start the replicas with the workload spec")
-        return
+    slots = _node_slots(node)
     runtime.reconcile(node, [
         runtime.ReplicaSlot(s.partition.gpu.index, s.partition.index, s.deployment.profile.replica_memory_gb)
         for s in slots
     ])
+    DeploymentSlot.objects.filter(pk__in=[s.pk for s in slots], started_at__isnull=True).update(started_at=timezone.now())
+
+
+def _new_copy_runs(deployment: Deployment, replica: int) -> bool:
+    need = deployment.profile.gpus_needed or 1
+    return DeploymentSlot.objects.filter(deployment=deployment, replica=replica, state=ACTIVE_SLOT,
+                                         started_at__isnull=False).count() >= need
+
+
+def _finish_moves(node: Node, *, run: bool) -> dict[int, list[str]]:
+    """On ``node``'s agent, after its runtime matches the database: stop the old copies here
+    whose replica's new copy runs (or which no longer move), and finish the moves whose new
+    copy runs with no old copy left. Returns deployment id -> notes on the moves finished."""
+    release = []
+    for slot in DeploymentSlot.objects.filter(partition__gpu__node=node, state=RETIRING).select_related("deployment__profile"):
+        moving = slot.deployment.moves.filter(replica=slot.replica, strategy=MBB, state__in=ReplicaMove.ACTIVE_STATES).exists()
+        if not moving or _new_copy_runs(slot.deployment, slot.replica):
+            release.append(slot.pk)
+    if release:
+        DeploymentSlot.objects.filter(pk__in=release).delete()
+        if run:
+            _run_node(node)  # the old copies stop here, now that their new copies serve
+    notes: dict[int, list[str]] = {}
     now = timezone.now()
-    DeploymentSlot.objects.filter(pk__in=[s.pk for s in slots], started_at__isnull=True).update(started_at=now)
-    for deployment in Deployment.objects.filter(state="scheduled", slots__partition__gpu__node=node).distinct():
-        if not deployment.slots.filter(started_at__isnull=True).exists():
-            with transaction.atomic():
-                _transition(deployment, Deployment.State.RUNNING, "all replicas started")
+    for move in ReplicaMove.objects.filter(state=ReplicaMove.State.STARTING).select_related("deployment__profile"):
+        if not _new_copy_runs(move.deployment, move.replica):
+            continue
+        if move.started_at is None:
+            move.started_at = now
+            move.save(update_fields=["started_at"])
+        if move.deployment.slots.filter(replica=move.replica, state=RETIRING).exists():
+            continue  # its old copy's node agent stops it next
+        move.state, move.finished_at = ReplicaMove.State.DONE, now
+        move.message = f"replica {move.replica} runs on {describe_slots(move.target)}; the old copy stopped"
+        move.save(update_fields=["state", "finished_at", "message"])
+        note = f"replica {move.replica} moved to {describe_slots(move.target)}" + (f" (plan #{move.plan_id})" if move.plan_id else "")
+        notes.setdefault(move.deployment_id, []).append(note)
+        if move.deployment.state == Deployment.State.RUNNING:
+            rest = _moves_message(move.deployment, [])
+            _say(move.deployment, "; ".join(filter(None, [rest or "all replicas started", note])))
+        audit.record("deployment.moved", obj=move.deployment, after={"replica": move.replica, "to": describe_slots(move.target)})
+    return notes
+
+
+def reconcile_node(*, node: Node) -> None:
+    """Make the node's running replicas match the database (on its agent): bind what waited
+    for partitions, start bound replicas, stop freed ones, carry moves on (the new copy
+    first, then the old one), and make every deployment's state say what runs."""
+    from serving.runtime import emulated as runtime
+
+    with _node_lock(node):
+        _reconcile_node(node, runtime)
+
+
+def _reconcile_node(node: Node, runtime: Any) -> None:
+    schedule_pending_deployments()
+    run = runtime.can_run(node)
+    if run:
+        _run_node(node)
+    else:
+        slots = _node_slots(node)
+        Deployment.objects.filter(pk__in={s.deployment_id for s in slots}, state="scheduled").exclude(
+            state_message__startswith="scheduled on a node without"
+        ).update(state_message="scheduled on a node without a serving runtime: start the replicas with the workload spec")
+    notes = _finish_moves(node, run=run)
+    settle_deployments(notes=notes)
+
+
+def _covers(counts: Counter[tuple[int, str]], replica: int, need: int) -> bool:
+    """Whether the replica's active slots, or its retiring ones, cover the GPUs it needs."""
+    return counts[(replica, ACTIVE_SLOT)] >= need or counts[(replica, RETIRING)] >= need
+
+
+def _serving_suffix(serving: int, replicas: int) -> str:
+    return f"{serving} of {replicas} replicas serving"
+
+
+def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
+    """Make each bound deployment's state say what its slots say.
+
+    A replica is held when its active slots (or, while it moves make-before-break, its old
+    retiring ones) cover the GPUs it needs (``gpus_needed``), and serving when those started.
+    ``running``: every replica serving. ``degraded``: some replica not held (drained, between
+    the stop and the start of a move, or its partitions removed from the inventory, e.g. by an
+    import), with which and why. ``failed``: no replica held and no move bringing one back;
+    what is left of its slots is freed. ``scheduled`` stays until every replica started."""
+    notes = notes or {}
+    deployments = list(Deployment.objects.filter(state__in=BOUND).select_related("profile"))
+    if not deployments:
+        return
+    ids = [d.pk for d in deployments]
+    held: dict[int, Counter[tuple[int, str]]] = {pk: Counter() for pk in ids}
+    started: dict[int, Counter[tuple[int, str]]] = {pk: Counter() for pk in ids}
+    for dep_id, replica, state, started_at in DeploymentSlot.objects.filter(deployment_id__in=ids).values_list(
+            "deployment_id", "replica", "state", "started_at"):
+        held[dep_id][(replica, state)] += 1
+        if started_at is not None:
+            started[dep_id][(replica, state)] += 1
+    moving: dict[int, dict[int, ReplicaMove]] = {pk: {} for pk in ids}
+    for move in ReplicaMove.objects.filter(deployment_id__in=ids, state__in=ReplicaMove.ACTIVE_STATES):
+        moving[move.deployment_id][move.replica] = move
+    for deployment in deployments:
+        need = deployment.profile.gpus_needed or 1
+        h, s, moves = held[deployment.pk], started[deployment.pk], moving[deployment.pk]
+
+        replicas = range(deployment.replicas)
+        missing = [r for r in replicas if not _covers(h, r, need)]
+        serving = sum(1 for r in replicas if _covers(s, r, need))
+        target: str
+        if missing and len(missing) == deployment.replicas and not moves:
+            target = Deployment.State.FAILED
+        elif missing:
+            target = Deployment.State.DEGRADED
+        elif serving == deployment.replicas:
+            target = Deployment.State.RUNNING
+        else:
+            target = deployment.state  # bound, starting: scheduled stays scheduled, degraded until it runs
+        lost = [r for r in missing if r not in moves]
+        if target == deployment.state and not moves and (
+                target != Deployment.State.DEGRADED or deployment.state_message.endswith(_serving_suffix(serving, deployment.replicas))):
+            continue  # nothing new to say
+        if target == Deployment.State.RUNNING:
+            message = "; ".join(filter(None, [_moves_message(deployment, []) or "all replicas started", *notes.get(deployment.pk, [])]))
+        else:
+            extra = []
+            if lost:
+                gone = ("its partitions are gone from the inventory (removed by an import or a sync)"
+                        if deployment.state != Deployment.State.DEGRADED else "it has no partition")
+                extra.append(f"replica{'s' if len(lost) > 1 else ''} {', '.join(map(str, lost))}: {gone}")
+            if target == Deployment.State.FAILED:
+                message = "no replica holds its partitions: " + "; ".join(extra)
+            else:
+                message = "; ".join(filter(None, [_moves_message(deployment, []), *extra,
+                                                  _serving_suffix(serving, deployment.replicas)]))
+        if target == deployment.state and message[:2000] == deployment.state_message:
+            continue
+        with transaction.atomic():
+            current = Deployment.objects.select_for_update().filter(pk=deployment.pk, state=deployment.state).first()
+            if current is None:
+                continue  # changed meanwhile (another agent settled it, or it stopped)
+            if target != current.state:
+                _transition(current, target, message)
+                if target == Deployment.State.FAILED:
+                    _release(current, message)
+            else:
+                _say(current, message)
+
+
+# --- draining (the reconfiguration's drain step, on the node's agent) -----------------------
+
+def drain_replicas(*, node: Node, gpu_indices: list[int], reason: str) -> list[str]:
+    """Stop the replicas that use partitions of these GPUs, not whole deployments; returns
+    the names of the deployments whose replicas stopped here.
+
+    A replica moving make-before-break has its new copy started first (on this node now; on
+    another node its agent does it, waited for up to ``_move_wait_s``), then its old copy
+    stops. Any other replica there stops (all of its slots: a replica is one unit); a
+    stop-then-start move then waits for its new partitions. A deployment left with no replica
+    and no move stops; one left with fewer replicas says ``degraded``. Runs before amd-smi
+    changes the GPUs, so the replicas are stopped on the node when it returns."""
+    with _node_lock(node):
+        return _drain(node, gpu_indices, reason)
+
+
+def _drain(node: Node, gpu_indices: list[int], reason: str) -> list[str]:
+    def here() -> Any:
+        return DeploymentSlot.objects.filter(partition__gpu__node=node, partition__gpu__index__in=gpu_indices,
+                                             deployment__state__in=BOUND)
+
+    names = sorted(set(here().values_list("deployment__name", flat=True)))
+    if not names:
+        return []
+    if here().filter(state=RETIRING).exists():
+        _run_node_if_possible(node)
+        deadline = time.monotonic() + _move_wait_s()
+        while here().filter(state=RETIRING).exists() and time.monotonic() < deadline:
+            time.sleep(MOVE_POLL_S)
+            _run_node_if_possible(node)
+        for slot in here().filter(state=RETIRING).select_related("deployment"):
+            slot.deployment.moves.filter(replica=slot.replica, state__in=ReplicaMove.ACTIVE_STATES).update(
+                message=f"the new copy had not started after {_move_wait_s():.0f} s; the old copy stopped first ({reason})")
+        here().filter(state=RETIRING).delete()  # the GPU change cannot wait longer: break before make
+    stopped: dict[int, list[int]] = {}
+    with transaction.atomic():
+        for dep_id, replica in set(here().values_list("deployment_id", "replica")):
+            stopped.setdefault(dep_id, []).append(replica)
+            DeploymentSlot.objects.filter(deployment_id=dep_id, replica=replica, state=ACTIVE_SLOT).delete()
+            move = ReplicaMove.objects.filter(deployment_id=dep_id, replica=replica, state__in=ReplicaMove.ACTIVE_STATES).first()
+            if move is None:
+                continue
+            if move.strategy == STS and move.state == ReplicaMove.State.WAITING:
+                move.state = ReplicaMove.State.STOPPED
+                move.message = f"old copy stopped by the drain of {reason}"
+                move.save(update_fields=["state", "message"])
+            elif move.strategy == MBB:
+                # It was the new copy that sat on a GPU being changed: the old one stays.
+                DeploymentSlot.objects.filter(deployment_id=dep_id, replica=replica, state=RETIRING).update(state=ACTIVE_SLOT)
+                move.state, move.finished_at = ReplicaMove.State.CANCELLED, timezone.now()
+                move.message = f"its new partitions are drained by {reason}; replica {replica} stays where it was"
+                move.save(update_fields=["state", "message", "finished_at"])
+        for deployment in Deployment.objects.select_for_update().filter(pk__in=list(stopped), state__in=BOUND):
+            left = deployment.slots.exists()
+            moves = deployment.moves.filter(state__in=ReplicaMove.ACTIVE_STATES).exists()
+            if not left and not moves:
+                stop_deployment(deployment=deployment, reason=f"drained by {reason}")
+                continue
+            replicas = ", ".join(map(str, sorted(stopped[deployment.pk])))
+            serving = deployment.replicas - len(_missing_replicas(deployment))
+            message = "; ".join(filter(None, [_moves_message(deployment, []), f"replica {replicas} stopped: drained by {reason}",
+                                              _serving_suffix(serving, deployment.replicas)]))
+            if deployment.state != Deployment.State.DEGRADED and serving < deployment.replicas:
+                _transition(deployment, Deployment.State.DEGRADED, message)
+            else:
+                _say(deployment, message)
+    _run_node_if_possible(node)  # the replicas stop before amd-smi set runs
+    return names
+
+
+def _missing_replicas(deployment: Deployment) -> list[int]:
+    need = deployment.profile.gpus_needed or 1
+    counts = Counter(deployment.slots.values_list("replica", "state"))
+    return [r for r in range(deployment.replicas) if counts[(r, ACTIVE_SLOT)] < need and counts[(r, RETIRING)] < need]
+
+
+def _run_node_if_possible(node: Node) -> None:
+    from serving.runtime import emulated as runtime
+
+    with _node_lock(node):
+        run = runtime.can_run(node)
+        if run:
+            _run_node(node)
+        _finish_moves(node, run=run)
 
 
 # --- the ports serving implements (registered in serving/apps.py) -----------------------------
@@ -230,14 +679,12 @@ class DeploymentWorkloads:
     # partitions.workloads
     def workloads_on(self, *, node: Node, gpu_indices: list[int]) -> list[str]:
         return sorted(set(Deployment.objects.filter(
-            state__in=("scheduled", "running"), slots__partition__gpu__node=node, slots__partition__gpu__index__in=gpu_indices,
+            state__in=BOUND, slots__partition__gpu__node=node, slots__partition__gpu__index__in=gpu_indices,
         ).values_list("name", flat=True)))
 
     def stop_workloads(self, *, node: Node, gpu_indices: list[int], reason: str) -> list[str]:
-        names = self.workloads_on(node=node, gpu_indices=gpu_indices)
-        for deployment in Deployment.objects.filter(name__in=names).active():
-            stop_deployment(deployment=deployment, reason=f"drained by {reason}")
-        reconcile_node(node=node)  # on the agent: the replicas stop before amd-smi set runs
+        names = drain_replicas(node=node, gpu_indices=gpu_indices, reason=reason)
+        settle_deployments()
         return names
 
     def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
@@ -258,7 +705,7 @@ class DeploymentWorkloads:
 
     # planning.occupancy
     def occupants_for_placement(self, *, node_ids: Sequence[int] | None) -> tuple[placement.Occupant, ...]:
-        slots = DeploymentSlot.objects.filter(deployment__state__in=("scheduled", "running")).select_related(
+        slots = DeploymentSlot.objects.filter(deployment__state__in=BOUND).select_related(
             "deployment__profile", "partition__gpu__node"
         )
         if node_ids is not None:
@@ -282,9 +729,9 @@ class DeploymentWorkloads:
 
 
 def running_replicas_by_model(node: Node) -> list[tuple[str, float, int]]:
-    """(model HF id, GiB per replica, started partitions) of the deployments running on a node."""
-    rows = (Deployment.objects.filter(state=Deployment.State.RUNNING, slots__partition__gpu__node=node,
-                                      slots__started_at__isnull=False)
+    """(model HF id, GiB per replica, started partitions) of the deployments serving on a node."""
+    rows = (Deployment.objects.filter(state__in=(Deployment.State.RUNNING, Deployment.State.DEGRADED),
+                                      slots__partition__gpu__node=node, slots__started_at__isnull=False)
             .values_list("profile__model__hf_id", "profile__memory_required_gb")
             .annotate(partitions=Count("slots")).order_by())
     return [(model, memory_gb or 0.0, partitions) for model, memory_gb, partitions in rows]

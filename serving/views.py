@@ -21,7 +21,6 @@ from planning.services import DemandSpec, fleet_state
 from serving.models import Deployment
 from serving.services import PlacementConflict, create_deployment, stop_deployment
 
-
 # --- operations --------------------------------------------------------------------------------
 
 def operation_list(request: HttpRequest) -> HttpResponse:
@@ -35,8 +34,12 @@ def operation_list(request: HttpRequest) -> HttpResponse:
         ops = ops.filter(node__name=q["node"])
         deployments = deployments.filter(Q(slots__partition__gpu__node__name=q["node"]) | Q(pin_node__name=q["node"])).distinct()
     if q.get("plan"):
-        ops = ops.filter(plan_id=q["plan"]) if q["plan"].isdigit() else ops.none()
-        deployments = deployments.filter(plan_id=q["plan"]) if q["plan"].isdigit() else deployments.none()
+        # A plan id the database can hold (a bigger one matches nothing rather than overflowing).
+        raw = q["plan"]
+        plan_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+        ops = ops.filter(plan_id=plan_id) if plan_id is not None else ops.none()
+        deployments = (deployments.filter(Q(plan_id=plan_id) | Q(moves__plan_id=plan_id)).distinct() if plan_id is not None
+                       else deployments.none())
     kind = q.get("kind", "")
     return render(request, "serving/operation_list.html", {
         "operations": ops[:200] if kind in ("", "reconfiguration") else [],
@@ -87,25 +90,32 @@ def _profile_options() -> list[dict[str, Any]]:
     return options
 
 
+# The form's fields, named as in the API's request body (DeploymentCreateSerializer).
+FORM_FIELDS = ("name", "profile", "replicas", "priority", "pin_node", "pin_gpu_index")
+
+
+def _form_errors(errors: Any) -> str:
+    return "; ".join(f"{field}: {' '.join(str(m) for m in messages_)}" for field, messages_ in errors.items())
+
+
 @permission_required("serving.add_deployment", raise_exception=True)
 def deployment_create(request: HttpRequest) -> HttpResponse:
+    """The deployment form. POST validates with the API's serializer (one validation for pages
+    and API) before anything is written, then calls the same service as the API."""
+    from serving.api.serializers import DeploymentCreateSerializer
+
     context: dict[str, Any] = {"options": _profile_options(), "nodes": Node.objects.order_by("name"), "form": request.POST}
     if request.method == "POST":
+        # Only the serializer's fields (not the CSRF token); empty optional fields are absent.
+        data: dict[str, Any] = {k: request.POST[k] for k in FORM_FIELDS if request.POST.get(k, "") != ""}
+        data["spread"] = bool(request.POST.get("spread"))
+        payload = DeploymentCreateSerializer(data=data)
         try:
-            profile = ModelProfile.objects.with_related().get(pk=int(request.POST.get("profile", "0")))
-            spec = DemandSpec(
-                name=request.POST.get("name", "").strip(), profile=profile,
-                replicas=int(request.POST.get("replicas", "1")), priority=int(request.POST.get("priority", "0") or 0),
-                spread=bool(request.POST.get("spread")),
-                pin_node=Node.objects.filter(name=request.POST.get("pin_node", "")).first() if request.POST.get("pin_node") else None,
-            )
-            if not spec.name:
-                raise ValidationError({"name": "required"})
-            deployment = create_deployment(spec=spec, requested_by=request.user)
-        except (ValueError, ModelProfile.DoesNotExist):
-            context["error"] = "choose a profile and give whole numbers for replicas and priority"
+            if not payload.is_valid():
+                raise ValidationError(payload.errors)
+            deployment = create_deployment(spec=DemandSpec(**payload.validated_data), requested_by=request.user)
         except ValidationError as exc:
-            context["error"] = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.message_dict.items()) if hasattr(exc, "error_dict") else "; ".join(exc.messages)
+            context["error"] = _form_errors(exc.message_dict) if hasattr(exc, "error_dict") else "; ".join(exc.messages)
         except PlacementConflict as exc:
             context["conflict"] = exc
         else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import redis
@@ -54,6 +55,25 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if process is not None:
             process.terminate()
             process.wait(10)
+
+
+@pytest.fixture(autouse=True)
+def redis_key_prefix(request, settings, monkeypatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """Each test's own prefix for the console's Redis keys (settings.REDIS_KEY_PREFIX, and
+    AIM_REDIS_KEY_PREFIX for the processes it starts): tests sharing one Redis never read
+    one another's telemetry snapshots or counters. A test that used Redis leaves no key."""
+    prefix = f"aim:test-{uuid.uuid4().hex[:12]}:"
+    settings.REDIS_KEY_PREFIX = prefix
+    monkeypatch.setenv("AIM_REDIS_KEY_PREFIX", prefix)
+    yield prefix
+    if "redis_url" in request.fixturenames:
+        client = redis.Redis.from_url(request.getfixturevalue("redis_url"), socket_timeout=2)
+        try:
+            keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
 
 
 @pytest.fixture(scope="session")

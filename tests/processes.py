@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 from django.db import connection
@@ -91,8 +91,9 @@ class Process:
 
 
 @pytest.fixture
-def process_env(redis_url: str) -> dict[str, str]:
+def process_env(redis_url: str, redis_key_prefix: str) -> dict[str, str]:
     env = {**os.environ, **AGENT_ENV}
+    env["AIM_REDIS_KEY_PREFIX"] = redis_key_prefix  # the test's own Redis keys (tests/conftest.py)
     env["DJANGO_SETTINGS_MODULE"] = "aimconsole.settings.test"
     env["DATABASE_URL"] = database_url()
     env["REDIS_URL"] = redis_url

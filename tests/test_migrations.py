@@ -29,6 +29,11 @@ def _migrate(targets: list[tuple[str, str | None]]) -> MigrationExecutor:
 
 @pytest.mark.django_db(transaction=True)
 def test_upgrade_keeps_plans_deployments_slots_and_their_permissions() -> None:
+    from models.models import InferenceModel
+    from models.services import load_catalog
+
+    if not InferenceModel.objects.exists():  # an earlier transactional test flushed it
+        load_catalog()
     # The models as the applied migrations define them (the state before the split).
     old = _migrate(BEFORE_SPLIT)._create_project_state(with_applied_migrations=True).apps
     Node = old.get_model("partitions", "Node")

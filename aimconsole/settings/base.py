@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: refuses oversized bodies on their announced length, before anything reads them.
+    "aimconsole.limits.BodySizeLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "aimconsole.middleware.RejectNullCharactersMiddleware",
@@ -120,6 +122,10 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_connect_timeout": 1}], "prefix": "aim"},
     }
 }
+
+# Prefix of the console's own keys in Redis (telemetry snapshots, counters): consoles or test
+# runs that share one Redis each use their own (tests/conftest.py gives every test one).
+REDIS_KEY_PREFIX = env.str("AIM_REDIS_KEY_PREFIX", default="aim:")
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = None  # results the UI shows live in database rows
@@ -204,12 +210,18 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["aimconsole.permissions.RolePermission"],
+    # Bounded JSON (depth and size) for every body; form encodings as DRF's defaults.
+    "DEFAULT_PARSER_CLASSES": [
+        "aimconsole.api.BoundedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_FILTER_BACKENDS": [
-        "django_filters.rest_framework.DjangoFilterBackend",
+        "aimconsole.api.BoundedFilterBackend",  # django-filter with integer values checked
         "rest_framework.filters.OrderingFilter",
         "rest_framework.filters.SearchFilter",
     ],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "aimconsole.api.BoundedLimitOffsetPagination",  # limit <= 1000
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aimconsole.api.exception_handler",

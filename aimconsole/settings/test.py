@@ -24,6 +24,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not :memory:, so node agents and workers the integration tests start as
     # separate processes share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":  # noqa: F405
+    # Lets the suite's database resets empty the audit table (aimconsole/testdb/postgresql).
+    DATABASES["default"]["ENGINE"] = "aimconsole.testdb.postgresql"  # noqa: F405
 if os.environ.get("AIM_CHANNEL_LAYER") != "redis":
     # In-process tests: in-memory layer. Processes the browser and integration tests start
     # (daphne, agents) set AIM_CHANNEL_LAYER=redis to talk through the real channels_redis layer.

@@ -4,6 +4,7 @@ from django.db import transaction
 from rest_framework import serializers
 
 from aimconsole import audit
+from aimconsole.api import RejectUnknownFieldsMixin
 from models import services
 from models.models import InferenceModel, ModelProfile, Precision
 
@@ -21,7 +22,7 @@ def _model_state(model: InferenceModel) -> dict:
     return state
 
 
-class InferenceModelSerializer(serializers.ModelSerializer[InferenceModel]):
+class InferenceModelSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[InferenceModel]):
     precisions = serializers.SlugRelatedField(
         slug_field="code", many=True, queryset=Precision.objects.all(),
         help_text="Precision codes the model is offered in; one profile per GPU model each.",
@@ -72,7 +73,7 @@ class InferenceModelSerializer(serializers.ModelSerializer[InferenceModel]):
         return instance
 
 
-class ModelProfileSerializer(serializers.ModelSerializer[ModelProfile]):
+class ModelProfileSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[ModelProfile]):
     model = serializers.SlugRelatedField(slug_field="hf_id", queryset=InferenceModel.objects.all())
     precision = serializers.SlugRelatedField(slug_field="code", queryset=Precision.objects.all())
     gpu = serializers.ChoiceField(source="gpu_model", choices=ModelProfile._meta.get_field("gpu_model").choices)

@@ -6,7 +6,6 @@ from rest_framework import viewsets
 
 from aimconsole import audit
 from aimconsole.etags import ETagMixin
-
 from models.api.serializers import InferenceModelSerializer, ModelProfileSerializer, PrecisionSerializer
 from models.models import InferenceModel, ModelProfile, Precision
 
@@ -15,7 +14,6 @@ class PrecisionViewSet(viewsets.ReadOnlyModelViewSet):
     queryset = Precision.objects.all()
     serializer_class = PrecisionSerializer
     lookup_field = "code"
-    pagination_class = None
 
 
 class InferenceModelFilter(django_filters.FilterSet):

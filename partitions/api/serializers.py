@@ -36,7 +36,8 @@ class GPUSerializer(serializers.ModelSerializer[GPU]):
         fields = (
             "id", "node", "emulated", "index", "gpu_model", "market_name", "bdf", "uuid", "gfx_target",
             "compute_mode", "memory_mode", "memory_caps", "accelerator_profiles", "compute_units",
-            "vram_mb", "health", "health_reason", "schedulable", "partition_count", "partitions",
+            "vram_mb", "health", "health_reason", "schedulable", "pending_memory_mode", "health_check_requested_at",
+            "partition_count", "partitions",
         )
         read_only_fields = fields
 
@@ -53,8 +54,8 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         model = Node
         fields = (
             "id", "name", "backend", "emulated", "amd_smi_version", "rocm_version", "memory_mode",
-            "agent_heartbeat_at", "agent_alive", "last_synced_at", "sync_error", "layout_problem",
-            "schedulable", "gpu_count",
+            "agent_heartbeat_at", "agent_alive", "agent_lease_holder", "agent_lease_expires_at", "last_synced_at",
+            "sync_error", "layout_problem", "schedulable", "reconciled_at", "reconcile_changes", "gpu_count",
         )
         read_only_fields = fields
 
@@ -69,6 +70,10 @@ class ImportAmdSmiSerializer(serializers.Serializer):
         help_text="Raw outputs of amd-smi list, static, partition, metric and/or version (any order).",
     )
     dry_run = serializers.BooleanField(default=False)
+    force = serializers.BooleanField(
+        default=False,
+        help_text="Import even onto a node with a live agent or over GPUs/partitions in use (audited); "
+                  "without it such an import answers 409 naming what it would remove.")
 
 
 class ReconfigurationStepSerializer(serializers.ModelSerializer[ReconfigurationStep]):
@@ -92,8 +97,8 @@ class ReconfigurationSerializer(serializers.ModelSerializer[Reconfiguration]):
         fields = (
             "id", "url", "websocket", "kind", "state", "node", "gpu", "gpu_index", "target",
             "target_compute_mode", "target_memory_mode", "previous_layout", "drain", "reason",
-            "requested_by", "attempts", "error_code", "error_message", "created_at", "started_at",
-            "finished_at", "duration_s", "steps",
+            "requested_by", "attempts", "error_code", "error_message", "created_at", "enqueued_at", "started_at",
+            "apply_deadline_at", "finished_at", "duration_s", "steps",
         )
         read_only_fields = fields
 
@@ -115,3 +120,11 @@ class NodeReconfigureSerializer(serializers.Serializer):
                                          help_text="Compute mode for every GPU afterwards (default: keep each GPU's)")
     drain = serializers.BooleanField(default=False)
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class NodeComputeChangesSerializer(serializers.Serializer):
+    """A node request in the memory mode the node already runs: one compute-mode change per GPU
+    not yet in the requested compute mode (none when every GPU is), no NPS change, no reload."""
+
+    message = serializers.CharField()
+    reconfigurations = ReconfigurationSerializer(many=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
@@ -13,11 +13,12 @@ from rest_framework.reverse import reverse
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from aimconsole.permissions import ReadOnlyForSignedIn
+from aimconsole.permissions import ReadOnlyForRole
 from partitions.api.serializers import (
     GpuReconfigureSerializer,
     GPUSerializer,
     ImportAmdSmiSerializer,
+    NodeComputeChangesSerializer,
     NodeReconfigureSerializer,
     NodeSerializer,
     PartitionSerializer,
@@ -27,7 +28,9 @@ from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
 from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 from partitions.services import import_amdsmi_outputs
-from partitions.services.reconfiguration import OperationInProgress, request_reconfiguration
+from partitions.services.inventory import ImportRefused
+from partitions.services.health import request_health_check
+from partitions.services.reconfiguration import OperationInProgress, request_node_reconfiguration, request_reconfiguration
 
 
 RECONFIGURE_RESPONSES = {
@@ -38,24 +41,46 @@ RECONFIGURE_RESPONSES = {
 }
 
 
-def _reconfigure(request: Request, **target) -> Response:  # type: ignore[no-untyped-def]
-    """Shared by the GPU and node actions: validate, store the intent, answer 202."""
+def _conflict(request: Request, exc: OperationInProgress) -> Response:
+    # Same error shape as every API error (aimconsole/api.py), with the blocking operation.
+    return Response(
+        {"code": "conflict", "message": str(exc),
+         "detail": {"operation": exc.operation.pk, "state": exc.operation.state,
+                    "url": reverse("reconfiguration-detail", args=[exc.operation.pk], request=request)}},
+        status=status.HTTP_409_CONFLICT,
+    )
+
+
+def _django_validation(exc: DjangoValidationError) -> ValidationError:
+    return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
+
+
+def _reconfigure(request: Request, *, node_request: bool = False, **target) -> Response:  # type: ignore[no-untyped-def]
+    """Shared by the GPU and node actions: validate, store the intent, answer 202.
+
+    A node request in the memory mode the node already runs becomes compute-mode changes per
+    GPU (no NPS change, no driver reload): the answer lists them (200 when there is nothing
+    to change)."""
     if not request.user.has_perm("partitions.add_reconfiguration"):
         raise PermissionDenied("Reconfiguring needs the operator or admin role.")
+    context = {"request": request}
     try:
-        op = request_reconfiguration(requested_by=request.user, **target)
+        if not node_request:
+            op = request_reconfiguration(requested_by=request.user, **target)
+        else:
+            outcome = request_node_reconfiguration(requested_by=request.user, **target)
+            if not outcome.memory_change:
+                rows = Reconfiguration.objects.with_related().filter(pk__in=[o.pk for o in outcome.operations]).order_by("gpu_index")
+                body = {"message": outcome.message,
+                        "reconfigurations": ReconfigurationSerializer(rows, many=True, context=context).data}
+                return Response(body, status=status.HTTP_202_ACCEPTED if outcome.operations else status.HTTP_200_OK)
+            (op,) = outcome.operations
     except DjangoValidationError as exc:
-        raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}) from exc
+        raise _django_validation(exc) from exc
     except OperationInProgress as exc:
-        # Same error shape as every API error (aimconsole/api.py), with the blocking operation.
-        return Response(
-            {"code": "conflict", "message": str(exc),
-             "detail": {"operation": exc.operation.pk, "state": exc.operation.state,
-                        "url": reverse("reconfiguration-detail", args=[exc.operation.pk], request=request)}},
-            status=status.HTTP_409_CONFLICT,
-        )
+        return _conflict(request, exc)
     op = Reconfiguration.objects.with_related().get(pk=op.pk)
-    body = ReconfigurationSerializer(op, context={"request": request}).data
+    body = ReconfigurationSerializer(op, context=context).data
     return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
@@ -94,27 +119,37 @@ class GpuSpecSerializer(serializers.Serializer):
         compute, memory = spec.default_pair
         return {"compute": compute, "memory": memory}
 
+    def _status(self, spec: GpuSpec, compute: str, memory: str) -> dict[str, str]:
+        status = spec.validation(compute, memory)
+        assert status is not None  # every pair of the table has one
+        return {"validation": status.value, "validation_label": status.label}
+
     def get_valid_pairs(self, spec: GpuSpec) -> list[dict[str, str]]:
-        return [{"compute": c, "memory": m} for c, m in spec.valid_pairs]
+        """Each pair with how far it is vouched for: validation is "validated" (AMD-validated),
+        "driver_allowed" (the driver accepts it, AMD does not list it as validated) or
+        "estimated" (inferred); validation_label says it in words."""
+        return [{"compute": c, "memory": m, **self._status(spec, c, m)} for c, m in spec.valid_pairs]
 
     def get_conditional_pairs(self, spec: GpuSpec) -> list[dict[str, str]]:
-        return [{"compute": c, "memory": m, "condition": why} for (c, m), why in spec.conditional_pairs.items()]
+        return [{"compute": c, "memory": m, "condition": why, **self._status(spec, c, m)}
+                for (c, m), why in spec.conditional_pairs.items()]
 
     @extend_schema(responses=PartitionLayoutSerializer(many=True))
     def get_layouts(self, spec: GpuSpec) -> list[dict]:
         return PartitionLayoutSerializer(spec.layouts(), many=True).data
 
 
-class GpuSpecViewSet(viewsets.ViewSet):
+class GpuSpecViewSet(viewsets.GenericViewSet):
     """GPU models the console knows, with their valid partition modes and layouts."""
 
-    permission_classes = (ReadOnlyForSignedIn,)
+    permission_classes = (ReadOnlyForRole,)
     serializer_class = GpuSpecSerializer
     lookup_field = "model"
+    filter_backends = ()
 
-    @extend_schema(responses=GpuSpecSerializer(many=True))
     def list(self, request: Request) -> Response:
-        return Response(GpuSpecSerializer(list(SPECS.values()), many=True).data)
+        page = self.paginate_queryset(list(SPECS.values()))
+        return self.get_paginated_response(GpuSpecSerializer(page, many=True).data)
 
     @extend_schema(responses=GpuSpecSerializer, parameters=[
         OpenApiParameter("model", str, OpenApiParameter.PATH, description="GPU model, e.g. MI300X")])
@@ -145,8 +180,11 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
 
     @extend_schema(
         request=ImportAmdSmiSerializer,
-        responses={200: OpenApiResponse(description="Parsed inventory (dry run)"),
-                   201: OpenApiResponse(description="Parsed and stored inventory")},
+        responses={200: OpenApiResponse(description="What would be stored and removed (dry run)"),
+                   201: OpenApiResponse(description="Parsed and stored inventory"),
+                   400: OpenApiResponse(description="Not amd-smi output (unrecognised, malformed, too large or too deep)"),
+                   409: OpenApiResponse(description="Refused: it would remove GPUs/partitions in use or overwrite a "
+                                                    "node with a live agent (detail.would_remove); send force to import anyway")},
     )
     @action(detail=True, methods=["post"], url_path="import-amdsmi")
     def import_amdsmi(self, request: Request, name: str | None = None) -> Response:
@@ -158,7 +196,11 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
         outputs = payload.validated_data["outputs"]
         files = [(f"outputs[{i}]", text) for i, text in enumerate(outputs)]
         try:
-            result = import_amdsmi_outputs(node_name=name or "", files=files, dry_run=payload.validated_data["dry_run"])
+            result = import_amdsmi_outputs(node_name=name or "", files=files, dry_run=payload.validated_data["dry_run"],
+                                           force=payload.validated_data["force"])
+        except ImportRefused as exc:
+            return Response({"code": "conflict", "message": f"{exc}; send \"force\": true to import anyway (audited)",
+                             "detail": exc.detail}, status=status.HTTP_409_CONFLICT)
         except ParseError as exc:
             raise ValidationError({"outputs": [str(exc)]}, code="unparseable") from exc
         except DjangoValidationError as exc:
@@ -166,16 +208,29 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
         return Response(result.to_json(), status=status.HTTP_200_OK if result.dry_run else status.HTTP_201_CREATED)
 
 
-    @extend_schema(request=NodeReconfigureSerializer, responses=RECONFIGURE_RESPONSES)
+    @extend_schema(request=NodeReconfigureSerializer, responses={
+        **RECONFIGURE_RESPONSES,
+        202: PolymorphicProxySerializer(
+            component_name="NodeReconfigureAccepted", resource_type_field_name=None,
+            serializers=[ReconfigurationSerializer, NodeComputeChangesSerializer],
+            many=False,
+        ),
+        200: NodeComputeChangesSerializer,
+    })
     @action(detail=True, methods=["post"])
     def reconfigure(self, request: Request, name: str | None = None) -> Response:
-        """Change the node's memory (NPS) mode — reloads the driver for every GPU of the node."""
+        """Change the node's memory (NPS) mode — reloads the driver for every GPU of the node —
+        and optionally every GPU's compute mode afterwards (202 with the operation).
+
+        In the memory mode the node already runs there is nothing for NPS to do: the request
+        becomes one compute-mode change per GPU not yet in ``compute_mode``, with no driver
+        reload (202 with ``reconfigurations``; 200 with an empty list when every GPU is there)."""
         node = self.get_object()
         payload = NodeReconfigureSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
-        return _reconfigure(request, node=node, memory_mode=data["memory_mode"], compute_mode=data.get("compute_mode") or None,
-                            drain=data["drain"], reason=data["reason"])
+        return _reconfigure(request, node_request=True, node=node, memory_mode=data["memory_mode"],
+                            compute_mode=data.get("compute_mode") or None, drain=data["drain"], reason=data["reason"])
 
 
 class GPUFilter(django_filters.FilterSet):
@@ -202,6 +257,31 @@ class GPUViewSet(viewsets.ReadOnlyModelViewSet):
         data = payload.validated_data
         return _reconfigure(request, gpu=gpu, compute_mode=data["compute_mode"], memory_mode=data.get("memory_mode") or None,
                             drain=data["drain"], reason=data["reason"])
+
+    @extend_schema(request=None, responses={
+        202: GPUSerializer,
+        400: OpenApiResponse(description="The GPU is not unhealthy, or its node has no live backend"),
+        403: OpenApiResponse(description="Operators and admins only"),
+        409: OpenApiResponse(description="An operation on this GPU is in progress (detail.operation names it)"),
+    })
+    @action(detail=True, methods=["post"], url_path="mark-healthy")
+    def mark_healthy(self, request: Request, pk: str | None = None) -> Response:
+        """Mark an unhealthy GPU healthy after a check: the node's agent re-reads the hardware
+        and clears the mark only if the GPU reads at its expected layout (the target of the
+        last operation on it if that succeeded, else the layout before it). 202 at once;
+        ``health_check_requested_at`` is unset once checked, ``health`` and ``health_reason``
+        give the outcome (both audited)."""
+        if not request.user.has_perm("partitions.change_gpu"):
+            raise PermissionDenied("Marking a GPU healthy needs the operator or admin role.")
+        gpu = self.get_object()
+        try:
+            request_health_check(gpu=gpu, requested_by=request.user)
+        except DjangoValidationError as exc:
+            raise _django_validation(exc) from exc
+        except OperationInProgress as exc:
+            return _conflict(request, exc)
+        gpu = self.get_queryset().get(pk=gpu.pk)
+        return Response(GPUSerializer(gpu, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class PartitionFilter(django_filters.FilterSet):
@@ -266,14 +346,15 @@ class TelemetrySnapshotSerializer(serializers.Serializer):
     gpus = serializers.ListField(child=serializers.DictField(), help_text="Per GPU: power_w, temperature_c, partitions[]")
 
 
-class TelemetryViewSet(viewsets.ViewSet):
+class TelemetryViewSet(viewsets.GenericViewSet):
     """Latest telemetry snapshot per node (from Redis; nodes without a live agent are absent).
     Per-partition activity on partitioned GPUs is derived from per-XCP busy (``derived``)."""
 
-    permission_classes = (ReadOnlyForSignedIn,)
+    permission_classes = (ReadOnlyForRole,)
     serializer_class = TelemetrySnapshotSerializer
+    filter_backends = ()
 
-    @extend_schema(responses=TelemetrySnapshotSerializer(many=True), parameters=[
+    @extend_schema(parameters=[
         OpenApiParameter("node", str, OpenApiParameter.QUERY, description="Only this node")])
     def list(self, request: Request) -> Response:
         import time
@@ -282,8 +363,6 @@ class TelemetryViewSet(viewsets.ViewSet):
 
         from partitions.telemetry_store import read_snapshots_sync
 
-        if not request.user.has_perm("partitions.view_node"):
-            self.permission_denied(request, message="Reading telemetry needs a role.")
         names = list(Node.objects.order_by("name").values_list("name", flat=True))
         if request.query_params.get("node"):
             names = [n for n in names if n == request.query_params["node"]]
@@ -293,4 +372,5 @@ class TelemetryViewSet(viewsets.ViewSet):
             return Response({"code": "unavailable", "message": f"telemetry store unreachable: {exc}", "detail": None},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         now = time.time()
-        return Response([{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()])
+        page = self.paginate_queryset([{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()])
+        return self.get_paginated_response(page)

@@ -1,20 +1,27 @@
 """Hardware backends: what the console uses to read and change GPU partitioning.
 
-``get_backend(kind, **options)`` returns an object satisfying :class:`Backend`:
+``get_backend(kind=None, **options)`` returns an object satisfying :class:`Backend`:
 
 * ``"amdsmi"``    - :class:`~partitions.backends.amdsmi.AmdSmiBackend` over the real CLI.
 * ``"emulator"``  - the same class pointed at the amd-smi emulator (``python -m
   amdsmi_emulator``); option ``state_file`` sets ``AMD_SMI_EMULATOR_STATE``.
-* ``"simulated"`` - an in-process backend (``partitions.backends.simulated``, not part of
-  this module; plugged in here when it exists).
+* ``"simulated"`` - the in-process :class:`~partitions.backends.simulated.SimulatedBackend`.
+* a dotted path ``package.module.Name`` - a class or factory called with ``options`` whose
+  result satisfies :class:`Backend`.
+
+Without ``kind`` the setting ``PARTITION_BACKEND`` (one of the above; default "amdsmi")
+decides: it is the implementation that drives real-hardware nodes (``partitions.services.
+inventory.backend_for``). A value that names no backend raises ImproperlyConfigured.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from partitions.backends.types import (
     LogicalDevice,
@@ -58,9 +65,36 @@ def emulator_argv() -> list[str]:
     return [sys.executable, "-m", "amdsmi_emulator"]
 
 
-def get_backend(kind: str, **options) -> Backend:
-    """A backend of ``kind`` ("amdsmi", "emulator", "simulated") built from ``options``
-    (the constructor arguments of that backend)."""
+def configured_backend() -> str:
+    """The ``PARTITION_BACKEND`` setting (a backend kind or a dotted path)."""
+    from django.conf import settings
+
+    return str(getattr(settings, "PARTITION_BACKEND", "amdsmi"))
+
+
+def get_backend(kind: str | None = None, **options: Any) -> Backend:
+    """A backend of ``kind`` ("amdsmi", "emulator", "simulated" or a dotted path) built from
+    ``options`` (the constructor arguments of that backend); ``kind=None``: the
+    ``PARTITION_BACKEND`` setting, where a bad value raises ImproperlyConfigured."""
+    if kind is None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        value = configured_backend()
+        try:
+            return _build(value, options)
+        except _BadBackend as exc:
+            raise ImproperlyConfigured(f"PARTITION_BACKEND={value!r}: {exc}") from exc
+    try:
+        return _build(kind, options)
+    except _BadBackend as exc:
+        raise ValueError(str(exc)) from exc
+
+
+class _BadBackend(Exception):
+    pass
+
+
+def _build(kind: str, options: dict[str, Any]) -> Backend:
     if kind == "amdsmi":
         from partitions.backends.amdsmi import AmdSmiBackend
 
@@ -81,12 +115,22 @@ def get_backend(kind: str, **options) -> Backend:
         options.setdefault("emulated", True)
         return AmdSmiBackend(binary=argv, env=env, reload_command=reload_command, **options)
     if kind == "simulated":
-        try:
-            from partitions.backends.simulated import SimulatedBackend  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise ValueError("the simulated backend is not available yet") from exc
+        from partitions.backends.simulated import SimulatedBackend
+
         return SimulatedBackend(**options)
-    raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(BACKEND_KINDS)}")
+    if "." not in kind.strip(". "):
+        raise _BadBackend(f"{kind!r} is not a known backend; expected one of {', '.join(BACKEND_KINDS)} "
+                          "or a dotted path to a backend class")
+    module_name, _, name = kind.rpartition(".")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise _BadBackend(f"{kind!r} cannot be imported ({exc})") from exc
+    backend = factory(**options)
+    if not isinstance(backend, Backend):
+        raise _BadBackend(f"{kind!r} does not implement the Backend protocol "
+                          "(version, list_devices, inventory, set_compute_mode, set_memory_mode, ...)")
+    return backend
 
 
-__all__ = ["BACKEND_KINDS", "Backend", "emulator_argv", "get_backend"]
+__all__ = ["BACKEND_KINDS", "Backend", "configured_backend", "emulator_argv", "get_backend"]

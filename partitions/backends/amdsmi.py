@@ -10,8 +10,8 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from partitions.backends.errors import (
     BackendError,
@@ -20,6 +20,7 @@ from partitions.backends.errors import (
     DeviceNotFound,
     DriverReloadFailed,
     InvalidValue,
+    MissingGroups,
     ParseError,
     ToolMissing,
     VerificationFailed,
@@ -36,6 +37,7 @@ from partitions.backends.parsing import (
     parse_static,
     parse_version,
 )
+from partitions.backends.parsing.common import strip_group_warnings
 from partitions.backends.types import (
     LogicalDevice,
     Metrics,
@@ -46,14 +48,26 @@ from partitions.backends.types import (
 )
 from partitions.backends.versions import (
     DEFAULT_MODPROBE_COMMAND,
+    RELOAD_BACKGROUND,
     RELOAD_BY_TOOL,
     RELOAD_MODPROBE,
     RELOAD_RESET,
     has_partition_command,
     list_has_enumeration,
     reload_method,
+    reload_method_from_help,
     set_needs_gpu_all,
 )
+
+# Reload method per node: (tool argv, environment, tool version) -> method. What the installed
+# tool accepts does not change while its version does not, so one probe per node is enough;
+# an upgrade (new version string) probes again.
+_RELOAD_METHODS: dict[tuple[object, ...], str] = {}
+
+
+def forget_reload_methods() -> None:
+    """Drop the cached reload methods (tests; after replacing amd-smi in place)."""
+    _RELOAD_METHODS.clear()
 
 
 @dataclass(frozen=True)
@@ -162,8 +176,20 @@ class AmdSmiBackend:
         return self._version
 
     def list_devices(self) -> tuple[LogicalDevice, ...]:
+        """``amd-smi list``. Raises MissingGroups when the tool runs as a user outside the
+        render and video groups: it still lists, but without BDFs the partitions cannot be
+        placed on their GPUs, and every other read fails."""
         args = ["list", "-e", "--json"] if list_has_enumeration(self.version()) else ["list", "--json"]
-        return self._parsed(args, parse_list)
+        result = self._run(args)
+        _text, groups = strip_group_warnings(result.stdout)
+        if groups is not None:
+            raise MissingGroups(f"amd-smi runs as a user missing the {groups} groups: {MissingGroups.hint}",
+                                command=result.argv, output=result.stdout)
+        try:
+            return parse_list(result.stdout)
+        except ParseError as exc:
+            exc.command = result.argv
+            raise
 
     def static_info(self) -> tuple[StaticInfo, ...]:
         return self._parsed(["static", "-a", "-v", "-p", "--json"], parse_static)
@@ -250,15 +276,38 @@ class AmdSmiBackend:
                 return p.accelerator_type
         raise InvalidValue(f"GPU {g} has no accelerator profile #{mode} (profiles need root to read)")
 
+    def reload_method(self) -> str:
+        """How this node's amd-smi reloads the driver after ``set -M`` (RELOAD_BACKGROUND,
+        RELOAD_BY_TOOL, RELOAD_RESET or RELOAD_MODPROBE), decided from what the installed tool
+        accepts: ``amd-smi reset --help`` lists ``--reload-driver`` or not (removed in 7.12.0
+        by the tool's changelog, 7.13.0 by AMD's partition guide). Probed once per node and
+        tool version; when the probe fails the version alone decides (not cached)."""
+        version = self.version()
+        key = (tuple(self._prefix() + self.binary), tuple(sorted(self.extra_env.items())),
+               version.tool, version.library)
+        cached = _RELOAD_METHODS.get(key)
+        if cached is not None:
+            return cached
+        try:
+            result = self._run(["reset", "--help"], check=False)
+        except BackendError:
+            return reload_method(version)
+        if result.exit_status != 0 or "usage" not in (result.stdout + result.stderr).lower():
+            return reload_method(version)
+        method = reload_method_from_help(result.stdout + result.stderr, version)
+        _RELOAD_METHODS[key] = method
+        return method
+
     def set_memory_mode(self, mode: str) -> NodeInventory:
-        """``set -M MODE`` (answers the [Y/N] prompt), the driver reload this version needs,
-        wait for the GPUs to come back, then read back and verify every GPU."""
+        """``set -M MODE`` (answers the [Y/N] prompt), the driver reload this tool needs (none
+        before 7.0: ``set -M`` reloads; 6.1/6.2 start it in the background and return), wait for
+        the GPUs to come back, then read back and verify every GPU."""
         mode = str(mode).strip().upper()
         if mode not in MEMORY_MODES:
             raise InvalidValue(f"unknown memory mode {mode!r}; expected one of {', '.join(MEMORY_MODES)}")
         before = self.inventory()
         version = before.version or self.version()
-        method = reload_method(version)
+        method = self.reload_method()
         args = ["set", "-M", mode, "--json"]
         if set_needs_gpu_all(version):
             args[1:1] = ["-g", "all"]
@@ -285,14 +334,20 @@ class AmdSmiBackend:
             self._reset_reload()
         elif method == RELOAD_MODPROBE:
             self._modprobe_reload()
-        after = self._wait_for_gpus(len(before.gpus))
+        if method == RELOAD_BACKGROUND:
+            # rocm_smi's restartAMDGpuDriver() ran "modprobe -r amdgpu && modprobe amdgpu&": a
+            # second reload would race it. The devices may still show the old mode for a moment,
+            # vanish, then come back: wait for the new mode, not just for the devices.
+            after = self._wait_for_gpus(len(before.gpus), memory_mode=mode)
+        else:
+            after = self._wait_for_gpus(len(before.gpus))
         self._verify(after, {g.index: mode for g in after.gpus}, "memory_mode", "memory mode")
         return after
 
     def reload_driver(self) -> NodeInventory:
-        """Reload amdgpu the way this version does it and wait until the GPUs are back."""
+        """Reload amdgpu the way this tool does it and wait until the GPUs are back."""
         before = self.inventory()
-        method = reload_method(before.version or self.version())
+        method = self.reload_method()
         if method == RELOAD_RESET:
             self._reset_reload()
         else:
@@ -334,19 +389,28 @@ class AmdSmiBackend:
                       output=result.stdout + result.stderr, exit_status=result.exit_status)
         raise exc
 
-    def _wait_for_gpus(self, expected_gpus: int) -> NodeInventory:
-        """Read the inventory until the driver is back (the tool fails while it reloads)."""
+    def _wait_for_gpus(self, expected_gpus: int, *, memory_mode: str | None = None) -> NodeInventory:
+        """Read the inventory until the driver is back (the tool fails while it reloads); with
+        ``memory_mode``, until every GPU is in it (a reload started in the background). At the
+        deadline the last complete reading is returned for verification, if there was one."""
         deadline = time.monotonic() + self.reload_timeout
         last: BackendError | None = None
+        seen: NodeInventory | None = None
         while True:
             try:
                 inv = self.inventory()
                 if len(inv.gpus) >= expected_gpus:
-                    return inv
-                last = BackendUnavailable(f"{len(inv.gpus)} of {expected_gpus} GPUs back after the reload")
+                    if memory_mode is None or all(g.memory_mode == memory_mode for g in inv.gpus):
+                        return inv
+                    seen = inv
+                    last = BackendUnavailable(f"GPUs still in {sorted({str(g.memory_mode) for g in inv.gpus})}")
+                else:
+                    last = BackendUnavailable(f"{len(inv.gpus)} of {expected_gpus} GPUs back after the reload")
             except (BackendUnavailable, ParseError, DeviceNotFound) as exc:
                 last = exc
             if time.monotonic() >= deadline:
+                if seen is not None:
+                    return seen  # verification names what did not change
                 raise BackendUnavailable(
                     f"GPUs not back within {self.reload_timeout:g} s after the driver reload: {last}",
                     command=getattr(last, "command", None))
@@ -392,4 +456,4 @@ def detect(binary: str | Sequence[str] = "amd-smi", *, timeout: float = 10,
         return False
 
 
-__all__ = ["AmdSmiBackend", "RunResult", "detect"]
+__all__ = ["AmdSmiBackend", "RunResult", "detect", "forget_reload_methods"]

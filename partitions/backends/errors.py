@@ -39,6 +39,13 @@ class PermissionDenied(BackendError):
     code = "permission_denied"
 
 
+class MissingGroups(PermissionDenied):
+    """amd-smi runs as a user outside the render and video groups (the fix is an operator's)."""
+
+    code = "missing_groups"
+    hint = "add the user to the render and video groups (usermod -aG render,video USER)"
+
+
 class DeviceBusy(BackendError):
     code = "device_busy"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from partitions.backends.errors import DeviceBusy, DeviceNotFound, InvalidValue, SettingUnavailable
 from partitions.backends.types import (
@@ -30,8 +30,6 @@ from partitions.geometry import ComputeMode, GpuSpec, MemoryMode, get_spec
 
 SIM_VERSION = ToolVersion(tool="simulated", library="simulated", rocm="7.1.0")
 
-# Compute mode the driver picks after an NPS change (kernel auto-mode on an 8-XCD part).
-_DEFAULT_COMPUTE_FOR = {MemoryMode.NPS1: ComputeMode.SPX, MemoryMode.NPS2: ComputeMode.DPX, MemoryMode.NPS4: ComputeMode.QPX}
 
 
 @dataclass
@@ -190,12 +188,13 @@ class SimulatedBackend:
             for index in gpu_indices:
                 if not 0 <= index < len(s.compute_modes):
                     raise DeviceNotFound(f"no GPU {index} on simulated node {s.name}")
-                if index in s.busy_gpus:
-                    raise DeviceBusy(f"GPU {index} is busy (processes running)")
+                # availability before busy, as the driver checks (aqua_vanjaram_switch_partition_mode)
                 if (compute, s.memory_mode) not in s.spec.valid_pairs:
                     raise SettingUnavailable(
                         f"{s.spec.model} cannot run {compute} under {s.memory_mode}; switch the memory mode first"
                     )
+                if index in s.busy_gpus:
+                    raise DeviceBusy(f"GPU {index} is busy (processes running)")
             for index in gpu_indices:
                 s.compute_modes[index] = compute
         return self.inventory()
@@ -212,7 +211,7 @@ class SimulatedBackend:
         with self._lock:
             if s.busy_gpus:
                 raise DeviceBusy(f"GPUs {sorted(s.busy_gpus)} are busy; an NPS change needs every GPU idle")
-            compute = _DEFAULT_COMPUTE_FOR[memory]
+            compute = s.spec.compute_after_reload(memory)  # the driver's auto mode (NPS4 -> CPX)
             if (compute, memory) not in s.spec.valid_pairs:
                 compute = next(c for c, m in s.spec.valid_pairs if m == memory)
             s.memory_mode = memory

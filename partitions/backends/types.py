@@ -148,6 +148,8 @@ class NodeInventory:
     version: ToolVersion | None
     gpus: tuple[GpuInfo, ...]
     emulated: bool = False
+    warnings: tuple[str, ...] = ()
+    """What the outputs said about how they were taken (e.g. a user missing groups)."""
 
     def to_json(self) -> dict:
         """The import/inventory JSON shape (fields unknown from the inputs are null)."""

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Union
+from typing import Any
 
 from partitions.backends.errors import ParseError
 from partitions.backends.types import ToolVersion
 
-VersionLike = Union[ToolVersion, tuple[int, ...]]
+VersionLike = ToolVersion | tuple[int, ...]
 
-# Reload strategies after a memory (NPS) change.
+# Reload strategies after a memory (NPS) change. The backend decides from what the installed
+# tool accepts (``amd-smi reset --help``: :func:`reload_method_from_help`), the version only
+# breaking the tie where the help says nothing about a reload.
+RELOAD_BACKGROUND = "background"  # 6.1/6.2: ``set -M`` starts the reload in the background and returns
 RELOAD_BY_TOOL = "tool"  # 6.3/6.4: ``set -M`` reloads amdgpu itself and waits
-RELOAD_RESET = "reset"  # 7.0-7.12: ``amd-smi reset -r``
-RELOAD_MODPROBE = "modprobe"  # 7.13+ (and, inferred, 6.1/6.2): ``modprobe -r amdgpu && modprobe amdgpu``
+RELOAD_RESET = "reset"  # 7.0-7.11: ``amd-smi reset -r``
+RELOAD_MODPROBE = "modprobe"  # 7.12+: ``modprobe -r amdgpu && modprobe amdgpu``
 
 DEFAULT_MODPROBE_COMMAND: tuple[str, ...] = ("sh", "-c", "modprobe -r amdgpu && modprobe amdgpu")
 
@@ -179,25 +182,40 @@ def needs_confirmation(version: VersionLike, command: str = "set -M") -> bool:
 
 
 def memory_change_reloads_driver(version: VersionLike) -> bool:
-    """6.3/6.4: ``set -M`` reloads amdgpu itself (and waits 40 s / up to 140 s)."""
-    return (6, 3) <= _v(version) < (7, 0)
+    """Before 7.0 ``set -M`` reloads amdgpu itself: 6.3/6.4 wait for it (40 s / up to 140 s),
+    6.1/6.2 start it in the background (rocm_smi.cc ``restartAMDGpuDriver``)."""
+    return _v(version) < (7, 0)
 
 
 def reload_method(version: VersionLike) -> str:
-    """How the driver is reloaded after ``set -M``: RELOAD_BY_TOOL, RELOAD_RESET or RELOAD_MODPROBE."""
+    """How the driver is reloaded after ``set -M``, by version alone (RELOAD_BACKGROUND,
+    RELOAD_BY_TOOL, RELOAD_RESET or RELOAD_MODPROBE). ``reset -r`` was removed in 7.12.0 by the
+    tool's changelog (7.13.0 by AMD's partition guide): prefer :func:`reload_method_from_help`."""
     v = _v(version)
-    if (6, 3) <= v < (7, 0):
+    if v < (6, 3):
+        return RELOAD_BACKGROUND
+    if v < (7, 0):
         return RELOAD_BY_TOOL
-    if (7, 0) <= v < (7, 13):
+    if v < (7, 12):
         return RELOAD_RESET
-    return RELOAD_MODPROBE  # 7.13+; 6.1/6.2 had no reload option (inferred)
+    return RELOAD_MODPROBE
+
+
+def reload_method_from_help(reset_help: str, version: VersionLike) -> str:
+    """The reload method given what ``amd-smi reset --help`` printed: ``--reload-driver``
+    listed -> RELOAD_RESET whatever the version; not listed -> the version's own reload
+    (6.x: ``set -M`` reloads) or modprobe."""
+    if re.search(r"(^|\s)--reload-driver\b", reset_help or ""):
+        return RELOAD_RESET
+    method = reload_method(version)
+    return RELOAD_MODPROBE if method == RELOAD_RESET else method
 
 
 def reload_command(version: VersionLike) -> list[str] | None:
-    """The reload to run after ``set -M``: ``["reset", "-r"]`` = amd-smi arguments (7.0-7.12),
-    the modprobe argv (7.13+, run outside amd-smi), or None (6.3/6.4: the tool reloads)."""
+    """The reload to run after ``set -M``: ``["reset", "-r"]`` = amd-smi arguments (7.0-7.11),
+    the modprobe argv (7.12+, run outside amd-smi), or None (before 7.0: ``set -M`` reloads)."""
     method = reload_method(version)
-    if method == RELOAD_BY_TOOL:
+    if method in (RELOAD_BY_TOOL, RELOAD_BACKGROUND):
         return None
     if method == RELOAD_RESET:
         return ["reset", "-r"]

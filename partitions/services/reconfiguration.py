@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from aimconsole import audit
 from partitions import dispatch, events, operations
 from partitions.geometry import ComputeMode, GeometryError, get_spec
 from partitions.models import GPU, Node, Reconfiguration, ReconfigurationStep
+from partitions.services.agent_lease import renew_node_lease
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +55,11 @@ def _gpu_spec(gpu: GPU):  # type: ignore[no-untyped-def]
     return get_spec(gpu.gpu_model)
 
 
-def _caps(gpu: GPU) -> dict[str, list[str]] | None:
-    profiles = gpu.accelerator_profiles or []
-    return {p["accelerator_type"]: p["memory_caps"] for p in profiles if p.get("memory_caps")} or None
+def _caps(gpu: GPU) -> dict[str, tuple[str, ...]] | None:
+    """The hardware's memory caps per compute mode; None (no caps reported): the geometry table."""
+    from partitions.geometry import reported_caps  # the one reading of reported caps
+
+    return reported_caps(gpu.accelerator_profiles)
 
 
 def valid_compute_modes(gpu: GPU, memory_mode: str) -> list[str]:
@@ -132,6 +136,11 @@ def request_reconfiguration(
         kind = Reconfiguration.Kind.MEMORY
         if not memory_mode:
             raise ValidationError({"memory_mode": "required"})
+        if not memory_change_needed(node, memory_mode):
+            raise ValidationError({"memory_mode": (
+                f"{node.name} is already in {memory_mode}: there is no memory (NPS) change to make; "
+                "request compute-mode changes per GPU (request_node_reconfiguration)"
+            )})
         for each in gpus:
             spec = _gpu_spec(each)
             if not spec.memory_switchable or memory_mode not in spec.memory_modes:
@@ -174,6 +183,74 @@ def request_reconfiguration(
                             "drain": drain, "reason": reason})
         transaction.on_commit(lambda: enqueue(op.pk))
     return op
+
+
+def memory_change_needed(node: Node, memory_mode: str) -> bool:
+    """Whether a node request for ``memory_mode`` needs ``set -M`` and a driver reload: the node
+    is in another mode (or in none: GPUs in different modes), or an NPS change to another mode
+    is armed in the hardware (pending until the next reload; ``set -M`` to the current mode
+    cancels it)."""
+    if node.memory_mode != memory_mode:
+        return True
+    return node.gpus.exclude(pending_memory_mode="").exclude(pending_memory_mode=memory_mode).exists()
+
+
+@dataclass(frozen=True)
+class NodeRequest:
+    """What a node request became: one NPS change, or compute-mode changes per GPU."""
+
+    operations: list[Reconfiguration]
+    memory_change: bool
+    message: str
+
+
+def request_node_reconfiguration(
+    *,
+    node: Node,
+    memory_mode: str,
+    compute_mode: str | None = None,
+    drain: bool = False,
+    reason: str = "",
+    requested_by: Any = None,
+    plan: Any = None,
+) -> NodeRequest:
+    """A node request (``memory_mode`` + optional ``compute_mode`` for every GPU).
+
+    When the node already runs ``memory_mode`` (and no other NPS mode is armed), there is
+    nothing for ``set -M`` to do, and a driver reload of every GPU would be pure damage: the
+    request becomes one compute-mode change per GPU not yet in ``compute_mode`` (none when
+    every GPU is), exactly as the planner plans it. All or nothing: an invalid mode for any
+    GPU or an operation in progress on any of them refuses the whole request.
+    """
+    compute_mode = (compute_mode or "").upper() or None
+    memory_mode = (memory_mode or "").upper()
+    if not memory_mode:
+        raise ValidationError({"memory_mode": "required"})
+    if memory_change_needed(node, memory_mode):
+        op = request_reconfiguration(node=node, memory_mode=memory_mode, compute_mode=compute_mode, drain=drain,
+                                     reason=reason, requested_by=requested_by, plan=plan)
+        return NodeRequest([op], True, f"memory mode {memory_mode} on {node.name}: the driver reloads for every GPU")
+    gpus = list(node.gpus.order_by("index"))
+    if node.backend == Node.Backend.IMPORTED:
+        raise ValidationError({"node": f"{node.name} was imported from captured output and has no live backend"})
+    if compute_mode:
+        for each in gpus:
+            _check_pair(each, compute_mode, memory_mode)
+    changing = [g for g in gpus if compute_mode and g.compute_mode != compute_mode]
+    if not changing:
+        return NodeRequest([], False, f"{node.name} is already in {memory_mode}"
+                           + (f" with every GPU in {compute_mode}" if compute_mode else "") + ": nothing to change")
+    with transaction.atomic():
+        operations_ = [
+            request_reconfiguration(gpu=g, compute_mode=compute_mode, drain=drain, reason=reason,
+                                    requested_by=requested_by, plan=plan)
+            for g in changing
+        ]
+    indices = [g.index for g in changing]
+    return NodeRequest(operations_, False, (
+        f"{node.name} is already in {memory_mode}: compute mode {compute_mode} on GPUs {indices}, "
+        "no memory change and no driver reload"
+    ))
 
 
 # --- dispatch --------------------------------------------------------------------------------
@@ -292,23 +369,50 @@ def claim_reconfiguration(reconfiguration_id: int, *, worker: str) -> OperationC
 
 
 class LeaseKeeper:
-    """Renews a claim's lease in the background while a long hardware call runs."""
+    """Renews a claim's lease in the background while a long hardware call runs.
 
-    def __init__(self, claim: OperationClaim) -> None:
+    ``lost`` turns True when a renewal finds the token superseded (another worker claimed the
+    operation) or when renewals kept failing until the lease ran out (the sweeper may re-send
+    it at any moment). The run checks it before every hardware call (partitions/reconfigure.py)
+    and stops: the lease is what keeps two workers off the same GPUs. ``node_lease``, when
+    given, is renewed too (a run outside an agent holds the node for itself).
+    """
+
+    def __init__(self, claim: OperationClaim, *, node_lease: Any = None) -> None:
         self.claim = claim
+        self.node_lease = node_lease
         self._stop = threading.Event()
         self.lost = False
+        self.why = ""
         self._thread = threading.Thread(target=self._run, name=f"lease-{claim.reconfiguration_id}", daemon=True)
 
     def _run(self) -> None:
         from django.db import connection
 
         interval = max(0.5, settings.RECONFIGURATION_LEASE_S / 3)
+        valid_until = time.monotonic() + settings.RECONFIGURATION_LEASE_S
         try:
             while not self._stop.wait(interval):
-                if not self.claim.renew():
+                try:
+                    renewed = self.claim.renew()
+                    if renewed and self.node_lease is not None and not renew_node_lease(
+                            self.node_lease, ttl_s=settings.RECONFIGURATION_LEASE_S):
+                        self.why = f"the lease on node {self.node_lease.node_name} was taken over"
+                        self.lost = True
+                        return
+                except Exception as exc:  # database unreachable: keep trying until the lease runs out
+                    log.warning("renewing the lease of reconfiguration #%s failed: %s", self.claim.reconfiguration_id, exc)
+                    connection.close()
+                    if time.monotonic() >= valid_until:
+                        self.why = f"the lease could not be renewed before it expired ({exc})"
+                        self.lost = True
+                        return
+                    continue
+                if not renewed:
+                    self.why = "another worker claimed the operation"
                     self.lost = True
                     return
+                valid_until = time.monotonic() + settings.RECONFIGURATION_LEASE_S
         finally:
             connection.close()
 
@@ -331,16 +435,47 @@ def _add_step(op: Reconfiguration, token: int, action: str, message: str, *, out
     return step
 
 
+def clear_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str, actor: Any = None,
+                         actor_name: str | None = None) -> list[int]:
+    """Put GPUs marked unhealthy back into scheduling after a read of the hardware showed them
+    at the layout they were meant to be in (an operation's verified read-back, or an operator's
+    health check). Audited; returns the indices cleared."""
+    rows = list(GPU.objects.filter(node=node, index__in=gpu_indices, health=GPU.Health.UNHEALTHY).order_by("index"))
+    if not rows:
+        return []
+    GPU.objects.filter(pk__in=[g.pk for g in rows]).update(
+        health=GPU.Health.HEALTHY, schedulable=True, health_reason="", health_check_requested_at=None)
+    for gpu in rows:
+        audit.record("gpu.mark_healthy", obj=gpu, actor=actor, actor_name=actor_name,
+                     before={"health": GPU.Health.UNHEALTHY, "schedulable": gpu.schedulable, "reason": gpu.health_reason[:500]},
+                     after={"health": GPU.Health.HEALTHY, "schedulable": True, "reason": reason[:500]})
+    return [g.index for g in rows]
+
+
+def pending_memory_modes(inventory: Any) -> dict[int, str]:
+    """GPUs with an NPS change armed that the next driver reload would apply (amd-smi 7.x
+    ``set -M`` is two-phase). Reported only by backends that read it (``pending_memory_mode``
+    on the GPU; absent or None: not reported)."""
+    pending = {}
+    for gpu in inventory.gpus:
+        mode = getattr(gpu, "pending_memory_mode", None)
+        if mode and mode != gpu.memory_mode:
+            pending[gpu.index] = mode
+    return pending
+
+
 def mark_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str) -> None:
     """Take GPUs out of scheduling after a failure that left them in an unknown state."""
     GPU.objects.filter(node=node, index__in=gpu_indices).update(
         health=GPU.Health.UNHEALTHY, schedulable=False, health_reason=reason[:2000]
     )
-    audit.record("gpu.unhealthy", object_type="partitions.node", object_id=node.pk, after={"gpus": list(gpu_indices), "reason": reason[:500]})
+    audit.record("gpu.unhealthy", object_type="partitions.node", object_id=node.pk,
+                 after={"gpus": list(gpu_indices), "reason": reason[:500]})
 
 
 __all__ = [
-    "LeaseKeeper", "OperationClaim", "OperationInProgress", "StaleClaim", "claim_reconfiguration",
-    "enqueue", "mark_gpus_unhealthy", "request_reconfiguration", "sweep_reconfigurations",
-    "valid_compute_modes", "worker_identity",
+    "LeaseKeeper", "NodeRequest", "OperationClaim", "OperationInProgress", "StaleClaim", "claim_reconfiguration",
+    "clear_gpus_unhealthy", "enqueue", "mark_gpus_unhealthy", "memory_change_needed", "pending_memory_modes",
+    "request_node_reconfiguration", "request_reconfiguration", "sweep_reconfigurations", "valid_compute_modes",
+    "worker_identity",
 ]

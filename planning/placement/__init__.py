@@ -17,26 +17,44 @@ Rules (checked by ``validate``):
 - ``Demand.replicas`` is the desired total: replica numbers 0..replicas-1 that an occupant of
   the same deployment already holds are not placed again (occupants beyond that are left alone).
 
-Objective, in this order: place as many replicas as possible, higher priority first; then use
-as few GPUs as possible; then change as few compute modes as possible. "No repartition first"
-is honoured whenever it costs no extra GPU: a replica goes to a free partition of a GPU already
-in use before any empty GPU is opened, and an empty GPU already in a fitting mode is preferred
-to one that must change, unless the change lets the GPU hold more of the remaining demand.
+- ``spread`` replicas run on different GPUs (occupants of the deployment included), and on
+  different nodes where possible; pins (``pin_node``, ``pin_gpu``) and ``gpu_models`` are hard.
 
-``place`` is the fast heuristic, ``place_exact`` the CP-SAT optimum (see their docstrings).
+Objective, in this order (``quality`` scores a placement by it): place as many replicas as
+possible, higher priority first (priorities never displace running replicas); then put spread
+replicas on as many different nodes as possible; then use as few GPUs as possible; then change as
+few compute modes as possible ("no repartition first" whenever it costs no extra GPU); the exact
+solver then breaks ties by putting replicas in the smallest partitions that hold them. The
+heuristic follows the same order greedily: a replica goes to a free partition of a GPU already in
+use before any empty GPU is opened, and an empty GPU already in a fitting mode is preferred to one
+that must change, unless the change lets the GPU hold more of the remaining demand.
 
-Modules: ``types`` (the dataclasses), ``_state`` (shared bookkeeping), ``heuristic`` (``place``),
-``exact`` (``place_exact``), ``check`` (``partitions_of``, ``validate``).
+Nodes and GPUs whose data cannot be used (a node whose GPUs report different memory modes, an
+unknown GPU model or compute mode) are left out and listed in ``Placement.excluded`` with the
+reason, as are unschedulable ones; they never make the whole call fail. Each unplaced replica has
+a reason in words and a bounded ``code`` (``REASON_CODES``).
+
+``place`` is the default: the exact CP-SAT optimum (``place_exact``) within a time budget, seeded
+with and falling back to the fast heuristic (``place_heuristic``); ``Placement.solver`` says which
+answered. See their docstrings.
+
+Modules: ``types`` (the dataclasses), ``_state`` (shared bookkeeping), ``heuristic``
+(``place_heuristic``), ``exact`` (``place_exact``), ``default`` (``place``), ``reasons``
+(unplaced reasons and codes), ``check`` (``partitions_of``, ``validate``).
 """
 
 from __future__ import annotations
 
-from planning.placement.check import partitions_of, validate
-from planning.placement.exact import place_exact
-from planning.placement.heuristic import place
+from planning.placement.check import partitions_of, quality, validate
+from planning.placement.default import DEFAULT_TIME_BUDGET_S, place
+from planning.placement.exact import ExactTooLarge, place_exact
+from planning.placement.heuristic import place_heuristic
 from planning.placement.types import (
+    REASON_CODES,
+    SOLVERS,
     Assignment,
     Demand,
+    Excluded,
     Fleet,
     GpuState,
     ModeChange,
@@ -44,11 +62,15 @@ from planning.placement.types import (
     Occupant,
     Placement,
     PlacementError,
+    PlacementTimeout,
+    ReasonCode,
     Slot,
+    Solver,
     Unplaced,
 )
 
 __all__ = [
-    "Assignment", "Demand", "Fleet", "GpuState", "ModeChange", "NodeState", "Occupant", "Placement",
-    "PlacementError", "Slot", "Unplaced", "partitions_of", "place", "place_exact", "validate",
+    "DEFAULT_TIME_BUDGET_S", "REASON_CODES", "SOLVERS", "Assignment", "Demand", "Excluded", "ExactTooLarge", "Fleet",
+    "GpuState", "ModeChange", "NodeState", "Occupant", "Placement", "PlacementError", "PlacementTimeout", "ReasonCode",
+    "Slot", "Solver", "Unplaced", "partitions_of", "place", "place_exact", "place_heuristic", "quality", "validate",
 ]

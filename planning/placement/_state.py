@@ -5,11 +5,11 @@ from __future__ import annotations
 import bisect
 import math
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from partitions.geometry import GeometryError, GpuSpec, MemoryMode, get_spec
-from planning.placement.types import Demand, Fleet, GpuState, ModeChange, NodeState, PlacementError, Slot
+from planning.placement.types import Demand, Excluded, Fleet, GpuState, ModeChange, NodeState, PlacementError, Slot
 
 SPX = "SPX"
 _INVALID = "?"  # unused-GPU bucket for GPUs whose current mode their node's NPS forbids
@@ -38,10 +38,7 @@ class _Gpu:
         self.modes = {str(c): (spec.partition_count(c), float(spec.smallest_partition_gb(c)))
                       for c, m in sorted(pairs, key=lambda p: spec.smallest_partition_gb(p[0]))
                       if str(m) == nps}
-        self.mode = self.orig = gs.compute_mode.upper()
-        if self.mode not in {str(c) for c in spec.compute_modes}:
-            raise PlacementError(f"{node.name}/gpu{gs.index}: {spec.model} has no compute mode "
-                                 f"{gs.compute_mode!r}")
+        self.mode = self.orig = gs.compute_mode.upper()  # known: _gpu_problem() checked it
         self.free = list(range(spec.partition_count(self.mode)))
         self.used = self.locked = False
         self.pool: _Pool | None = None
@@ -85,55 +82,82 @@ class _State:
         self.by_key: dict[tuple[str, int], _Gpu] = {}
         self.node_gpus: dict[str, list[_Gpu]] = {}
         self.node_ok: dict[str, bool] = {}
+        # Nodes and GPUs whose data the engine cannot use (unknown memory mode, e.g. mixed NPS;
+        # unknown GPU model or compute mode) are left out, with the reason, instead of failing
+        # the whole fleet: one bad node must not stop placement everywhere else.
+        self.excluded: list[Excluded] = []
+        self.bad_nodes: dict[str, str] = {}
+        self.bad_gpus: dict[tuple[str, int], str] = {}
+        self.bad_used = 0  # left-out GPUs that hold occupants (still count as used)
         for node in fleet.nodes:
             if node.name in self.node_gpus:
                 raise PlacementError(f"node {node.name!r} appears twice in the fleet")
-            try:
-                nps = str(MemoryMode(node.memory_mode.upper()))
-            except ValueError:
-                raise PlacementError(f"node {node.name}: unknown memory mode {node.memory_mode!r}") from None
             self.node_gpus[node.name], self.node_ok[node.name] = [], node.schedulable
+            nps = _memory_mode(node.memory_mode)
+            if nps is None:
+                self.bad_nodes[node.name] = node.problem or f"unknown memory mode {node.memory_mode!r}"
+                self.node_ok[node.name] = False
+                self.excluded.append(Excluded(node.name, None, self.bad_nodes[node.name]))
+            elif not node.schedulable:
+                self.excluded.append(Excluded(node.name, None, node.problem or "the node is not schedulable"))
             for gs in node.gpus:
-                if (node.name, gs.index) in self.by_key:
+                key = (node.name, gs.index)
+                if key in self.by_key or key in self.bad_gpus:
                     raise PlacementError(f"GPU {node.name}/gpu{gs.index} appears twice")
-                g = _Gpu(node, gs, _spec(gs.gpu_model), nps, len(self.gpus))
+                problem = self.bad_nodes.get(node.name) or _gpu_problem(gs)
+                if problem is not None:
+                    self.bad_gpus[key] = problem
+                    if node.name not in self.bad_nodes:
+                        self.excluded.append(Excluded(node.name, gs.index, problem))
+                    continue
+                assert nps is not None
+                g = _Gpu(node, gs, get_spec(gs.gpu_model), nps, len(self.gpus))
+                if node.schedulable and not gs.schedulable:
+                    self.excluded.append(Excluded(node.name, gs.index, gs.problem or "the GPU is not schedulable"))
                 self.gpus.append(g)
-                self.by_key[(node.name, gs.index)] = g
+                self.by_key[key] = g
                 self.node_gpus[node.name].append(g)
         self.sib_gpus: dict[str, set[_Gpu]] = defaultdict(set)
         self.sib_nodes: dict[str, set[str]] = defaultdict(set)
         self.held: dict[str, set[int]] = defaultdict(set)
+        bad_used: set[tuple[str, int]] = set()
         for occ in fleet.occupants:
-            g = self.by_key.get((occ.node, occ.gpu_index))
-            if g is None:
+            og = self.by_key.get((occ.node, occ.gpu_index))
+            if og is None and (occ.node, occ.gpu_index) in self.bad_gpus:
+                bad_used.add((occ.node, occ.gpu_index))  # nothing to book on a left-out GPU
+                self.sib_nodes[occ.deployment].add(occ.node)
+                self.held[occ.deployment].add(occ.replica)
+                continue
+            if og is None:
                 raise PlacementError(f"occupant {occ.deployment}#{occ.replica} is on "
                                      f"{occ.node}/gpu{occ.gpu_index}, which is not in the fleet")
             if occ.partition_index is None:
-                g.free = []
-            elif occ.partition_index in g.free:
-                g.free.remove(occ.partition_index)
-            elif not 0 <= occ.partition_index < g.spec.partition_count(g.mode):
-                raise PlacementError(f"occupant {occ.deployment}#{occ.replica}: {g.name} has no "
+                og.free = []
+            elif occ.partition_index in og.free:
+                og.free.remove(occ.partition_index)
+            elif not 0 <= occ.partition_index < og.spec.partition_count(og.mode):
+                raise PlacementError(f"occupant {occ.deployment}#{occ.replica}: {og.name} has no "
                                      f"partition {occ.partition_index}")
-            g.used = g.locked = True
-            self.sib_gpus[occ.deployment].add(g)
-            self.sib_nodes[occ.deployment].add(g.node)
+            og.used = og.locked = True
+            self.sib_gpus[occ.deployment].add(og)
+            self.sib_nodes[occ.deployment].add(og.node)
             self.held[occ.deployment].add(occ.replica)
+        self.bad_used = len(bad_used)
         self.demands = list(demands)
         self.allowed: dict[str, frozenset[str] | None] = {}
         for d in self.demands:
             self._check(d)
-        pools: dict[tuple, _Pool] = {}
+        pools: dict[tuple[str, str, tuple[str, ...]], _Pool] = {}
         self.pools: list[_Pool] = []
         self.node_pools: dict[str, set[int]] = defaultdict(set)
         for g in self.gpus:
             if not g.ok or not g.modes:
                 continue
-            key = (g.spec.model, g.nps, tuple(g.modes))
-            if key not in pools:
-                pools[key] = _Pool(len(self.pools), g)
-                self.pools.append(pools[key])
-            g.pool = pool = pools[key]
+            pkey = (g.spec.model, g.nps, tuple(g.modes))
+            if pkey not in pools:
+                pools[pkey] = _Pool(len(self.pools), g)
+                self.pools.append(pools[pkey])
+            g.pool = pool = pools[pkey]
             self.node_pools[g.node].add(pool.id)
             if not g.used:
                 pool.unused[g.mode if g.valid else _INVALID][g] = None
@@ -153,7 +177,8 @@ class _State:
             raise PlacementError(f"deployment {d.key}: pin_gpu needs pin_node")
         if d.pin_node is not None and d.pin_node not in self.node_gpus:
             raise PlacementError(f"deployment {d.key}: pinned node {d.pin_node!r} is not in the fleet")
-        if d.pin_gpu is not None and (d.pin_node, d.pin_gpu) not in self.by_key:
+        if d.pin_gpu is not None and (d.pin_node, d.pin_gpu) not in self.by_key and (
+                d.pin_node, d.pin_gpu) not in self.bad_gpus:
             raise PlacementError(f"deployment {d.key}: pinned GPU {d.pin_node}/gpu{d.pin_gpu} is not in the fleet")
         self.allowed[d.key] = frozenset(_spec(m).model for m in d.gpu_models) or None
 
@@ -167,8 +192,8 @@ class _State:
         GPU pools first within a priority; "size": priority ignored; "small": small first."""
         reps = []
         for pos, d in enumerate(self.demands):
-            pools = [p for p in self.pools if (self.allowed[d.key] is None or p.model in self.allowed[d.key])
-                     and p.sizes[-1] >= d.memory_gb]
+            allowed = self.allowed[d.key]
+            pools = [p for p in self.pools if (allowed is None or p.model in allowed) and p.sizes[-1] >= d.memory_gb]
             if d.pin_node is not None:
                 pools = [p for p in pools if p.id in self.node_pools[d.pin_node]]
             reps += [_Rep(d, r, pos, pools) for r in range(d.replicas) if r not in self.held[d.key]]
@@ -201,7 +226,25 @@ class _State:
         return Slot(g.node, g.index, part, g.mode, g.size)
 
     def gpus_used(self) -> int:
-        return sum(g.used for g in self.gpus)
+        return sum(g.used for g in self.gpus) + self.bad_used
+
+
+def _memory_mode(value: str) -> str | None:
+    try:
+        return str(MemoryMode(value.upper()))
+    except (ValueError, AttributeError):
+        return None
+
+
+def _gpu_problem(gs: GpuState) -> str | None:
+    """Why the engine cannot use this GPU's data at all, or None."""
+    try:
+        spec = get_spec(gs.gpu_model)
+    except GeometryError:
+        return gs.problem or f"unknown GPU model {gs.gpu_model!r}"
+    if gs.compute_mode.upper() not in {str(c) for c in spec.compute_modes}:
+        return gs.problem or f"{spec.model} has no compute mode {gs.compute_mode!r}"
+    return None
 
 
 def _first(d: dict[_Gpu, None], ok: Callable[[_Gpu], bool] | None) -> _Gpu | None:

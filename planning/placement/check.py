@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 
-from planning.placement._state import SPX, _gib, _spec
-from planning.placement.types import Demand, Fleet, ModeChange, Placement, Slot
+from partitions.geometry import GeometryError, GpuSpec, get_spec
+from planning.placement._state import SPX, _gib, _gpu_problem, _memory_mode, _spec
+from planning.placement.types import REASON_CODES, Demand, Fleet, GpuState, ModeChange, NodeState, Placement, Slot
+
+
+def _usable_spec(node: NodeState, gs: GpuState) -> GpuSpec | None:
+    """The GPU's spec, or None when the engine leaves it out (bad node or GPU data)."""
+    if _memory_mode(node.memory_mode) is None or _gpu_problem(gs) is not None:
+        return None
+    try:
+        return get_spec(gs.gpu_model)
+    except GeometryError:  # pragma: no cover - _gpu_problem() checked it
+        return None
 
 def partitions_of(fleet: Fleet, changes: Sequence[ModeChange] = ()) -> list[Slot]:
     """Every partition slot of the schedulable GPUs (on schedulable nodes) after ``changes``.
@@ -18,9 +29,9 @@ def partitions_of(fleet: Fleet, changes: Sequence[ModeChange] = ()) -> list[Slot
     slots = []
     for node in fleet.nodes:
         for gs in node.gpus:
-            if not (node.schedulable and gs.schedulable):
+            spec = _usable_spec(node, gs)
+            if not (node.schedulable and gs.schedulable) or spec is None:
                 continue
-            spec = _spec(gs.gpu_model)
             mode = final.get((node.name, gs.index), gs.compute_mode.upper())
             if (mode, node.memory_mode.upper()) not in {(str(c), str(m)) for c, m in spec.allowed_pairs(gs.caps)}:
                 continue
@@ -50,7 +61,7 @@ def validate(fleet: Fleet, placement: Placement, demands: Sequence[Demand]) -> l
             errors.append(f"{label}: from {c.from_mode} but the GPU is in {final[k]}")
         if k in occupied_gpus:
             errors.append(f"{label}: the GPU holds a running replica")
-        if not (gpus[k].schedulable and nodes[c.node].schedulable):
+        if not (gpus[k].schedulable and nodes[c.node].schedulable) or _usable_spec(nodes[c.node], gpus[k]) is None:
             errors.append(f"{label}: the GPU is not schedulable")
         final[k] = c.to_mode.upper()
     taken: dict[tuple[str, int], list[int | None]] = defaultdict(list)
@@ -83,7 +94,11 @@ def validate(fleet: Fleet, placement: Placement, demands: Sequence[Demand]) -> l
                 errors.append(f"{where}: no such GPU")
                 continue
             gs, node = gpus[k], nodes[s.node]
-            spec = _spec(gs.gpu_model)
+            usable = _usable_spec(node, gs)
+            if usable is None:
+                errors.append(f"{where}: the GPU is excluded (bad node or GPU data)")
+                continue
+            spec = usable
             if not (gs.schedulable and node.schedulable):
                 errors.append(f"{where}: GPU or node is not schedulable")
             if s.compute_mode.upper() != final[k]:
@@ -115,13 +130,15 @@ def validate(fleet: Fleet, placement: Placement, demands: Sequence[Demand]) -> l
     for k, parts in taken.items():
         if len(parts) != len(set(parts)) or (None in parts and len(parts) > 1):
             errors.append(f"{k[0]}/gpu{k[1]}: a partition holds more than one replica")
-    for key, where in spread_gpus.items():
-        if key in by_key and by_key[key].spread and len(where) != len(set(where)):
-            errors.append(f"{key}: spread replicas share a GPU")
+    for name, on in spread_gpus.items():
+        if name in by_key and by_key[name].spread and len(on) != len(set(on)):
+            errors.append(f"{name}: spread replicas share a GPU")
     unplaced = set()
     for u in placement.unplaced:
         if not u.reason.strip():
             errors.append(f"{u.deployment}#{u.replica}: unplaced without a reason")
+        if u.code not in REASON_CODES:
+            errors.append(f"{u.deployment}#{u.replica}: unknown reason code {u.code!r}")
         if (u.deployment, u.replica) in done or (u.deployment, u.replica) in unplaced:
             errors.append(f"{u.deployment}#{u.replica}: both placed and unplaced, or listed twice")
         unplaced.add((u.deployment, u.replica))
@@ -136,3 +153,22 @@ def validate(fleet: Fleet, placement: Placement, demands: Sequence[Demand]) -> l
     if changed_unused:
         errors.append(f"{len(changed_unused)} mode change(s) on GPUs the plan does not use")
     return errors
+
+
+def spread_shared(p: Placement, fleet: Fleet, demands: Sequence[Demand], *, pinned: bool = True) -> int:
+    """New replicas of spread deployments on a node that already holds one of theirs (occupants
+    included); ``pinned=False`` leaves out deployments pinned to a node."""
+    keys = {d.key for d in demands if d.spread and (pinned or d.pin_node is None)}
+    nodes = Counter((a.deployment, a.slots[0].node) for a in p.assignments if a.deployment in keys)
+    held = {(o.deployment, o.node) for o in fleet.occupants if o.deployment in keys}
+    return sum(n - (key not in held) for key, n in nodes.items())
+
+
+def quality(p: Placement, fleet: Fleet, demands: Sequence[Demand]) -> tuple[int, ...]:
+    """Smaller is better, compared as a tuple (the exact solver's objective, in its order):
+    replicas left unplaced per priority level (highest first), spread replicas sharing a node,
+    GPUs used, mode changes."""
+    priority = {d.key: d.priority for d in demands}
+    levels = sorted(set(priority.values()), reverse=True)
+    lost = Counter(priority[u.deployment] for u in p.unplaced)
+    return (*(lost[lvl] for lvl in levels), spread_shared(p, fleet, demands), p.gpus_used, len(p.mode_changes))

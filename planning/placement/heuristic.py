@@ -1,15 +1,31 @@
-"""``place``: the fast greedy placement, and the unplaced-replica reasons it shares."""
+"""``place_heuristic``: the fast greedy placement (the exact solver's hint and fallback)."""
 
 from __future__ import annotations
 
 import bisect
+import time
 from collections import defaultdict
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from planning.placement._state import SPX, _first, _gib, _Gpu, _predicate, _Rep, _State
-from planning.placement.types import Assignment, Demand, Fleet, ModeChange, Placement, Unplaced
+from planning.placement._state import SPX, _first, _Gpu, _predicate, _Rep, _State
+from planning.placement.reasons import unplaced_reason
+from planning.placement.types import (
+    Assignment,
+    Demand,
+    Fleet,
+    ModeChange,
+    Placement,
+    PlacementTimeout,
+    ReasonCode,
+    Unplaced,
+)
 
-def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = True) -> Placement:
+_DEADLINE_EVERY = 64  # replicas between two looks at the clock
+
+
+def place_heuristic(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = True,
+                    deadline: float | None = None) -> Placement:
     """Fast heuristic: first-fit-decreasing by size class, fragmentation aware.
 
     Replicas are taken by priority (high first), tensor-parallel and pinned ones first within a
@@ -25,7 +41,8 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     (model, NPS) first within a priority (when pools differ); priority ignored (kept only when it
     places everything, so priorities cannot be hurt); small first within a priority (only when
     nothing else placed everything: maximises how many fit).
-    Raises PlacementError for bad input.
+    Raises PlacementError for bad input, PlacementTimeout once ``time.monotonic()`` passes
+    ``deadline`` (None: no deadline).
     """
     best, levels = None, sorted({d.priority for d in demands}, reverse=True)
     passes = ["priority"] + (["constrained"] if any(d.gpu_models for d in demands) else [])
@@ -33,7 +50,7 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     for order in passes + ["small"]:
         if order == "small" and (best is None or best[1].ok()):
             break
-        result = _greedy(fleet, demands, allow_repartition, order)
+        result = _greedy(fleet, demands, allow_repartition, order, deadline)
         if order == "size" and not result.ok():
             continue
         lost = {d.key: d.priority for d in demands}
@@ -45,13 +62,16 @@ def place(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: bool = 
     return best[1]
 
 
-def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, order: str) -> Placement:
+def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, order: str,
+            deadline: float | None) -> Placement:
     st = _State(fleet, demands)
     assignments: list[tuple[tuple[int, int], Assignment]] = []
     changes: list[ModeChange] = []
     unplaced: list[tuple[tuple[int, int], Unplaced]] = []
-    failed: dict[str, str] = {}
-    for rep in st.pending(order):
+    failed: dict[str, tuple[ReasonCode, str]] = {}
+    for n, rep in enumerate(st.pending(order)):
+        if deadline is not None and n % _DEADLINE_EVERY == 0 and time.monotonic() >= deadline:
+            raise PlacementTimeout("placement ran past its deadline")
         d = rep.d
         if d.tensor_parallel == 1:
             for p in rep.pools:
@@ -75,18 +95,20 @@ def _greedy(fleet: Fleet, demands: Sequence[Demand], allow_repartition: bool, or
                     break
         if slots is None:
             if d.key not in failed:
-                failed[d.key] = _reason(st, d, allow_repartition)
-            unplaced.append(((rep.pos, rep.replica), Unplaced(d.key, rep.replica, failed[d.key])))
+                failed[d.key] = unplaced_reason(st, d, allow_repartition)
+            code, reason = failed[d.key]
+            unplaced.append(((rep.pos, rep.replica), Unplaced(d.key, rep.replica, reason, code)))
         else:
             assignments.append(((rep.pos, rep.replica), Assignment(d.key, rep.replica, tuple(slots))))
     return Placement(tuple(a for _, a in sorted(assignments, key=lambda x: x[0])), tuple(changes),
-                     tuple(u for _, u in sorted(unplaced, key=lambda x: x[0])), st.gpus_used())
+                     tuple(u for _, u in sorted(unplaced, key=lambda x: x[0])), st.gpus_used(),
+                     solver="heuristic", excluded=tuple(st.excluded))
 
 
 def _find_one(st: _State, rep: _Rep, ok: Callable[[_Gpu], bool] | None,
               allow_repartition: bool) -> list[tuple[_Gpu, str]] | None:
     need = rep.d.memory_gb
-    best: tuple | None = None
+    best: tuple[Any, ...] | None = None
     for pool in rep.pools:  # 1) best fit on a GPU already in use
         for size in pool.sizes:
             if size >= need and pool.used_free.get(size) and (best is None or size < best[0]):
@@ -133,72 +155,3 @@ def _find_tp(st: _State, d: Demand, ok: Callable[[_Gpu], bool] | None, allow_rep
             if best is None or score < best[0]:
                 best = (score, gpus[:t])
     return None if best is None else [(g, SPX) for g in best[1]]
-
-
-def _reason(st: _State, d: Demand, allow_repartition: bool) -> str:
-    """Why no replica of ``d`` fits the current (post-placement) state, in specific words."""
-    need, where = d.memory_gb, ""
-    gpus = [g for g in st.gpus if st.model_ok(d, g)]
-    if d.pin_node is not None:
-        where = f"pinned to {d.pin_node}" + (f"/gpu{d.pin_gpu}" if d.pin_gpu is not None else "") + ": "
-        gpus = [g for g in gpus if g.node == d.pin_node and (d.pin_gpu is None or g.index == d.pin_gpu)]
-        if d.pin_gpu is not None and not st.model_ok(d, st.by_key[(d.pin_node, d.pin_gpu)]):
-            return where + f"{st.by_key[(d.pin_node, d.pin_gpu)].spec.model} is not an allowed model"
-    models = "/".join(sorted(st.allowed[d.key] or {"any"}))
-    if not gpus:
-        return where + f"no GPU of model {models} in the fleet"
-    ok = [g for g in gpus if g.ok]
-    if not ok and d.pin_node is not None:
-        if not st.node_ok[d.pin_node]:
-            return where + f"node {d.pin_node} is unschedulable"
-        return where + ("the GPU is unschedulable" if d.pin_gpu is not None else "every GPU of the node is unschedulable")
-    if not ok:
-        return where + f"all {len(gpus)} GPU(s) of model {models} are unschedulable"
-    biggest = max(ok, key=lambda g: g.spec.memory_gb)
-    if need > biggest.spec.memory_gb:
-        return where + (f"needs {_gib(need)}{' per GPU' if d.tensor_parallel > 1 else ''}, more than a "
-                        f"whole {biggest.spec.model} ({_gib(biggest.spec.memory_gb)})"
-                        + ("" if d.tensor_parallel > 1 else "; needs tensor parallelism"))
-    if d.tensor_parallel > 1:
-        t = d.tensor_parallel
-        most = max(len(st.node_gpus[g.node]) for g in ok)
-        if t > most:
-            return where + f"tensor parallel {t} needs {t} GPUs on one node; the largest node has {most}"
-        count: dict[str, int] = defaultdict(int)
-        no_spx = {g.node for g in ok if SPX not in g.modes}
-        for g in ok:
-            if (not g.used and SPX in g.modes and g.spec.memory_gb >= need
-                    and (g.mode == SPX or allow_repartition)):
-                count[g.node] += 1
-        node, k = max(count.items(), key=lambda kv: kv[1], default=("", 0))
-        text = f"tensor parallel {t} needs {t} free GPUs in SPX on one node; " + (
-            f"best node {node} has {k}" if k else "no node has one")
-        if no_spx:
-            text += f" ({len(no_spx)} node(s) forbid SPX under {'/'.join(sorted({g.nps for g in ok if g.node in no_spx}))})"
-        if not allow_repartition:
-            text += "; repartitioning is disabled"
-        return where + text
-    top = max(((s, m, g) for g in ok for m, (_, s) in g.modes.items()), key=lambda v: v[0], default=None)
-    if top is None or need > top[0]:
-        g = next(g for g in ok if g.spec.memory_gb >= need)
-        fit = [str(m) for m in g.spec.modes_by_partition_size() if g.spec.smallest_partition_gb(m) >= need]
-        text = (f"needs {_gib(need)}: only {'/'.join(fit)} partitions hold it, and memory mode "
-                f"{'/'.join(sorted({g.nps for g in ok}))} does not allow {'them' if len(fit) > 1 else 'it'}")
-        if top is not None:
-            text += f"; largest allowed partition {_gib(top[0])} ({top[2].spec.model} {top[1]})"
-        return where + text
-    excluded = st.sib_gpus[d.key] if d.spread else set()
-    free = [(g.size, g) for g in ok if g not in excluded and g.valid and g.free]
-    empty = [g for g in ok if not g.used and g not in excluded and g.modes]
-    if free:
-        size, g = max(free, key=lambda x: (x[0], -x[1].pos))
-        text = f"needs {_gib(need)}, largest free partition {_gib(size)} ({g.name})"
-    else:
-        text = f"needs {_gib(need)}, no free partition on the {len(ok)} schedulable GPU(s) of model {models}"
-    if empty and not allow_repartition:
-        text += "; repartitioning is disabled"
-    elif not empty:
-        text += "; no empty GPU left to repartition"
-    if d.spread and excluded:
-        text += f"; spread excludes the {len(excluded)} GPU(s) already holding {d.key}"
-    return where + text

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Literal
+
+ReasonCode = Literal["no_gpu_model", "not_allowed_model", "unschedulable", "exceeds_gpu", "tensor_parallel",
+                     "memory_mode", "no_free_partition"]
+REASON_CODES: tuple[ReasonCode, ...] = ("no_gpu_model", "not_allowed_model", "unschedulable", "exceeds_gpu",
+                                        "tensor_parallel", "memory_mode", "no_free_partition")
+"""Why a replica is unplaced, as a bounded code (``Unplaced.code``; the metrics' reason label):
+no GPU of an allowed model in the fleet; the pinned GPU is of a model the demand does not allow;
+the usable GPUs (or the pinned ones) are unschedulable or excluded; one replica needs more than a
+whole GPU; no node has the whole SPX GPUs tensor parallelism needs; the node's memory (NPS) mode
+allows no partition that holds it; no free partition holds it (spread and repartitioning included)."""
+
+Solver = Literal["exact", "heuristic"]
+SOLVERS: tuple[Solver, ...] = ("exact", "heuristic")
 
 @dataclass(frozen=True)
 class GpuState:
@@ -20,6 +34,8 @@ class GpuState:
     """False: unhealthy, mid-operation or node layout problem; never used."""
     caps: Mapping[str, tuple[str, ...]] | None = None
     """``memory_partition_caps`` per compute mode as the hardware reports them; None: geometry defaults."""
+    problem: str = ""
+    """Why it is unschedulable (e.g. "an operation is in flight"), reported in ``Placement.excluded``."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +45,8 @@ class NodeState:
     """NPS mode of the whole node ("NPS1"...); never changed by the engine."""
     gpus: tuple[GpuState, ...]
     schedulable: bool = True
+    problem: str = ""
+    """Why it is unschedulable (e.g. its GPUs report different memory modes), reported in ``Placement.excluded``."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,20 @@ class Unplaced:
     deployment: str
     replica: int
     reason: str
+    """For people: specific words (sizes, node names)."""
+    code: ReasonCode
+    """For machines (metrics): one of ``REASON_CODES``."""
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A node or GPU the engine did not use, and why (bad data such as a node whose GPUs report
+    different memory modes, or marked unschedulable). Placement goes on without it."""
+
+    node: str
+    gpu_index: int | None
+    """None: the whole node."""
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -116,6 +148,13 @@ class Placement:
     unplaced: tuple[Unplaced, ...]
     gpus_used: int
     """GPUs holding at least one replica after the plan, existing occupants included."""
+    solver: Solver = "heuristic"
+    """Which one answered: "exact" (CP-SAT) or "heuristic" (greedy)."""
+    optimal: bool = False
+    """Proven optimal (the exact solver finished every stage within its budget)."""
+    solver_note: str = ""
+    """Why the heuristic answered (budget hit, too large to model, disabled), or how the exact one did."""
+    excluded: tuple[Excluded, ...] = ()
 
     def ok(self) -> bool:
         """True when every requested replica was placed."""
@@ -124,3 +163,7 @@ class Placement:
 
 class PlacementError(ValueError):
     """Bad input (not an unplaceable replica); the message names the problem."""
+
+
+class PlacementTimeout(Exception):
+    """The caller's deadline passed before a placement was found (``deadline=`` arguments)."""

@@ -3,7 +3,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from planning.api.serializers import DemandSerializer
-from serving.models import Deployment, DeploymentSlot
+from serving.models import Deployment, DeploymentSlot, ReplicaMove
 
 
 class DeploymentSlotSerializer(serializers.ModelSerializer[DeploymentSlot]):
@@ -16,7 +16,19 @@ class DeploymentSlotSerializer(serializers.ModelSerializer[DeploymentSlot]):
 
     class Meta:
         model = DeploymentSlot
-        fields = ("replica", "node", "gpu_index", "partition_index", "logical_index", "render_node", "memory_gb", "started_at")
+        fields = ("replica", "state", "node", "gpu_index", "partition_index", "logical_index", "render_node", "memory_gb",
+                  "started_at")
+        read_only_fields = fields
+
+
+class ReplicaMoveSerializer(serializers.ModelSerializer[ReplicaMove]):
+    """A replica moving because a plan repartitions its GPU: ``make_before_break`` (the new
+    copy starts first) or ``stop_then_start``; ``source`` and ``target`` list its partitions."""
+
+    class Meta:
+        model = ReplicaMove
+        fields = ("id", "replica", "plan", "strategy", "state", "source", "target", "message", "created_at", "started_at",
+                  "finished_at")
         read_only_fields = fields
 
 
@@ -26,6 +38,7 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     gpu_model = serializers.CharField(source="profile.gpu_model", read_only=True)
     memory_required_gb = serializers.FloatField(source="profile.memory_required_gb", read_only=True)
     slots = DeploymentSlotSerializer(many=True, read_only=True)
+    moves = ReplicaMoveSerializer(many=True, read_only=True)
     workloads = serializers.SerializerMethodField(help_text="Per replica: env, devices, vLLM args, container fragment")
     pin_node = serializers.CharField(source="pin_node.name", read_only=True, default=None)
 
@@ -33,7 +46,7 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
         model = Deployment
         fields = (
             "id", "name", "state", "state_message", "profile", "model", "precision", "gpu_model", "memory_required_gb",
-            "replicas", "priority", "spread", "pin_node", "pin_gpu_index", "plan", "planned_slots", "slots", "workloads",
+            "replicas", "priority", "spread", "pin_node", "pin_gpu_index", "plan", "planned_slots", "slots", "moves", "workloads",
             "created_at", "updated_at",
         )
         read_only_fields = fields
@@ -45,6 +58,8 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
         need = profile.replica_memory_gb
         by_replica: dict[int, list[DeploymentSlot]] = {}
         for slot in deployment.slots.all():
+            if slot.state == DeploymentSlot.State.RETIRING:
+                continue  # the old copy of a moving replica: the spec is the new copy's
             by_replica.setdefault(slot.replica, []).append(slot)
         out = []
         for replica, slots in sorted(by_replica.items()):

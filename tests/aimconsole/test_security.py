@@ -37,7 +37,7 @@ def test_a_catalog_edit_is_audited_with_before_after_request_id_and_address(api_
 def test_each_kind_of_change_leaves_an_audit_row(api_client_for, operator, admin_user, client, catalog, tmp_path, monkeypatch):
     from models.models import ModelProfile
     from partitions.models import GPU
-    from tests.partitions.conftest import make_emulated_node
+    from tests.emulated_nodes import make_emulated_node
 
     monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)
     emulated = make_emulated_node(tmp_path)
@@ -210,7 +210,7 @@ def test_writes_need_a_current_etag(api_client_for, admin_user, catalog):
     ("{not json", "application/json", 400),
 ])
 def test_bad_input_gets_a_clear_4xx(api_client_for, operator, catalog, body, content_type, status):
-    from partitions.models import Deployment
+    from serving.models import Deployment
 
     response = api_client_for(operator).generic("POST", "/api/v1/deployments/", body, content_type=content_type)
     assert response.status_code == status

@@ -134,9 +134,13 @@ def test_invalid_compute_type_per_version(tmp_path):
 def test_nonroot_permissions_per_version(tmp_path):
     path = tmp_path / "7.json"
     make_state(path, rocm="7.1", root=False)
-    for argv in (["set", "-C", "CPX"], ["set", "-M", "NPS4"], ["reset", "-r"]):
+    for argv in (["set", "-C", "CPX"], ["reset", "-r"]):
         res = run_emulator(path, *argv, stdin="y\n")
         assert res.returncode == 1 and "Error code: -11" in res.stderr and res.stdout == ""
+    # -M is not checked while parsing: banner, prompt, the GPU's NO_PERM result, PermissionError
+    res = run_emulator(path, "set", "-M", "NPS4", stdin="y\n")
+    assert res.returncode == 1 and "MEMORY_PARTITION: [AMDSMI_STATUS_NO_PERM] Command requires elevation" in res.stdout
+    assert res.stderr.rstrip().endswith("PermissionError: Command requires elevation")
     part = json.loads(run_emulator(path, "partition", "--json").stdout)
     assert part["current_partition"][0]["accelerator_type"] == "SPX"
     assert {v for row in part["partition_profiles"] for k, v in row.items()
@@ -161,7 +165,8 @@ def test_nps_is_pending_until_reload_in_7x_and_hive_wide(state_path, emu):
     assert res.returncode == 0 and "RELOAD_DRIVER: Successfully reloaded driver" in res.stdout
     assert state.memory_modes() == ["NPS4"] * 8 and state.pending_memory_mode() is None
     rows = current(state_path)
-    assert len(rows) == 32 and {(r["memory"], r["accelerator_type"]) for r in rows} == {("NPS4", "QPX")}
+    # the driver's auto mode after a reload into NPS4 on an 8-XCD dGPU is CPX (aqua_vanjaram.c)
+    assert len(rows) == 64 and {(r["memory"], r["accelerator_type"]) for r in rows} == {("NPS4", "CPX")}
 
 
 def test_nps_reload_rederives_compute_and_busy_blocks_reload(state_path, emu):
@@ -181,7 +186,7 @@ def test_nps_applies_at_once_in_6x(state_path, emu):
     res = emu("set", "-M", "NPS4", stdin="y\n")
     assert res.returncode == 0 and "secs remain" in res.stdout
     assert "MEMORY_PARTITION: Successfully set memory partition to NPS4\n" in res.stdout
-    assert {(r["memory"], r["accelerator_type"]) for r in current(state_path)} == {("NPS4", "QPX")}
+    assert {(r["memory"], r["accelerator_type"]) for r in current(state_path)} == {("NPS4", "CPX")}
     assert emu("reset", "-r").returncode == 2  # no reset -r before 7.0
 
 
@@ -201,12 +206,18 @@ def test_rocm_7_13_has_no_reset_r_but_modprobe_reload(state_path, emu):
     assert emu("emulator", "reload-driver").returncode == 0
     state = EmulatorState(state_path)
     assert state.memory_mode() == "NPS2" and state.compute_mode(0) == "DPX"
-    assert emu("set", "-C", "QPX").returncode == 0  # QPX+NPS2 only from 7.13
+    assert emu("set", "-C", "QPX").returncode == 0
 
 
-def test_qpx_nps2_unavailable_before_7_13(state_path, emu):
+def test_gc_950_runs_qpx_and_cpx_under_nps2(state_path, emu):
+    # amdgpu "Update supported modes for GC v9.5.0": QPX and CPX gain NPS2 on MI350X/MI355X
     make_state(state_path, gpu="MI355X", count=2, rocm="7.1", compute="DPX", memory="NPS2")
-    res = emu("set", "-C", "QPX")
+    assert emu("set", "-C", "QPX", "-g", "0").returncode == 0
+    assert emu("set", "-C", "CPX").returncode == 0
+    profiles = json.loads(emu("partition", "-a", "--json").stdout)["partition_profiles"]
+    assert {r["accelerator_type"].rstrip("*"): r["memory_partition_caps"] for r in profiles
+            if r["profile_index"] != ""} == {"SPX": "NPS1", "DPX": "NPS1,NPS2", "QPX": "NPS1,NPS2", "CPX": "NPS1,NPS2"}
+    res = emu("set", "-C", "SPX")
     assert res.returncode == 1 and "SETTING_UNAVAILABLE" in res.stderr
 
 
@@ -215,7 +226,7 @@ def test_invalid_and_unsupported_nps(tmp_path):
     make_state(path, rocm="7.1")
     res = run_emulator(path, "set", "-M", "NPS2", "-g", "0", stdin="y\n")
     assert res.returncode == 0
-    assert "Valid Memory partition Modes: NPS1,NPS4\nGPU: 0\n    MEMORY_PARTITION: [AMDSMI_STATUS_INVAL] Unable to set memory partition to NPS2" in res.stdout
+    assert "Valid Memory partition Modes: NPS1,NPS4\n\nGPU: 0\n    MEMORY_PARTITION: [AMDSMI_STATUS_INVAL] Unable to set memory partition to NPS2" in res.stdout
     res = run_emulator(path, "set", "-M", "NPS3")
     assert res.returncode == 2 and "invalid choice: 'NPS3'" in res.stderr
     path = tmp_path / "apu.json"
@@ -343,7 +354,7 @@ def test_fault_slow_reload_hides_devices_meanwhile(state_path):
     assert during.returncode == 1 and "Error code: -7" in during.stderr
     assert proc.wait(timeout=10) == 0
     assert time.monotonic() - start >= 2
-    assert len(devices(state_path)) == 32
+    assert len(devices(state_path)) == 64  # back in NPS4, the driver's default CPX
 
 
 def test_fault_garbage(state_path, emu):

@@ -28,7 +28,7 @@ def api_schema(db, catalog, viewer, operator, admin_user, tmp_path, monkeypatch,
     from drf_spectacular.generators import SchemaGenerator
 
     from aimconsole.services import create_token
-    from tests.partitions.conftest import make_emulated_node
+    from tests.emulated_nodes import make_emulated_node
 
     monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)
     make_emulated_node(tmp_path)

@@ -20,7 +20,7 @@ from channels.layers import channel_layers
 from django.db import connection
 
 from tests.browser.conftest import screenshot, sign_in
-from tests.partitions.conftest import make_emulated_node
+from tests.emulated_nodes import make_emulated_node
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
@@ -82,13 +82,12 @@ class Sampler(threading.Thread):
 
 def mixed_node(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Two MI300X: GPU 0 in CPX (8 partitions, activity derived), GPU 1 in SPX; some load."""
-    from partitions.emulator.model import Hive, resize_partitions
-    from partitions.services import sync_node
-
     import redis
     from django.conf import settings
 
-    from partitions.agent import snapshot_key
+    from amdsmi_emulator.model import Hive, resize_partitions
+    from partitions.services import sync_node
+    from partitions.telemetry_store import snapshot_key
 
     redis.Redis.from_url(settings.REDIS_URL).delete(snapshot_key(NODE))  # none left by another test
     emulated = make_emulated_node(tmp_path, NODE, gpus=2)
@@ -232,7 +231,7 @@ def test_refused_socket_shows_why_and_does_not_reconnect(page, live_server, view
     page.fill("#id_username", "vera")
     page.fill("#id_password", "pw-vera")
     page.click("button[type=submit]")
-    page.wait_for_selector("#dashboard-status[data-state=refused]", timeout=5_000)
+    page.wait_for_selector("#dashboard-status[data-state=refused]", timeout=20_000)  # the page loads Plotly first
     assert text in page.locator("#dashboard-status").inner_text() and str(code) in page.locator("#dashboard-status").inner_text()
     time.sleep(2)
     sockets = page.evaluate("window.__sockets")
@@ -245,7 +244,7 @@ def test_dropped_socket_reconnects_with_backoff(page, live_server, viewer):
     page.fill("#id_username", "vera")
     page.fill("#id_password", "pw-vera")
     page.click("button[type=submit]")
-    page.wait_for_selector("#dashboard-status[data-state=reconnecting]", timeout=5_000)
+    page.wait_for_selector("#dashboard-status[data-state=reconnecting]", timeout=20_000)  # the page loads Plotly first
     assert "retrying" in page.locator("#dashboard-status").inner_text()
     wait_in_page(page, "window.__sockets.length >= 3", 8, "two reconnects")  # after ~1 s, then ~2 s
     started = time.monotonic()

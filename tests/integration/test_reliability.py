@@ -12,7 +12,7 @@ from django.db import connection
 from partitions import operations as ops
 from partitions.models import GPU, Node, Reconfiguration
 from tests.processes import wait_for
-from tests.partitions.conftest import make_emulated_node
+from tests.emulated_nodes import make_emulated_node
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 

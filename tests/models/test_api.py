@@ -175,7 +175,7 @@ def test_profile_list_uses_a_fixed_number_of_queries(api_client_for, catalog, vi
 
 
 def test_gpu_specs_list_every_model_with_its_layouts(api_client_for, viewer):
-    body = api_client_for(viewer).get("/api/v1/gpu-specs/").json()
+    body = api_client_for(viewer).get("/api/v1/gpu-specs/").json()["results"]
     assert [spec["model"] for spec in body] == ["MI300X", "MI325X", "MI300A", "MI308X", "MI350X", "MI355X"]
     mi300x = body[0]
     cpx = [layout for layout in mi300x["layouts"] if layout["compute_mode"] == "CPX"]

@@ -564,3 +564,16 @@ def test_memory_estimate_is_frozen() -> None:
     assert isinstance(est, MemoryEstimate)
     with pytest.raises(dataclasses.FrozenInstanceError):
         est.total_gb = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("layers, expected", [(3, 24), (2, None)])
+def test_pipeline_stages_never_exceed_the_layers(layers: int, expected: int | None) -> None:
+    # ~3,000 GiB of fp16 weights: 8-way tensor parallel per node x 3 pipeline stages (24 GPUs).
+    shape = ModelShape(total_params_b=1600.0, num_layers=layers, num_kv_heads=8, head_dim=128, num_attention_heads=32)
+    est = estimate_memory(shape, "fp16")
+    if expected is None:  # 3 stages are needed and only 2 layers exist to split
+        with pytest.raises(SizingError, match="no layout"):
+            fit(est, shape, "MI300X")
+    else:
+        result = fit(est, shape, "MI300X")
+        assert result.gpus_needed == expected and "3 pipeline stages" in result.tensor_parallel_note

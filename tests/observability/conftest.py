@@ -46,13 +46,12 @@ def clean_metrics(redis_url):  # type: ignore[no-untyped-def]
     import redis
 
     from aimconsole import counters
-
-    from observability import metrics
+    from partitions.telemetry_store import snapshot_key
 
     client = redis.Redis.from_url(redis_url)
 
     def clean() -> None:
-        keys = [metrics.PLACEMENT_KEY, metrics.REQUESTS_KEY, *client.keys("aim:telemetry:*")]
+        keys = [counters.placement_key(), counters.requests_key(), *client.keys(snapshot_key("*"))]
         client.delete(*keys)
         counters._down_until = 0.0
 
@@ -67,10 +66,10 @@ def build_sim_fleet(nodes: int, gpus: int, *, compute: str = "CPX", prefix: str 
     from django.utils import timezone
 
     from partitions.agent import build_snapshot
-    from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
     from partitions.backends.simulated import SimulatedFleet
     from partitions.models import Node
     from partitions.services import sync_inventory
+    from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
 
     fleet = SimulatedFleet(nodes=nodes, gpu_count=gpus, prefix=prefix)
     created = []

@@ -45,22 +45,32 @@ def test_loopback_scrapers_need_no_login(client, clean_metrics):
     assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
 
 
-def test_other_addresses_need_the_token_or_a_session(client, clean_metrics, settings, viewer, norole):
-    settings.METRICS_TOKEN = "s3cret-token"
+def test_other_addresses_need_a_metrics_token_or_a_session(client, clean_metrics, settings, viewer, norole):
+    from aimconsole.services import create_token
+
+    _, metrics_key = create_token(user=viewer, name="prometheus", scopes=["metrics"])
+    _, api_key = create_token(user=viewer, name="automation")
     remote = {"REMOTE_ADDR": "10.1.2.3"}
     response = client.get("/metrics", **remote)
     assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **remote).status_code == 403
-    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token", **remote).status_code == 200
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong", **remote).status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {api_key}", **remote).status_code == 403
+    assert client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {metrics_key}", **remote).status_code == 200
     settings.METRICS_ALLOWED_CIDRS = ["10.1.0.0/16"]
     assert client.get("/metrics", **remote).status_code == 200
     settings.METRICS_ALLOWED_CIDRS = []
-    settings.METRICS_TOKEN = ""
-    assert client.get("/metrics", **remote).status_code == 403
+    assert client.get("/metrics", **remote).status_code == 401
     client.force_login(norole)
     assert client.get("/metrics", **remote).status_code == 403
     client.force_login(viewer)
     assert client.get("/metrics", **remote).status_code == 200
+
+
+def test_a_spoofed_forwarded_for_is_not_loopback(client, clean_metrics, settings):
+    """Behind a proxy only the configured proxies' X-Forwarded-For is believed."""
+    settings.TRUSTED_PROXIES = []
+    spoofed = {"REMOTE_ADDR": "10.1.2.3", "HTTP_X_FORWARDED_FOR": "127.0.0.1"}
+    assert client.get("/metrics", **spoofed).status_code == 401
 
 
 def test_a_bad_allow_list_stops_the_process_at_start():
@@ -216,23 +226,43 @@ def test_placement_decisions_and_failures_are_counted_where_they_happen(clean_me
     assert int(data.placement.get("d\tplan\tplaced", 0)) + int(data.placement.get("d\tplan\tunplaced", 0)) == 2
 
 
-def test_reason_classes_cover_the_placement_engine_texts():
-    cases = {
-        "no GPU of model MI300X in the fleet": "no_gpu_model",
-        "pinned to n1: node n1 is unschedulable": "unschedulable",
-        "all 4 GPU(s) of model MI300X are unschedulable": "unschedulable",
-        "needs 690.0 GiB, more than a whole MI300X (192.0 GiB); needs tensor parallelism": "exceeds_gpu",
-        "tensor parallel 8 needs 8 GPUs on one node; the largest node has 4": "tensor_parallel",
-        "needs 40.0 GiB: only SPX/DPX/QPX partitions hold it, and memory mode NPS4 does not allow them": "memory_mode",
-        "needs 19.5 GiB, largest free partition 0 GiB (n1/gpu0); no empty GPU left to repartition": "no_free_partition",
-        "needs 19.5 GiB, no free partition on the 2 schedulable GPU(s) of model MI300X": "no_free_partition",
-        "pinned to n1/gpu0: MI300A is not an allowed model": "not_allowed_model",
-        "a partition was taken concurrently; try again": "concurrent",
-        "something new": "other",
+def _reason_cases() -> dict[str, tuple]:
+    """One placement input per reason code, each leaving exactly one replica unplaced for it."""
+    from planning import placement as pl
+
+    def node(name: str, mode: str = "SPX", n: int = 1, nps: str = "NPS1", model: str = "MI300X",
+             schedulable: bool = True) -> pl.NodeState:
+        return pl.NodeState(name, nps, tuple(pl.GpuState(name, i, model, mode) for i in range(n)), schedulable)
+
+    one = pl.Fleet((node("a"),))
+    return {
+        "no_gpu_model": (one, [pl.Demand("x", 20.0, 1, gpu_models=("MI355X",))]),
+        "not_allowed_model": (pl.Fleet((node("a"), node("b", model="MI325X"))),
+                              [pl.Demand("x", 20.0, 1, gpu_models=("MI325X",), pin_node="a", pin_gpu=0)]),
+        "unschedulable": (pl.Fleet((node("a", schedulable=False),)), [pl.Demand("x", 20.0, 1)]),
+        "exceeds_gpu": (one, [pl.Demand("x", 300.0, 1)]),
+        "tensor_parallel": (pl.Fleet((node("a", n=2),)), [pl.Demand("x", 150.0, 1, tensor_parallel=4)]),
+        "memory_mode": (pl.Fleet((node("a", "QPX", nps="NPS4"),)), [pl.Demand("x", 60.0, 1)]),
+        "no_free_partition": (one, [pl.Demand("x", 150.0, 2)]),
     }
-    for text, expected in cases.items():
-        assert counters.classify_reason(text) == expected, text
-        assert expected in metrics.PLACEMENT_REASONS
+
+
+def test_reason_classes_are_the_codes_real_placements_return(clean_metrics, django_capture_on_commit_callbacks):
+    from planning import placement as pl
+
+    assert set(counters.PLACEMENT_REASONS) == {*pl.REASON_CODES, "concurrent", "other"}
+    cases = _reason_cases()
+    assert set(cases) == set(pl.REASON_CODES)
+    for code, (fleet, demands) in cases.items():
+        result = pl.place(fleet, demands)
+        assert [u.code for u in result.unplaced] == [code], (code, result.unplaced)
+        with django_capture_on_commit_callbacks(execute=True):
+            counters.count_placement("plan", result)
+    data = metrics.gather()
+    failures = {k.split("\t")[2]: int(v) for k, v in data.placement.items() if k.startswith("f\tplan\t")}
+    assert failures == {code: 1 for code in pl.REASON_CODES}
+    assert set(failures) <= set(metrics.PLACEMENT_REASONS)
+    assert counters.classify_reason("not-a-code") == "other"
 
 
 # --- the emulated serving feed ---------------------------------------------------------------------

@@ -74,3 +74,21 @@ def test_sweeper_resends_lost_intents_and_expired_leases_only(emulated, monkeypa
     Reconfiguration.objects.filter(pk=running.pk).update(lease_expires_at=long_ago)  # its worker died
     assert set(sweep_reconfigurations(node=emulated.node)) == {never_sent.pk, running.pk}
     assert sent.count(never_sent.pk) == 2
+
+
+def test_the_sweeper_waits_resend_after_s_before_sending_a_message_again(emulated, monkeypatch, settings):
+    sent: list[int] = []
+    monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: sent.append(pk) or True)
+    from partitions.models import GPU
+
+    settings.RECONFIGURATION_RESEND_AFTER_S = 60
+    pending = request_reconfiguration(gpu=GPU.objects.get(node=emulated.node, index=0), compute_mode="CPX")
+    started = request_reconfiguration(gpu=GPU.objects.get(node=emulated.node, index=1), compute_mode="CPX")
+    now = timezone.now()
+    Reconfiguration.objects.filter(pk=pending.pk).update(enqueued_at=now - timezone.timedelta(seconds=30))
+    Reconfiguration.objects.filter(pk=started.pk).update(  # its worker died, but the message went out 30 s ago
+        state="applying", enqueued_at=now - timezone.timedelta(seconds=30), lease_expires_at=now - timezone.timedelta(seconds=5))
+    assert sweep_reconfigurations(node=emulated.node) == []  # both sent 30 s ago: resend only after 60 s
+    settings.RECONFIGURATION_RESEND_AFTER_S = 20
+    assert set(sweep_reconfigurations(node=emulated.node)) == {pending.pk, started.pk}
+    assert sorted(sent) == sorted([pending.pk, started.pk])

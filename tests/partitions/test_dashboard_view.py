@@ -9,8 +9,8 @@ import re
 import pytest
 import redis
 
-from partitions.telemetry_store import snapshot_key
 from partitions.models import Node
+from partitions.telemetry_store import snapshot_key
 
 pytestmark = pytest.mark.django_db
 

@@ -293,3 +293,86 @@ def test_sync_node_create_detects_amd_smi(settings, tmp_path):
     call_command("sync_node", "gpu-host-1", "--create", stdout=out)
     node = Node.objects.get(name="gpu-host-1")
     assert node.backend == "amdsmi" and node.gpus.count() == 2
+
+
+# --- hardware facts rechecked in issue 11 ---------------------------------------------------
+
+def _mi355x(index: int, compute: str, memory: str, count: int, profiles=()) -> GpuInfo:
+    return GpuInfo(
+        index=index, bdf=f"0000:{0x05 + index:02x}:00.0", uuid=f"u{index}", market_name="AMD Instinct MI355X",
+        gpu_model="MI355X", gfx_target="gfx950", compute_mode=compute, memory_mode=memory,
+        memory_caps=("NPS1", "NPS2"), profiles=tuple(profiles), compute_units=256, vram_mb=294896,
+        partitions=tuple(PartitionInfo(partition_id=p, logical_index=index * count + p, bdf=None, uuid=None,
+                                       render_node=None, compute_units=256 // count, memory_mb=294896 // count)
+                         for p in range(count)),
+    )
+
+
+def test_an_mi355x_in_cpx_nps2_is_a_valid_layout(node):
+    # amd-gfx "drm/amdgpu: Update supported modes for GC v9.5.0": QPX and CPX run under NPS2.
+    result = sync_inventory(node=node, inventory=_inventory(_mi355x(0, "CPX", "NPS2", 8), _mi355x(1, "QPX", "NPS2", 4)))
+    node.refresh_from_db()
+    assert node.layout_problem == "" and not any("invalid modes" in w for w in result.warnings)
+    assert set(Partition.objects.filter(gpu__index=0).values_list("memory_gb", "xcds")) == {(36.0, 1)}
+
+
+def test_profiles_that_report_no_memory_caps_fall_back_to_the_geometry_table(node):
+    from partitions.backends.types import AcceleratorProfile
+
+    blind = tuple(AcceleratorProfile(profile_index=i, accelerator_type=t, memory_caps=(), num_partitions=n,
+                                     active=t == "CPX") for i, (t, n) in enumerate((("SPX", 1), ("CPX", 8))))
+    gpu = _gpu(0, "CPX", "NPS1", 8)
+    gpu = GpuInfo(**{**gpu.__dict__, "profiles": blind})
+    sync_inventory(node=node, inventory=_inventory(gpu))
+    node.refresh_from_db()
+    assert node.layout_problem == ""
+    assert set(Partition.objects.filter(gpu__node=node).values_list("memory_gb", flat=True)) == {24.0}
+
+
+def test_a_pair_the_hardware_reports_is_accepted_and_flagged(node):
+    from partitions.backends.types import AcceleratorProfile
+
+    caps = (AcceleratorProfile(0, "SPX", ("NPS1",), 1, False), AcceleratorProfile(2, "QPX", ("NPS1", "NPS2", "NPS4"), 4, True))
+    gpu = _gpu(0, "QPX", "NPS2", 4)
+    gpu = GpuInfo(**{**gpu.__dict__, "profiles": caps})
+    result = sync_inventory(node=node, inventory=_inventory(gpu))
+    node.refresh_from_db()
+    assert node.layout_problem == ""
+    assert any("QPX+NPS2" in w and "reported by hardware" in w for w in result.warnings)
+    assert set(Partition.objects.filter(gpu__node=node).values_list("memory_gb", "xcds")) == {(48.0, 2)}
+
+
+CPX_CAPTURE = ("list.MI300X.CPX.gpu0-7.rocm7x.json", "static-asic-partition.MI300X.CPX-NPS1.gpu0-1.rocm7x.json",
+               "metric-usage-power-mem.MI300X.CPX-NPS1.gpu0-1.rocm7x.json")
+
+
+def test_the_dry_run_shows_exactly_what_is_stored(fixtures_dir):
+    files = [_fixture(fixtures_dir, name) for name in CPX_CAPTURE]
+    dry = StringIO()
+    call_command("import_amdsmi", "--node", "bundle-7", "--dry-run", *files, stdout=dry)
+    stored = StringIO()
+    call_command("import_amdsmi", "--node", "bundle-7", *files, stdout=stored)
+    dry_gpus, stored_gpus = json.loads(dry.getvalue())["gpus"], json.loads(stored.getvalue())["gpus"]
+    assert dry_gpus == stored_gpus
+    part0 = dry_gpus[0]["partitions"][0]
+    row = Partition.objects.get(gpu__node__name="bundle-7", gpu__index=0, index=0)
+    assert part0["memory_gb"] == row.memory_gb == 24.0  # nominal CPX share, not the 192 GiB amd-smi reports
+    assert part0["reported_memory_mb"] == row.reported_memory_mb == 196592
+
+
+def test_a_metric_capture_alone_does_not_invent_a_gpu_per_partition(fixtures_dir):
+    out = StringIO()
+    call_command("import_amdsmi", "--node", "bundle-8", "--dry-run",
+                 _fixture(fixtures_dir, "metric-usage-power-mem.MI300X.CPX-NPS1.gpu0-1.rocm7x.json"), stdout=out)
+    gpus = json.loads(out.getvalue())["gpus"]
+    # The primary reports gfx_busy_inst for xcp_0..xcp_7: devices 0 and 1 are partitions of one GPU.
+    assert len(gpus) == 1
+    assert [p["logical_index"] for p in gpus[0]["partitions"]] == [0, 1]
+
+
+def test_a_metric_capture_without_partition_hints_is_refused(tmp_path):
+    rows = [{"gpu": g, "power": {"socket_power": {"value": 140, "unit": "W"}}} for g in range(2)]
+    path = tmp_path / "metric.json"
+    path.write_text(json.dumps(rows))
+    with pytest.raises(CommandError, match="add the output of amd-smi list"):
+        call_command("import_amdsmi", "--node", "bundle-9", "--dry-run", str(path), stdout=StringIO())

@@ -273,10 +273,145 @@ def test_resume_after_a_worker_died_mid_apply_never_applies_twice(emulated, fast
     Reconfiguration.objects.filter(pk=op.pk).update(lease_expires_at=None)
     result = run_reconfiguration(op.pk, sleep=no_sleep)
     op.refresh_from_db()
-    # GPU 0 is at its target, but GPU 1 changed too: verify only looks at GPU 0 for a compute op.
-    assert result == ops.SUCCEEDED
+    # GPU 0 is at its target, but GPU 1 changed too: a collateral change is no success.
+    assert result == ops.ROLLED_BACK, op.error_message
+    assert "GPU 1" in op.error_message and "only targets GPU 0" in op.error_message
+    assert [emulated.state.compute_mode(i) for i in range(2)] == ["SPX", "SPX"]
     assert actions(op).count(ops.STEP_APPLY) == 1
-    assert "after the previous worker stopped" in op.steps.last().message
+
+
+class SetAlsoHitsGpu:
+    """The emulator backend, plus what a second agent on the node did in the field: its
+    ``set -C`` also switched another GPU (stale logical ids). Everything else is the real
+    backend against the emulator."""
+
+    def __init__(self, backend, state, other: int) -> None:
+        self.backend, self.state, self.other = backend, state, other
+
+    def __getattr__(self, name):  # type: ignore[no-untyped-def]
+        return getattr(self.backend, name)
+
+    def set_compute_mode(self, gpu_indices, mode):  # type: ignore[no-untyped-def]
+        from amdsmi_emulator.model import Hive
+
+        inventory = self.backend.set_compute_mode(gpu_indices, mode)
+        if self.other not in gpu_indices:
+            with self.state.transaction() as data:
+                Hive(data).set_compute(self.other, mode)
+            self.other = -1  # once
+        return inventory
+
+
+def test_a_compute_change_that_also_changed_another_gpu_fails_and_is_rolled_back(emulated, fast_ops):
+    from partitions.services import backend_for
+
+    op = request_reconfiguration(gpu=gpu(emulated, 0), compute_mode="CPX")
+    backend = SetAlsoHitsGpu(backend_for(emulated.node), emulated.state, other=1)
+    assert run_reconfiguration(op.pk, sleep=no_sleep, backend=backend) == ops.ROLLED_BACK
+    op.refresh_from_db()
+    assert op.error_code == "verification_failed"
+    assert "GPU 1 SPX+NPS1 → CPX+NPS1" in op.error_message
+    assert [emulated.state.compute_mode(i) for i in range(2)] == ["SPX", "SPX"]
+    assert [g.compute_mode for g in GPU.objects.filter(node=emulated.node).order_by("index")] == ["SPX", "SPX"]
+
+
+def test_the_rollback_is_verified_by_reading_the_hardware_back(emulated, fast_ops):
+    # Before: DPX under NPS1. The NPS change lands (the reload leaves CPX), then setting QPX
+    # fails: the rollback must restore NPS1 (the reload leaves SPX) and then DPX, and the
+    # inventory must show DPX.
+    emulated.state.set_modes(compute="DPX")
+    from partitions.services import sync_node
+
+    sync_node(node=emulated.node)
+    emulated.state.add_fault({"match": "set -C", "kind": "fail", "exit": 1, "message": "injected", "times": 1})
+    op = request_reconfiguration(node=emulated.node, memory_mode="NPS4", compute_mode="QPX")
+    assert run_reconfiguration(op.pk, sleep=no_sleep) == ops.ROLLED_BACK, Reconfiguration.objects.get(pk=op.pk).error_message
+    assert emulated.state.memory_modes() == ["NPS1", "NPS1"]
+    assert [emulated.state.compute_mode(i) for i in range(2)] == ["DPX", "DPX"]
+    rows = GPU.objects.filter(node=emulated.node).order_by("index")
+    assert [(g.compute_mode, g.memory_mode, g.partitions.count()) for g in rows] == [("DPX", "NPS1", 2)] * 2
+    assert "rolled back and verified: GPU 0 DPX+NPS1, GPU 1 DPX+NPS1" in op.steps.last().message
+
+
+def test_each_claim_counts_an_attempt(emulated, fast_ops, api_client_for, viewer):
+    op = request_reconfiguration(gpu=gpu(emulated), compute_mode="CPX")
+    first = claim_reconfiguration(op.pk, worker="first")
+    assert Reconfiguration.objects.get(pk=op.pk).attempts == 1
+    first.transition(ops.DRAINING, ops.STEP_CLAIMED, "claimed by first (attempt 1)")
+    Reconfiguration.objects.filter(pk=op.pk).update(lease_expires_at=None)  # it died before touching anything
+    assert run_reconfiguration(op.pk, sleep=no_sleep) == ops.SUCCEEDED
+    op.refresh_from_db()
+    assert op.attempts == 2 and op.fencing_token == 2
+    assert "(attempt 2)" in op.steps.filter(action=ops.STEP_CLAIMED).last().message
+    assert api_client_for(viewer).get(f"/api/v1/reconfigurations/{op.pk}/").json()["attempts"] == 2
+
+
+def test_a_resumed_worker_waits_for_the_reload_until_its_deadline(emulated, fast_ops):
+    """The worker died inside the driver reload; the reload outlasts the read retries. The
+    next worker must wait for it (up to the deadline stored when the apply started), then
+    verify and leave the inventory matching the hardware."""
+    import time
+
+    from django.utils import timezone
+
+    op = request_reconfiguration(node=emulated.node, memory_mode="NPS4", compute_mode="CPX")
+    dead = claim_reconfiguration(op.pk, worker="dead")
+    dead.transition(ops.DRAINING, ops.STEP_CLAIMED, "claimed")
+    dead.update(previous_layout={"gpus": {"0": {"compute_mode": "SPX", "memory_mode": "NPS1"},
+                                          "1": {"compute_mode": "SPX", "memory_mode": "NPS1"}}})
+    dead.transition(ops.APPLYING, ops.STEP_APPLY, "amd-smi set -M NPS4",
+                    apply_deadline_at=timezone.now() + timezone.timedelta(seconds=600))
+    emulated.state.set_modes(compute="CPX", memory="NPS4")  # where the hardware ends up...
+    with emulated.state.transaction() as data:
+        data["reloading_until"] = time.time() + 3600  # ...once the reload it is in finishes
+    Reconfiguration.objects.filter(pk=op.pk).update(lease_expires_at=None)
+
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 5:  # more than READ_RETRIES (2) allow without a deadline
+            with emulated.state.transaction() as data:
+                data["reloading_until"] = 0
+
+    assert run_reconfiguration(op.pk, sleep=sleep) == ops.SUCCEEDED, Reconfiguration.objects.get(pk=op.pk).error_message
+    assert len(slept) == 5
+    node = Node.objects.get(pk=emulated.node.pk)
+    assert node.memory_mode == "NPS4"
+    assert set(GPU.objects.filter(node=node).values_list("compute_mode", "memory_mode")) == {("CPX", "NPS4")}
+
+
+def test_a_resumed_worker_past_the_reload_deadline_gives_up_after_the_bounded_retries(emulated, fast_ops):
+    import time
+
+    from django.utils import timezone
+
+    op = request_reconfiguration(node=emulated.node, memory_mode="NPS4", compute_mode="CPX")
+    dead = claim_reconfiguration(op.pk, worker="dead")
+    dead.transition(ops.DRAINING, ops.STEP_CLAIMED, "claimed")
+    dead.update(previous_layout={"gpus": {"0": {"compute_mode": "SPX", "memory_mode": "NPS1"},
+                                          "1": {"compute_mode": "SPX", "memory_mode": "NPS1"}}})
+    dead.transition(ops.APPLYING, ops.STEP_APPLY, "amd-smi set -M NPS4",
+                    apply_deadline_at=timezone.now() - timezone.timedelta(seconds=1))
+    with emulated.state.transaction() as data:
+        data["reloading_until"] = time.time() + 3600
+    Reconfiguration.objects.filter(pk=op.pk).update(lease_expires_at=None)
+    slept: list[float] = []
+    assert run_reconfiguration(op.pk, sleep=slept.append) == ops.FAILED
+    assert len(slept) == 2  # READ_RETRIES
+
+
+def test_the_apply_of_an_nps_change_stores_the_reload_deadline(emulated, fast_ops):
+    from django.utils import timezone
+
+    before = timezone.now()
+    op = request_reconfiguration(node=emulated.node, memory_mode="NPS4", compute_mode="CPX")
+    assert run_reconfiguration(op.pk, sleep=no_sleep) == ops.SUCCEEDED
+    op.refresh_from_db()
+    apply_step = op.steps.get(action=ops.STEP_APPLY)
+    assert op.apply_deadline_at is not None
+    budget = (op.apply_deadline_at - apply_step.created_at).total_seconds()
+    assert budget >= fast_ops.AMD_SMI_RELOAD_TIMEOUT_S and op.apply_deadline_at > before
 
 
 def test_resume_with_hardware_not_at_target_rolls_back(emulated, fast_ops):

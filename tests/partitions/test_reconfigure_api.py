@@ -7,6 +7,7 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from partitions.models import GPU, Reconfiguration
+from partitions.services.reconfiguration import enqueue as ENQUEUE
 
 pytestmark = pytest.mark.django_db
 
@@ -75,6 +76,48 @@ def test_node_nps_change(api_client_for, admin_user, emulated):
     gpu = GPU.objects.get(node=emulated.node, index=1)
     blocked = client.post(f"/api/v1/gpus/{gpu.pk}/reconfigure/", {"compute_mode": "DPX"}, format="json")
     assert blocked.status_code == 409
+
+
+def test_a_node_request_in_its_current_memory_mode_is_compute_changes_per_gpu_without_a_reload(
+        api_client_for, operator, emulated, django_capture_on_commit_callbacks, no_broker, fast_ops):
+    from partitions.reconfigure import run_reconfiguration
+
+    GPU.objects.filter(node=emulated.node, index=1).update(compute_mode="CPX")  # already there: left alone
+    emulated.state.set_modes(compute="SPX")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client_for(operator).post(f"/api/v1/nodes/{emulated.node.name}/reconfigure/",
+                                                 {"memory_mode": "NPS1", "compute_mode": "CPX"}, format="json")
+    assert response.status_code == 202, response.json()
+    body = response.json()
+    assert [(r["kind"], r["gpu_index"], r["target_compute_mode"], r["target_memory_mode"]) for r in body["reconfigurations"]] == [
+        ("compute", 0, "CPX", "")]
+    assert "no memory change" in body["message"]
+    assert no_broker == [r["id"] for r in body["reconfigurations"]]
+    for op in body["reconfigurations"]:
+        assert run_reconfiguration(op["id"], sleep=lambda s: None) == "succeeded"
+    assert emulated.state.compute_mode(0) == "CPX"
+    assert emulated.calls("reset") == [] and [c for c in emulated.calls("set") if "-M" in c["args"]] == []
+
+
+def test_a_node_request_for_the_layout_it_already_has_queues_nothing(api_client_for, operator, emulated, no_broker):
+    response = api_client_for(operator).post(f"/api/v1/nodes/{emulated.node.name}/reconfigure/",
+                                             {"memory_mode": "NPS1"}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["reconfigurations"] == [] and "nothing to change" in response.json()["message"]
+    assert not Reconfiguration.objects.exists() and no_broker == []
+
+
+def test_the_operation_shows_when_it_was_last_sent(api_client_for, operator, emulated, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr("partitions.dispatch.send_reconfiguration", lambda pk, node_name: None)
+    monkeypatch.setattr("partitions.services.reconfiguration.enqueue", ENQUEUE)  # the real one, to a stand-in broker
+    gpu = GPU.objects.get(node=emulated.node, index=0)
+    client = api_client_for(operator)
+    with django_capture_on_commit_callbacks(execute=True):
+        op = client.post(f"/api/v1/gpus/{gpu.pk}/reconfigure/", {"compute_mode": "CPX"}, format="json").json()
+    assert op["enqueued_at"] is None  # answered before the on-commit send
+    detail = client.get(f"/api/v1/reconfigurations/{op['id']}/").json()
+    assert detail["enqueued_at"] is not None
+    assert detail["enqueued_at"] == Reconfiguration.objects.get(pk=op["id"]).enqueued_at.isoformat().replace("+00:00", "Z")
 
 
 @pytest.mark.parametrize("role", ["viewer", "norole"])

@@ -30,14 +30,24 @@ def test_compute_mode_incompatible_with_nps_is_refused():
     backend.set_memory_mode("NPS4")
     with pytest.raises(SettingUnavailable):
         backend.set_compute_mode([0], "SPX")
-    assert backend.inventory().gpus[0].compute_mode == "QPX"
+    assert backend.inventory().gpus[0].compute_mode == "CPX"
+
+
+def test_an_unavailable_mode_is_refused_as_such_even_on_a_busy_gpu():
+    # the driver validates the mode before it locks KFD (aqua_vanjaram_switch_partition_mode)
+    backend = SimulatedBackend(gpu_count=1)
+    backend.set_memory_mode("NPS4")
+    backend.state.busy_gpus.add(0)
+    with pytest.raises(SettingUnavailable):
+        backend.set_compute_mode([0], "SPX")
 
 
 def test_nps_change_is_node_wide_and_rederives_compute_mode():
     backend = SimulatedBackend(gpu_count=4)
     backend.set_compute_mode([1], "CPX")
     inventory = backend.set_memory_mode("NPS4")
-    assert {(g.compute_mode, g.memory_mode) for g in inventory.gpus} == {("QPX", "NPS4")}
+    # the driver's auto mode after a reload into NPS4 on an 8-XCD dGPU is CPX (aqua_vanjaram.c)
+    assert {(g.compute_mode, g.memory_mode) for g in inventory.gpus} == {("CPX", "NPS4")}
 
 
 def test_busy_gpus_refuse_changes():

@@ -28,8 +28,8 @@ def communicator(path: str, user):  # type: ignore[no-untyped-def]
 async def test_snapshot_on_connect_then_coalesced_updates(viewer, redis_url):
     from asgiref.sync import sync_to_async
 
-    from partitions.telemetry_store import snapshot_key
     from partitions.models import Node
+    from partitions.telemetry_store import snapshot_key
 
     await sync_to_async(Node.objects.create)(name="n1", emulated=True)
     await sync_to_async(Node.objects.create)(name="n2", emulated=True)
@@ -65,3 +65,14 @@ async def test_node_view_refuses_unknown_nodes_and_anonymous_users(viewer):
 
     assert await outcome(communicator("/ws/telemetry/?node=nope", viewer)) == 4404
     assert await outcome(communicator("/ws/telemetry/", AnonymousUser())) == 4401
+
+
+async def test_consumer_tests_run_with_djangos_async_safety_guard_on():
+    """A sync ORM call in a consumer fails these tests as it fails under daphne: nothing in
+    the run (the browser tests' conftest included) switches Django's guard off here."""
+    from django.core.exceptions import SynchronousOnlyOperation
+
+    from partitions.models import Node
+
+    with pytest.raises(SynchronousOnlyOperation):
+        Node.objects.count()

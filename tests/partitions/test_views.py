@@ -9,9 +9,9 @@ import pytest
 from models.models import ModelProfile
 from partitions.backends.simulated import SimulatedFleet
 from partitions.models import GPU, Node, Reconfiguration
+from partitions.services import sync_inventory
 from planning.models import Plan
 from serving.models import Deployment
-from partitions.services import sync_inventory
 
 pytestmark = pytest.mark.django_db
 
@@ -30,16 +30,49 @@ def simulated_fleet(nodes: int, prefix: str = "sim-") -> None:
         sync_inventory(node=node, inventory=backend.inventory())
 
 
-def test_fleet_overview_uses_a_fixed_number_of_queries(client, viewer, django_assert_max_num_queries):
+def occupy(prefix: str, profile: ModelProfile) -> None:
+    """On every node named ``prefix…``: a running deployment with a replica on a CPX partition
+    and one on an SPX GPU, and an active reconfiguration, a GPU's compute change on even nodes
+    (one pending, one applying) and a node's memory change on odd ones."""
+    from partitions.services.reconfiguration import request_reconfiguration
+    from serving.models import DeploymentSlot
+
+    for i, node in enumerate(Node.objects.filter(name__startswith=prefix).order_by("name")):
+        gpus = list(node.gpus.order_by("index"))
+        cpx = next(g for g in gpus if g.compute_mode == "CPX")
+        spx = [g for g in gpus if g.compute_mode == "SPX"]
+        deployment = Deployment.objects.create(name=f"{node.name}-llm", profile=profile, replicas=2,
+                                               state=Deployment.State.RUNNING)
+        for replica, part in enumerate([cpx.partitions.order_by("index").first(), spx[0].partitions.get()]):
+            DeploymentSlot.objects.create(deployment=deployment, replica=replica, partition=part)
+        if i % 2:
+            request_reconfiguration(node=node, memory_mode="NPS4", compute_mode="CPX", reason="query count")
+        else:
+            op = request_reconfiguration(gpu=spx[-1], compute_mode="DPX", reason="query count")
+            if i % 4 == 2:
+                Reconfiguration.objects.filter(pk=op.pk).update(state=Reconfiguration.State.APPLYING)
+
+
+def test_fleet_overview_uses_a_fixed_number_of_queries(client, viewer, catalog, django_assert_num_queries):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    profile = ModelProfile.objects.filter(gpu_model="MI300X").order_by("pk").first()
     client.force_login(viewer)
-    simulated_fleet(2, prefix="a-")
-    with django_assert_max_num_queries(20) as small:
-        client.get("/fleet/")
-    simulated_fleet(30, prefix="b-")
-    with django_assert_max_num_queries(len(small.captured_queries)):
+    simulated_fleet(4, prefix="a-")
+    occupy("a-", profile)
+    with CaptureQueriesContext(connection) as small:
         html = client.get("/fleet/").content.decode()
-    assert html.count('class="part ') == 32 * (7 + 8)  # 7 SPX + 1 CPX GPU per node
-    assert html.count(">emulated</span>") == 32
+    assert html.count('class="model small"') == 4 * 2
+    simulated_fleet(30, prefix="b-")
+    occupy("b-", profile)
+    with django_assert_num_queries(len(small.captured_queries)):
+        html = client.get("/fleet/").content.decode()
+    assert html.count('class="part ') == 34 * (7 + 8)  # 7 SPX + 1 CPX GPU per node
+    assert html.count(">emulated</span>") == 34
+    assert html.count('class="model small"') == 34 * 2  # every slot's deployment named on its partition
+    # Compute changes badge their GPU, memory changes the node and its 8 GPUs; one in the legend.
+    assert html.count('class="badge op"') == 17 + 17 * (1 + 8) + 1
 
 
 def test_fleet_filters(client, viewer):
@@ -63,6 +96,15 @@ def test_viewers_see_no_action_buttons(client, viewer, emulated):
     assert "Preview the plan" not in html and "operators and admins can change it" in html
     assert client.post("/plans/1/apply/").status_code == 403
     assert client.get("/deployments/new/").status_code == 403
+
+
+def test_viewers_posting_the_layout_editors_are_refused_and_no_plan_is_made(client, viewer, emulated):
+    client.force_login(viewer)
+    gpu = GPU.objects.get(node=emulated.node, index=1)
+    assert client.post(f"/fleet/gpus/{gpu.pk}/", {"compute_mode": "CPX"}).status_code == 403
+    assert client.post(f"/fleet/nodes/{emulated.node.name}/", {"pair": "NPS4:CPX"}).status_code == 403
+    assert not Plan.objects.exists()
+    assert client.get(f"/fleet/gpus/{gpu.pk}/").status_code == 200  # reading the editor stays open
 
 
 def test_gpu_editor_disables_invalid_modes_with_the_reason(client, operator, emulated):

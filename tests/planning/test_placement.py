@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,8 @@ from planning.placement import (
     partitions_of,
     place,
     place_exact,
+    place_heuristic,
+    quality,
     validate,
 )
 
@@ -142,11 +145,40 @@ def test_bad_input_raises_placement_error(demand: Demand, message: str) -> None:
         place(Fleet((node("a"),)), [demand])
 
 
-def test_bad_fleet_raises_placement_error() -> None:
-    with pytest.raises(PlacementError, match="Unknown GPU model"):
-        place(Fleet((node("a", model="B200"),)), [])
+def test_an_occupant_outside_the_fleet_raises_placement_error() -> None:
     with pytest.raises(PlacementError, match="not in the fleet"):
         place(Fleet((node("a"),), (Occupant("x", 0, 0, "a", 5, 0, 1.0),)), [])
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (NodeState("bad", "", tuple(GpuState("bad", i, "MI300X", "SPX") for i in range(2)), problem="GPUs 0-1 NPS1, 2-3 NPS4"),
+     "GPUs 0-1 NPS1, 2-3 NPS4"),
+    (NodeState("bad", "NPS3", (GpuState("bad", 0, "MI300X", "SPX"),)), "unknown memory mode 'NPS3'"),
+])
+@pytest.mark.parametrize("solver", [place, place_heuristic, place_exact])
+def test_a_node_with_unusable_memory_mode_is_excluded_not_fatal(bad: NodeState, reason: str, solver) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet((node("a", "SPX"), bad))
+    demands = [Demand("s", 20.0, 1), Demand("pinned", 20.0, 1, pin_node="bad")]
+    p = solver(fleet, demands)
+    assert validate(fleet, p, demands) == []
+    assert slots_of(p, "s")[0].node == "a"
+    assert [(e.node, e.gpu_index, e.reason) for e in p.excluded] == [("bad", None, reason)]
+    (u,) = p.unplaced
+    assert (u.deployment, u.code) == ("pinned", "unschedulable") and reason in u.reason
+
+
+@pytest.mark.parametrize("solver", [place, place_heuristic, place_exact])
+def test_a_gpu_of_unknown_model_or_mode_is_excluded_not_fatal(solver) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet((NodeState("a", "NPS1", (GpuState("a", 0, "B200", "SPX"), GpuState("a", 1, "MI300X", "XPX"),
+                                            GpuState("a", 2, "MI300X", "SPX"))),),
+                  (Occupant("old", 0, 0, "a", 0, 0, 10.0),))
+    p = solver(fleet, [Demand("s", 20.0, 2), Demand("pinned", 20.0, 1, pin_node="a", pin_gpu=1)])
+    assert {s.gpu_index for s in slots_of(p, "s")} == {2}
+    assert [(e.gpu_index, e.reason) for e in p.excluded] == [(0, "unknown GPU model 'B200'"),
+                                                             (1, "MI300X has no compute mode 'XPX'")]
+    assert p.gpus_used == 2  # the occupied GPU still counts
+    assert p.unplaced[0].reason == "pinned to a/gpu1: the GPU is excluded: MI300X has no compute mode 'XPX'"
+    assert partitions_of(fleet) == [Slot("a", 2, 0, "SPX", 192.0)]
 
 
 def test_spread_puts_replicas_on_different_gpus_and_nodes() -> None:
@@ -249,7 +281,10 @@ def _edit(p: Placement, key: str, **slot_changes: object) -> Placement:
     (lambda f, p: dataclasses.replace(p, gpus_used=p.gpus_used + 1), "gpus_used"),
     (lambda f, p: dataclasses.replace(p, assignments=p.assignments[1:]), "neither placed nor reported"),
     (lambda f, p: dataclasses.replace(p, assignments=p.assignments[:-1], unplaced=(
-        Unplaced(p.assignments[-1].deployment, p.assignments[-1].replica, " "),)), "without a reason"),
+        Unplaced(p.assignments[-1].deployment, p.assignments[-1].replica, " ", "no_free_partition"),)), "without a reason"),
+    (lambda f, p: dataclasses.replace(p, assignments=p.assignments[:-1], unplaced=(
+        Unplaced(p.assignments[-1].deployment, p.assignments[-1].replica, "full", "full"),)),  # type: ignore[arg-type]
+     "unknown reason code 'full'"),
 ])
 def test_validate_catches_each_violation(mutate, expected: str) -> None:  # type: ignore[no-untyped-def]
     fleet, demands, p = _valid()
@@ -343,12 +378,12 @@ def tiny_instances(draw):  # type: ignore[no-untyped-def]
 @given(tiny_instances())
 def test_exact_matches_brute_force_and_bounds_the_heuristic(instance) -> None:  # type: ignore[no-untyped-def]
     fleet, demands = instance
-    exact, heur = place_exact(fleet, demands, time_limit_s=5), place(fleet, demands)
+    exact, heur = place_exact(fleet, demands, time_limit_s=30), place_heuristic(fleet, demands)
     assert validate(fleet, exact, demands) == [] and validate(fleet, heur, demands) == []
     placed, gpus = brute_force(fleet, demands)
     total = sum(len(a.slots) for a in exact.assignments)
     assert total == placed
-    assert exact.gpus_used == gpus
+    assert exact.gpus_used == gpus and exact.optimal and exact.solver == "exact"
     assert len(heur.unplaced) >= len(exact.unplaced)
     if len(heur.unplaced) == len(exact.unplaced):
         assert heur.gpus_used >= exact.gpus_used
@@ -361,16 +396,11 @@ def test_heuristic_is_close_to_exact_on_small_fleets(seed: int) -> None:
                              nps=rng.choice(["NPS1", "NPS1", "NPS4"])) for i in range(3)))
     demands = [Demand(f"d{i}", rng.choice(SIZES[:-1]), rng.randint(1, 4), priority=rng.randrange(2))
                for i in range(10)]
-    heur, exact = place(fleet, demands), place_exact(fleet, demands)
+    heur, exact = place_heuristic(fleet, demands), place_exact(fleet, demands, time_limit_s=30)
     assert validate(fleet, heur, demands) == [] and validate(fleet, exact, demands) == []
     assert (len(heur.unplaced), heur.gpus_used) >= (len(exact.unplaced), exact.gpus_used)
     if heur.ok() and exact.ok():
         assert heur.gpus_used <= exact.gpus_used + 1
-
-
-def test_exact_refuses_what_it_does_not_model() -> None:
-    with pytest.raises(PlacementError, match="place_exact"):
-        place_exact(Fleet((node("a"),)), [Demand("t", 10.0, 1, tensor_parallel=2)])
 
 
 def test_exact_respects_priority_when_not_everything_fits() -> None:
@@ -379,6 +409,208 @@ def test_exact_respects_priority_when_not_everything_fits() -> None:
     p = place_exact(fleet, demands)
     assert validate(fleet, p, demands) == [] and [a.deployment for a in p.assignments] == ["low", "high"]
     assert p.gpus_used == 1 and len(p.unplaced) == 1 and p.unplaced[0].deployment == "low"
+
+
+# ------------------------------------------------- every rule: the default path vs exhaustive search
+
+
+def brute_force_rules(fleet: Fleet, demands: list[Demand], allow_repartition: bool) -> tuple[int, ...]:
+    """The best ``quality`` key any placement can reach (tensor parallelism, pins, spread,
+    models, priorities, NPS, occupants), by trying every GPU mode and every replica's GPU(s)."""
+    gpus = []  # (node, index, spec, current mode, options, free partitions if occupied else None)
+    for n in fleet.nodes:
+        for g in n.gpus:
+            spec = get_spec(g.gpu_model)
+            modes = [str(c) for c, m in spec.allowed_pairs(g.caps) if str(m) == n.memory_mode]
+            taken = [o for o in fleet.occupants if (o.node, o.gpu_index) == (n.name, g.index)]
+            if taken:
+                usable = g.compute_mode in modes and g.schedulable and n.schedulable
+                free = spec.partition_count(g.compute_mode) - len(taken) if usable else 0
+                gpus.append((n.name, g.index, spec, g.compute_mode, [g.compute_mode], free))
+            elif not (g.schedulable and n.schedulable):
+                gpus.append((n.name, g.index, spec, g.compute_mode, [None], None))
+            else:
+                options = [m for m in modes if allow_repartition or m == g.compute_mode]
+                whole = ["W"] if "SPX" in options else []  # W: SPX, taken whole by tensor parallelism
+                gpus.append((n.name, g.index, spec, g.compute_mode, [None, *options, *whole], None))
+    held = {(o.deployment, o.replica) for o in fleet.occupants}
+    reps = [d for d in demands for r in range(d.replicas) if (d.key, r) not in held]
+    levels = sorted({d.priority for d in demands}, reverse=True)
+    spread = {d.key for d in demands if d.spread}
+    occupied_nodes = {(o.deployment, o.node) for o in fleet.occupants if o.deployment in spread}
+    holders = {(o.deployment, next(i for i, g in enumerate(gpus) if (g[0], g[1]) == (o.node, o.gpu_index)))
+               for o in fleet.occupants}
+    best: tuple[int, ...] | None = None
+
+    def allowed(d: Demand, spec) -> bool:  # type: ignore[no-untyped-def]
+        return not d.gpu_models or spec.model in {get_spec(m).model for m in d.gpu_models}
+
+    def options(d: Demand, config: tuple, cap: list[int], used: set[tuple[str, int]], whole: set[int]) -> list[tuple[int, ...]]:
+        if d.tensor_parallel == 1:
+            return [(i,) for i, (g, mode) in enumerate(zip(gpus, config))
+                    if mode not in (None, "W") and cap[i] > 0 and g[2].smallest_partition_gb(mode) >= d.memory_gb
+                    and allowed(d, g[2]) and d.pin_node in (None, g[0]) and d.pin_gpu in (None, g[1])
+                    and not (d.spread and (d.key, i) in used)]
+        cands = [i for i, (g, mode) in enumerate(zip(gpus, config))
+                 if mode == "W" and i not in whole and g[2].memory_gb >= d.memory_gb and allowed(d, g[2])
+                 and d.pin_node in (None, g[0])]
+        return [c for c in itertools.combinations(cands, d.tensor_parallel)
+                if len({gpus[i][0] for i in c}) == 1 and len({gpus[i][2].model for i in c}) == 1
+                and (d.pin_gpu is None or any(gpus[i][1] == d.pin_gpu for i in c))]
+
+    def score(config: tuple, placed: list[tuple[Demand, tuple[int, ...]]]) -> tuple[int, ...]:
+        lost = Counter(d.priority for d in reps) - Counter(d.priority for d, _ in placed)
+        used = {i for _, c in placed for i in c} | {i for i, g in enumerate(gpus) if g[5] is not None}
+        changes = sum(1 for i in {i for _, c in placed for i in c}
+                      if gpus[i][5] is None and ("SPX" if config[i] == "W" else config[i]) != gpus[i][3])
+        per_node = Counter((d.key, gpus[c[0]][0]) for d, c in placed if d.spread)
+        shared = sum(n - (key not in occupied_nodes) for key, n in per_node.items())
+        return (*(lost[lvl] for lvl in levels), shared, len(used), changes)
+
+    def search(config: tuple, k: int, cap: list[int], placed: list[tuple[Demand, tuple[int, ...]]],
+               used: set[tuple[str, int]], whole: set[int]) -> None:
+        nonlocal best
+        if k == len(reps):
+            key = score(config, placed)
+            best = key if best is None else min(best, key)
+            return
+        d = reps[k]
+        search(config, k + 1, cap, placed, used, whole)
+        for combo in options(d, config, cap, used, whole):
+            if d.tensor_parallel == 1:
+                cap[combo[0]] -= 1
+                search(config, k + 1, cap, placed + [(d, combo)], used | {(d.key, combo[0])}, whole)
+                cap[combo[0]] += 1
+            else:
+                search(config, k + 1, cap, placed + [(d, combo)], used, whole | set(combo))
+
+    for config in itertools.product(*(g[4] for g in gpus)):
+        cap = [0 if mode in (None, "W") else g[5] if g[5] is not None else g[2].partition_count(mode)
+               for g, mode in zip(gpus, config)]
+        search(config, 0, cap, [], set(holders), set())
+    assert best is not None
+    return best
+
+
+@st.composite
+def rule_instances(draw):  # type: ignore[no-untyped-def]
+    nodes, total = [], 0
+    for n in range(draw(st.integers(1, 2))):
+        nps = draw(st.sampled_from(["NPS1", "NPS1", "NPS4"]))
+        count = draw(st.integers(1, 3 - total - (1 if n == 0 else 0))) if total < 3 else 0
+        if count == 0:
+            break
+        total += count
+        nodes.append(NodeState(f"n{n}", nps, tuple(
+            GpuState(f"n{n}", i, draw(st.sampled_from(["MI300X", "MI300X", "MI325X"])),
+                     draw(st.sampled_from(["SPX", "SPX", "DPX", "QPX", "CPX"])), schedulable=draw(st.integers(0, 5)) > 0)
+            for i in range(count))))
+    occupants = []
+    g = nodes[0].gpus[0]
+    spec = get_spec(g.gpu_model)
+    if draw(st.booleans()) and (g.compute_mode, nodes[0].memory_mode) in {(str(c), str(m)) for c, m in spec.valid_pairs}:
+        occupants.append(Occupant(draw(st.sampled_from(["occ", "d0"])), 0, draw(st.integers(0, 1)), "n0", 0, 0,
+                                  min(spec.smallest_partition_gb(g.compute_mode), 10.0)))
+    demands, pending = [], 0
+    for i in range(draw(st.integers(1, 3))):
+        tp = draw(st.sampled_from([1, 1, 1, 2]))
+        replicas = draw(st.integers(1, 2))
+        pin_node = draw(st.sampled_from([None, None, *[n.name for n in nodes]]))
+        pin_gpu = draw(st.sampled_from([None, 0])) if pin_node else None
+        demands.append(Demand(f"d{i}", draw(st.sampled_from([20.0, 30.0, 47.0, 60.0, 95.0, 150.0, 200.0])), replicas,
+                              priority=draw(st.integers(0, 1)), gpu_models=draw(st.sampled_from([(), (), ("MI325X",)])),
+                              tensor_parallel=tp, pin_node=pin_node, pin_gpu=pin_gpu, spread=draw(st.booleans())))
+        pending += replicas
+        if pending >= 4:
+            break
+    return Fleet(tuple(nodes), tuple(occupants)), demands, draw(st.sampled_from([True, True, False]))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rule_instances())
+def test_the_default_path_is_optimal_for_every_rule(instance) -> None:  # type: ignore[no-untyped-def]
+    fleet, demands, allow = instance
+    p = place(fleet, demands, allow_repartition=allow, time_budget_s=30)
+    assert validate(fleet, p, demands) == []
+    assert p.solver == "exact" and p.optimal, p.solver_note
+    best = brute_force_rules(fleet, demands, allow)
+    assert quality(p, fleet, demands) == best
+    # The model alone, without the heuristic's hint, reaches the same optimum.
+    alone = place_exact(fleet, demands, allow_repartition=allow, time_limit_s=30)
+    assert validate(fleet, alone, demands) == [] and alone.optimal and quality(alone, fleet, demands) == best
+    heur = place_heuristic(fleet, demands, allow_repartition=allow)
+    assert quality(heur, fleet, demands) >= quality(p, fleet, demands)
+
+
+def test_exact_models_tensor_parallelism_pins_and_spread() -> None:
+    fleet = Fleet((node("a", ["SPX", "SPX", "CPX", "SPX"], n=4), node("b", "SPX", n=5)),
+                  (Occupant("s", 0, 0, "a", 2, 0, 20.0),))
+    demands = [Demand("tp", 150.0, 2, tensor_parallel=2, pin_node="b"), Demand("pinned", 150.0, 1, tensor_parallel=2,
+                                                                               pin_node="a", pin_gpu=3),
+               Demand("s", 20.0, 3, spread=True)]
+    p = place_exact(fleet, demands)
+    assert validate(fleet, p, demands) == [] and p.ok() and p.optimal
+    assert {s.node for s in slots_of(p, "tp")} == {"b"}
+    assert ("a", 3) in {(s.node, s.gpu_index) for s in slots_of(p, "pinned")}
+    # spread: replica 0 runs on a/gpu2; the others go to distinct GPUs, never a/gpu2, on both nodes
+    spread = [(s.node, s.gpu_index) for s in slots_of(p, "s")]
+    assert ("a", 2) not in spread and len(set(spread)) == 2 and {n for n, _ in spread} == {"a", "b"}
+    assert p.gpus_used == 9 and p.mode_changes == ()  # one replica per SPX GPU needs no change
+
+
+@pytest.mark.parametrize("hinted", [True, False])
+def test_exact_spreads_over_nodes_then_gpus(hinted: bool) -> None:
+    def solve(fleet: Fleet, demands: list[Demand]) -> Placement:
+        p = place(fleet, demands, time_budget_s=30) if hinted else place_exact(fleet, demands)
+        assert validate(fleet, p, demands) == [] and p.solver == "exact" and p.optimal
+        return p
+
+    fleet = Fleet((node("n0", "CPX", n=2), node("n1", "CPX")))
+    assert {s.node for s in slots_of(solve(fleet, [Demand("s", 20.0, 2, spread=True)]), "s")} == {"n0", "n1"}
+    # A node where a replica already runs counts as taken, even if its partitions fit better.
+    fleet = Fleet((node("n0", "CPX", n=2), node("n1", "SPX")), (Occupant("s", 0, 0, "n0", 0, 0, 20.0),))
+    assert [s.node for s in slots_of(solve(fleet, [Demand("s", 20.0, 2, spread=True)]), "s")] == ["n1"]
+    # Another node is worth another GPU: here n0's used GPU has room, n1 must open one.
+    fleet = Fleet((node("n0", "CPX"), node("n1", "SPX")), (Occupant("s", 0, 0, "n0", 0, 0, 20.0),))
+    p = solve(fleet, [Demand("s", 20.0, 3, spread=True), Demand("x", 20.0, 1)])
+    assert {s.node for s in slots_of(p, "s")} == {"n1"} and slots_of(p, "x")[0].node == "n0"
+    # One GPU per replica even when a single GPU's partitions would hold them all.
+    fleet = Fleet((node("n0", ["CPX", "SPX"], n=2),))
+    p = solve(fleet, [Demand("s", 20.0, 2, spread=True)])
+    assert len({(s.node, s.gpu_index) for s in slots_of(p, "s")}) == 2 and p.gpus_used == 2
+    # ... so a free partition of a GPU in use beats a second fresh GPU, however small its partitions.
+    fleet = Fleet((node("n0", ["CPX", "CPX", "DPX"], n=3),), (Occupant("x", 0, 0, "n0", 2, 0, 20.0),))
+    p = solve(fleet, [Demand("s", 20.0, 2, spread=True)])
+    assert p.gpus_used == 2 and ("n0", 2) in {(s.node, s.gpu_index) for s in slots_of(p, "s")}
+
+
+@pytest.mark.parametrize("hinted", [True, False])
+def test_a_pinned_tensor_parallel_replica_gets_its_gpu_even_when_that_costs_a_change(hinted: bool) -> None:
+    fleet = Fleet((node("a", ["SPX", "SPX", "CPX"], n=3),))
+    demands = [Demand("tp", 150.0, 1, tensor_parallel=2, pin_node="a", pin_gpu=2), Demand("s", 20.0, 1)]
+    p = place(fleet, demands, time_budget_s=30) if hinted else place_exact(fleet, demands)
+    assert validate(fleet, p, demands) == [] and p.ok() and p.optimal
+    assert 2 in {s.gpu_index for s in slots_of(p, "tp")}
+    assert p.mode_changes == (ModeChange("a", 2, "CPX", "SPX"),) and p.gpus_used == 3
+
+
+def test_a_time_budget_of_zero_answers_with_the_heuristic() -> None:
+    fleet, demands = Fleet((node("a", "SPX", n=2),)), [Demand("s", 20.0, 3)]
+    p = place(fleet, demands, time_budget_s=0)
+    assert p.solver == "heuristic" and "disabled" in p.solver_note and validate(fleet, p, demands) == []
+    assert place(fleet, demands).solver == "exact"
+
+
+def test_the_default_path_uses_fewer_gpus_than_the_heuristic_where_it_can() -> None:
+    """A case where the greedy heuristic opens one GPU too many (found by the benchmark's mixed family)."""
+    rng = random.Random(6)
+    fleet = Fleet(tuple(node(f"n{i}", [rng.choice(["SPX", "DPX", "QPX", "CPX"]) for _ in range(8)], n=8,
+                             model="MI325X" if i % 2 else "MI300X") for i in range(2)))
+    demands = [Demand(f"d{i}", rng.choice([20.0, 30.0, 45.0, 60.0, 90.0, 120.0]), 1,
+                      gpu_models=rng.choice([(), ("MI300X",), ("MI325X",)])) for i in range(24)]
+    heur, best = place_heuristic(fleet, demands), place(fleet, demands, time_budget_s=30)
+    assert validate(fleet, best, demands) == [] and best.solver == "exact" and best.optimal
+    assert heur.ok() and best.ok() and (heur.gpus_used, best.gpus_used) == (12, 11)
 
 
 # --------------------------------------------------------------------------- stateful

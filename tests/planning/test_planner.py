@@ -53,6 +53,27 @@ def test_nps_change_touches_every_gpu_and_orders_steps():
     assert result.eta_s == 100
 
 
+def test_a_node_target_in_the_current_memory_mode_is_compute_changes_per_gpu_without_a_reload():
+    fleet = pl.Fleet(nodes=(node("a", ["SPX", "CPX", "SPX"]),), occupants=(occupant("big", "a", 0, 0, 150.0),))
+    durations = planner.StepDurations(compute_change_s=10, memory_change_s=100, deploy_s=30, stop_s=5)
+    result = planner.plan(fleet, node_targets=[planner.NodeTarget("a", "NPS1", "CPX")], durations=durations)
+    assert result.node_changes == ()  # no memory change, so no driver reload
+    assert [(c.gpu_index, c.from_compute, c.to_compute, c.from_memory, c.to_memory, c.reason) for c in result.gpu_changes] == [
+        (0, "SPX", "CPX", "NPS1", "NPS1", "requested"), (2, "SPX", "CPX", "NPS1", "NPS1", "requested")]
+    assert [s.kind for s in result.steps if s.kind != "stop"] == ["set-compute-mode", "set-compute-mode"]
+    assert result.blast_radius == {"a": (0, 2)}
+    assert [d.deployment for d in result.displaced] == ["big"]  # GPU 0 changes, so its replica moves
+    assert not any("reloads the driver" in w for w in result.warnings)
+
+
+def test_a_node_target_in_the_current_memory_mode_without_a_compute_mode_changes_nothing():
+    fleet = pl.Fleet(nodes=(node("a", ["SPX", "CPX"]),))
+    result = planner.plan(fleet, node_targets=[planner.NodeTarget("a", "NPS1")])
+    assert (result.gpu_changes, result.node_changes, result.steps) == ((), (), ())
+    with pytest.raises(planner.PlanError, match="valid under NPS1"):
+        planner.plan(fleet, node_targets=[planner.NodeTarget("a", "NPS1", "TPX")])
+
+
 def test_invalid_targets_name_the_valid_choices():
     fleet = pl.Fleet(nodes=(node("a", ["SPX"]),))
     with pytest.raises(planner.PlanError, match="valid under NPS4: QPX, CPX"):

@@ -7,9 +7,9 @@ import pytest
 
 from models.models import ModelProfile
 from partitions.models import GPU, Node, Reconfiguration
+from partitions.reconfigure import run_reconfiguration
 from planning.models import Plan
 from serving.models import Deployment
-from partitions.reconfigure import run_reconfiguration
 from serving.services import reconcile_node
 from tests.emulated_nodes import make_emulated_node
 
@@ -162,8 +162,11 @@ def test_what_if_a_gpu_with_a_running_model_goes_cpx(api_client_for, operator, f
     # 76.8 GiB does not fit a CPX partition; it moves to another whole GPU.
     assert displaced["to"] and displaced["to"][0]["memory_gb"] >= 96
     assert result["blast_radius"] == {slot["node"]: [slot["gpu_index"]]}
-    kinds = [s["kind"] for s in result["steps"]]
-    assert kinds.index("stop") < kinds.index("set-compute-mode") < kinds.index("deploy")
+    # A whole GPU is free now: the new copy starts first, the old one stops once it runs, then
+    # the GPU changes.
+    assert displaced["move"] == "make-before-break"
+    at = {s["kind"]: s["starts_at_s"] for s in result["steps"]}
+    assert at["deploy"] < at["stop"] <= at["set-compute-mode"]
 
 
 def test_an_nps_plan_has_the_whole_node_as_blast_radius(api_client_for, operator, fleet):
@@ -200,10 +203,83 @@ def test_reconfiguring_a_busy_gpu_is_refused_unless_drained(fleet, api_client_fo
 
 def test_delete_stops_a_deployment_and_frees_its_partitions(api_client_for, operator, viewer, fleet):
     client = api_client_for(operator)
-    created = client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 1}, format="json").json()
+    created = client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 1},
+                          format="json").json()
     assert api_client_for(viewer).delete(f"/api/v1/deployments/{created['id']}/").status_code == 403
     response = client.delete(f"/api/v1/deployments/{created['id']}/")
     assert response.status_code == 200 and response.json()["state"] == "stopped"
     assert not Deployment.objects.get(pk=created["id"]).slots.exists()
     again = client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 1}, format="json")
     assert again.status_code == 201  # the name is free again once stopped
+
+
+def test_planned_slots_are_not_bound_on_a_gpu_whose_mode_changed_since(api_client_for, operator, tmp_path, catalog):
+    """The plan put the replica on a CPX partition; by the time the agent binds it, another
+    operation has made that GPU DPX. Partition 0 exists in DPX too, but it is not what was
+    planned: the deployment fails instead of landing on the wrong partition."""
+    from partitions.services.reconfiguration import request_reconfiguration
+
+    emulated = make_emulated_node(tmp_path, "emu-1", gpus=1)
+    gpu = GPU.objects.get(node=emulated.node, index=0)
+    client = api_client_for(operator)
+    plan = client.post("/api/v1/plans/", {
+        "gpus": [{"gpu": gpu.pk, "compute_mode": "CPX"}],
+        "demands": [{"name": "qwen", "profile": profile(*QWEN7_FP16).pk, "replicas": 1}],
+    }, format="json").json()
+    assert plan["result"]["ok"], plan["result"]
+    (assignment,) = plan["result"]["assignments"]
+    assert [(s["compute_mode"], s["partition_index"]) for s in assignment["slots"]] == [("CPX", 0)]
+    assert client.post(f"/api/v1/plans/{plan['id']}/apply/").status_code == 202
+    run_all_operations()
+    later = request_reconfiguration(gpu=gpu, compute_mode="DPX")
+    assert run_reconfiguration(later.pk, sleep=lambda s: None) == "succeeded"
+
+    reconcile_node(node=emulated.node)
+    qwen = Deployment.objects.get(name="qwen")
+    assert qwen.state == "failed" and "is DPX, planned CPX" in qwen.state_message
+    assert not qwen.slots.exists()
+
+
+def test_a_running_deployment_that_lost_a_partition_says_degraded(api_client_for, operator, fleet, client):
+    from partitions.models import Partition
+
+    client = api_client_for(operator)
+    created = client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 2},
+                          format="json").json()
+    for emulated in fleet:
+        reconcile_node(node=emulated.node)
+    assert Deployment.objects.get(name="llama8").state == "running"
+    lost = next(s for s in created["slots"] if s["replica"] == 0)
+    # What an import that removed the partition does to the rows: the slot goes with it.
+    Partition.objects.filter(gpu__node__name=lost["node"], gpu__index=lost["gpu_index"], index=lost["partition_index"]).delete()
+    for emulated in fleet:
+        reconcile_node(node=emulated.node)
+
+    body = client.get(f"/api/v1/deployments/{created['id']}/").json()
+    assert body["state"] == "degraded"
+    assert "replica 0" in body["state_message"] and "1 of 2 replicas" in body["state_message"]
+    assert [s["replica"] for s in body["slots"]] == [1]
+    client.force_login(operator)
+    page = client.get("/deployments/?state=degraded").content.decode()
+    assert "llama8" in page and "degraded" in page
+    # Nothing brings the replica back by itself: it stays degraded, and says so.
+    for emulated in fleet:
+        reconcile_node(node=emulated.node)
+    assert Deployment.objects.get(name="llama8").state == "degraded"
+
+
+def test_a_deployment_whose_every_replica_lost_its_partition_fails(api_client_for, operator, fleet):
+    client = api_client_for(operator)
+    created = client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 1},
+                          format="json").json()
+    for emulated in fleet:
+        reconcile_node(node=emulated.node)
+    (slot,) = created["slots"]
+    # An import that drops the GPU drops its partitions, and the slot with them.
+    GPU.objects.filter(node__name=slot["node"], index=slot["gpu_index"]).delete()
+    for emulated in fleet:
+        reconcile_node(node=emulated.node)
+    deployment = Deployment.objects.get(name="llama8")
+    assert deployment.state == "failed" and "replica 0" in deployment.state_message
+    assert client.post("/api/v1/deployments/", {"name": "llama8", "profile": profile(*LLAMA8_FP16).pk, "replicas": 1},
+                       format="json").status_code == 201  # the name is free again

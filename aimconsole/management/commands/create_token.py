@@ -1,10 +1,13 @@
-"""``python manage.py create_token USERNAME [--name NAME]`` — print a new API token once."""
+"""``python manage.py create_token USERNAME [--name NAME] [--scope api|metrics ...]`` — print a
+new API token once. ``--scope metrics`` makes the token Prometheus sends to /metrics."""
 
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
+from aimconsole.models import TokenScope
 from aimconsole.services import create_token
 
 
@@ -14,10 +17,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("username")
         parser.add_argument("--name", default="cli")
+        parser.add_argument("--scope", action="append", dest="scopes", choices=TokenScope.values,
+                            help="What the token is for (repeat for several): api (default), metrics.")
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"no user {options['username']!r}")
-        _, key = create_token(user=user, name=options["name"][:100])
+        try:
+            _, key = create_token(user=user, name=options["name"][:100], scopes=options["scopes"] or [TokenScope.API])
+        except PermissionDenied as exc:
+            raise CommandError(str(exc)) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(key)

@@ -1,7 +1,10 @@
 """``python manage.py demo`` — set up the embedded demo and run every process (honcho).
 
 Migrates, loads the catalog, creates the demo admin (password generated and printed once),
-prints the URL and login, then starts the Procfile's processes in the foreground.
+prints the URL and login, then starts the Procfile's processes in the foreground. Each runs
+under ``aimconsole.supervise``, which restarts it with exponential backoff when it crashes or
+is killed (honcho alone would stop the whole demo when any one process exits); Ctrl-C stops
+everything.
 """
 
 from __future__ import annotations
@@ -40,9 +43,12 @@ class Command(BaseCommand):
         bar = "=" * 64
         self.stdout.write(f"\n{bar}\n AIM Console demo: {url}\n")
         if password:
-            self.stdout.write(f" login: {DEMO_USERNAME} / {password}\n (shown once; change it with: .venv/bin/python manage.py changepassword {DEMO_USERNAME})\n")
+            self.stdout.write(f" login: {DEMO_USERNAME} / {password}\n"
+                              f" (shown once; change it with: .venv/bin/python manage.py changepassword {DEMO_USERNAME})\n")
         else:
-            self.stdout.write(f" login: {DEMO_USERNAME} (password printed when it was created; reset with: .venv/bin/python manage.py changepassword {DEMO_USERNAME})\n")
+            self.stdout.write(f" login: {DEMO_USERNAME} (password printed when it was created; "
+                              f"reset with: .venv/bin/python manage.py changepassword {DEMO_USERNAME})\n")
+        self.stdout.write(" a process that dies is restarted (with backoff); Ctrl-C stops the demo\n")
         self.stdout.write(f"{bar}\n")
         self.stdout.flush()
         if options["setup_only"]:

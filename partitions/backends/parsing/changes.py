@@ -5,7 +5,7 @@ lists, and the human-only default view."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from partitions.backends.errors import BackendError, ParseError
@@ -19,6 +19,9 @@ _MODE_IN_MSG = re.compile(r"\bto\s+([A-Z]{3}\d?|NPS\d)\b")
 _PROFILE_IN_MSG = re.compile(r"profile #(\d+)")
 _EXC_LINE = re.compile(r"^([\w.]+(?:Error|Exception)):\s*(.*)$")
 _PROMPT = re.compile(r"Do you accept these terms\? \[Y/N\]\s*(\S*)")
+# 7.1+ set -M on AMDSMI_STATUS_INVAL: print(f"Valid Memory partition Modes: {caps}\n") before
+# each GPU's result, whatever the output format (so between the JSON documents too)
+_VALID_MODES = re.compile(r"^[ \t]*Valid Memory partition Modes:[ \t]*(?P<modes>\S*)[ \t]*\r?\n?", re.M)
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ def parse_set_output(text: str, command: str = "set") -> SetResult:
     if not isinstance(text, str) or not text.strip():
         raise fail(command, "printed nothing", text)
     prompt = _PROMPT.search(text)
+    valid_modes = [m.group("modes") for m in _VALID_MODES.finditer(text)]
+    if valid_modes:
+        text = _VALID_MODES.sub("", text)
     if "Confirmation not given" in text:
         raise ConfirmationDeclined("Confirmation not given. Exiting without setting value",
                                    command=["amd-smi", *command.split()], output=text, exit_status=1)
@@ -115,9 +121,20 @@ def parse_set_output(text: str, command: str = "set") -> SetResult:
             if not exc:
                 raise fail(command, "unexpected text after the JSON output", trailing, text)
             trailing_error = exc[-1]
-        return SetResult(command, tuple(entries), trailing_error, bool(prompt),
-                         prompt.group(1) or None if prompt else None)
-    return _parse_set_human(text, command, prompt)
+        return _with_valid_modes(SetResult(command, tuple(entries), trailing_error, bool(prompt),
+                                           prompt.group(1) or None if prompt else None), valid_modes)
+    return _with_valid_modes(_parse_set_human(text, command, prompt), valid_modes)
+
+
+def _with_valid_modes(result: SetResult, valid_modes: list[str]) -> SetResult:
+    """Name the valid memory modes the tool printed in the message of an INVAL failure."""
+    if not valid_modes or not valid_modes[-1]:
+        return result
+    entries = tuple(
+        replace(e, message=f"{e.message} (valid memory partition modes: {valid_modes[-1]})")
+        if e.status == "AMDSMI_STATUS_INVAL" else e
+        for e in result.entries)
+    return replace(result, entries=entries)
 
 
 def _parse_set_human(text: str, command: str, prompt) -> SetResult:

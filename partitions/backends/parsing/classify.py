@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from partitions.backends.errors import (
     BackendError,
-    ConfirmationDeclined,
     BackendUnavailable,
+    ConfirmationDeclined,
     DeviceBusy,
     DeviceNotFound,
     DriverReloadFailed,
     InvalidValue,
+    MissingGroups,
     NotSupported,
     PermissionDenied,
     SettingUnavailable,
 )
-
 
 _CLI_CODE = re.compile(r"Error code:\s*(-\d+)")
 _STATUS = re.compile(r"AMDSMI_STATUS_([A-Z_]+)")
@@ -28,8 +28,9 @@ _RULES: list[tuple[type[BackendError], re.Pattern, set[int], set[str]]] = [
     (BackendUnavailable,
      re.compile(r"Driver not loaded|amdgpu not found in modules|is not supported on the system"),
      set(), {"DRIVER_NOT_LOADED", "NOT_INIT"}),
+    (MissingGroups, re.compile(r"missing the following required groups"), set(), set()),
     (PermissionDenied,
-     re.compile(r"requires elevation|missing the following required groups|PermissionError|"
+     re.compile(r"requires elevation|PermissionError|"
                 r"Permission denied|AmdSmiPermissionDeniedException|"
                 r"sudo: a password is required|sudo: a terminal is required"),
      {-11}, {"NO_PERM"}),
@@ -165,5 +166,7 @@ def classify_error(command: str | Sequence[str] | None, exit_status: int | None,
     message = re.sub(r"^.*\[Y/N\]\s*", "", message)
     if not message:
         message = f"amd-smi exited with status {exit_status}"
+    if chosen is MissingGroups:
+        message = f"{message} Fix: {MissingGroups.hint}"
     return chosen(message, command=argv, output=(stdout + ("\n" + stderr if stderr else "")).strip(),
                   exit_status=exit_status)

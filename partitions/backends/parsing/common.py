@@ -7,7 +7,8 @@ import csv
 import io
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from partitions.backends.errors import ParseError
 
@@ -140,9 +141,11 @@ def json_documents(text: str, command: str, *, allow_prefix: bool = False,
             raise fail(command, "unexpected text after the JSON output", text[pos:], text)
         try:
             doc, end = decoder.raw_decode(text, pos)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise fail(command, f"malformed or truncated JSON ({exc.msg} at char {exc.pos})",
                        text[pos:], text) from None
+        except RecursionError:  # the decoder recurses per level; callers bound depth first
+            raise fail(command, "JSON nested too deeply", text[pos:pos + 40], "") from None
         docs.append(doc)
         pos = end
     if not docs:
@@ -162,6 +165,8 @@ def _first_json_start(text: str, decoder: json.JSONDecoder) -> int | None:
             try:
                 decoder.raw_decode(text, start)
                 return start
+            except RecursionError:
+                return start  # a document, far too deep: json_documents reports it
             except ValueError:
                 if s.rstrip() in ("[", "{") or s.startswith(('{"', "[{", "[\n", "[\r")):
                     return start
@@ -234,6 +239,25 @@ def csv_tables(text: str, command: str) -> list[list[dict[str, str]]]:
 
 
 # --- human output --------------------------------------------------------------------------
+
+GROUP_WARNING = re.compile(r"^(?:RuntimeError: )?WARNING: User is missing the following required groups: "
+                           r"(?P<groups>[a-z, ]+)\. Please add user to these groups\.\s*$")
+
+
+def strip_group_warnings(text: str) -> tuple[str, str | None]:
+    """``text`` without the lines amd-smi prints for a user outside the render/video groups
+    (``list`` prints one per device plus one more before its output, on stdout), and the
+    groups it named ("render, video") or None."""
+    groups = None
+    kept = []
+    for line in text.splitlines(keepends=True):
+        m = GROUP_WARNING.match(line.strip())
+        if m:
+            groups = m.group("groups").strip()
+        else:
+            kept.append(line)
+    return ("".join(kept), groups) if groups is not None else (text, None)
+
 
 _BLOCK = re.compile(r"^\s*(GPU|CPU|NIC|CORE)\s*:\s*(\d+)\s*$")
 _KEYLINE = re.compile(r"^([A-Za-z][A-Za-z0-9_ ]*?)\s*:(?:\s+(.*?))?\s*$")

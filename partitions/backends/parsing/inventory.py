@@ -3,7 +3,8 @@ physical GPUs)."""
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from partitions.backends.parsing.common import fail
 from partitions.backends.parsing.outputs import parse_list, parse_metrics, parse_partition, parse_static
@@ -105,12 +106,43 @@ def build_inventory(list_out: str | Sequence[LogicalDevice] | None = None,
             by_key.setdefault(bdf[:-2], []).append((function, i))
         groups = [sorted(by_key[k]) for k in sorted(by_key)]
     else:
-        groups = _group_without_bdf(indices, pid_of, compute_of, statics)
+        hinted = any(pid_of(i) is not None or compute_of(i) or (i in statics and statics[i].asic_serial)
+                     for i in indices)
+        if not hinted and metrics:
+            groups = _group_by_xcp(indices, metrics)
+        else:
+            groups = _group_without_bdf(indices, pid_of, compute_of, statics)
 
     gpus = []
     for gpu_index, members in enumerate(groups):
         gpus.append(_gpu(gpu_index, members, devices, statics, states, metrics))
     return NodeInventory(version=version, gpus=tuple(gpus), emulated=emulated)
+
+
+def _group_by_xcp(indices: list[int], metrics: dict) -> list[list[tuple[int, int]]]:
+    """Group metric-only output: a primary partition reports ``gfx_busy_inst`` for every XCP of
+    its GPU (xcp_0 .. xcp_{n-1}, 6.3+), and the logical ids of one GPU are consecutive, so the
+    primary at id i claims ids i .. i+n-1. A device nothing claims and that reports no XCPs
+    cannot be placed: refuse rather than invent one GPU per partition."""
+    groups: list[list[tuple[int, int]]] = []
+    claimed: dict[int, int] = {}
+    for i in indices:
+        if i in claimed:
+            group = groups[claimed[i]]
+            group.append((i - group[0][1], i))
+            continue
+        xcps = len(metrics[i].gfx_busy_inst) if i in metrics else 0
+        if not xcps:
+            if len(indices) == 1:
+                groups.append([(0, i)])
+                continue
+            raise fail("metric", "metric output alone does not say which logical devices share a physical GPU "
+                                 f"(device {i} reports no per-XCP activity); add the output of amd-smi list, "
+                                 "static or partition", i)
+        groups.append([(0, i)])
+        for j in range(i + 1, i + xcps):
+            claimed[j] = len(groups) - 1
+    return groups
 
 
 def _group_without_bdf(indices, pid_of, compute_of, statics) -> list[list[tuple[int, int]]]:

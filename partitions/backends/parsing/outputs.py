@@ -21,6 +21,7 @@ from partitions.backends.parsing.common import (
     mem_mb,
     quantity,
     split_columns,
+    strip_group_warnings,
     table_row,
     text_or_none,
 )
@@ -106,6 +107,8 @@ def _human_gpu_rows(text: str, command: str) -> list[dict]:
 def parse_list(text: str) -> tuple[LogicalDevice, ...]:
     """``amd-smi list [-e] [--json|--csv]`` -> logical devices."""
     command = "list"
+    text = _check_text(text, command)
+    text, _groups = strip_group_warnings(text)  # the caller reports them (inventory warning / MissingGroups)
     text = _check_text(text, command)
     if _is_json(text):
         rows = _single_json_rows(text, command)

@@ -1,20 +1,55 @@
 """``python manage.py run_agent --node NAME`` — the node agent.
 
-Syncs the node's inventory once, starts the heartbeat, telemetry sampler and sweeper loops,
-then runs a Celery worker on queue ``node.<NAME>`` with one process, so operations on a node
-never overlap.
+Takes the node's lease first (one agent per node: while another live agent holds it, this one
+waits up to ``--lease-wait`` seconds — a crashed agent's lease lapses within one lease period —
+then exits with status 1, having touched nothing). Then syncs the node's inventory once, starts
+the heartbeat (which renews the lease), telemetry sampler, sweeper and reconciliation loops,
+and runs a Celery worker on queue ``node.<NAME>`` with one process, so operations on a node
+never overlap. If another agent ever takes the lease over, this one shuts down (exit 1).
+
+The loops run in a process of their own, forked before the Celery worker starts: the prefork
+pool forks its worker process from this one, and a fork taken while a loop thread is inside
+SQLite (or any C library holding a lock) leaves the child waiting forever on that lock. This
+process therefore runs no threads of its own when it forks.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
+import time
+
 from django.core.management.base import BaseCommand, CommandError
+from django.db import connections
 
 from aimconsole.celery import app
 from partitions.agent import Agent
 from partitions.backends.errors import BackendError
+from partitions.dispatch import node_queue
 from partitions.models import Node
 from partitions.services import sync_node
-from partitions.dispatch import node_queue
+from partitions.services.agent_lease import (
+    ENV,
+    NodeLease,
+    NodeLeaseHeld,
+    lease_ttl_s,
+    release_node_lease,
+    wait_for_node_lease,
+)
+from partitions.services.reconfiguration import worker_identity
+
+
+def run_loops(node_name: str, lease: NodeLease, agent_pid: int) -> None:
+    """The loops process: heartbeat (renewing the lease), sampler, sweeper, reconciliation,
+    until the agent process exits. A lease taken over stops the agent (SIGTERM: warm shutdown)."""
+    agent = Agent(node_name, lease=lease, on_lease_lost=lambda: os.kill(agent_pid, signal.SIGTERM))
+    agent.start()
+    try:
+        while os.getppid() == agent_pid:  # the agent died without stopping us (SIGKILL): stop renewing
+            time.sleep(0.5)
+    finally:
+        agent.stop()
 
 
 class Command(BaseCommand):
@@ -23,23 +58,45 @@ class Command(BaseCommand):
     def add_arguments(self, parser):  # type: ignore[no-untyped-def]
         parser.add_argument("--node", required=True)
         parser.add_argument("--loglevel", default="INFO")
+        parser.add_argument("--lease-wait", type=float, default=None,
+                            help="Seconds to wait for another agent's lease to lapse (default: one lease period and a bit)")
 
     def handle(self, *args, **options):  # type: ignore[no-untyped-def]
         name = options["node"]
         node = Node.objects.filter(name=name).first()
         if node is None:
             raise CommandError(f"no node {name!r}: register it first (sync_node {name} --create, or demo_fleet)")
+        wait = options["lease_wait"] if options["lease_wait"] is not None else lease_ttl_s() * 1.5
         try:
-            sync_node(node=node)
-        except BackendError as exc:
-            self.stderr.write(f"initial inventory sync failed (continuing): {exc}")
-        agent = Agent(name)
-        agent.start()
+            lease = wait_for_node_lease(node=node, holder=worker_identity(), wait_s=wait)
+        except NodeLeaseHeld as exc:
+            raise CommandError(f"refusing to start: {exc}") from exc
+        self.stdout.write(f"holding node {name} (lease token {lease.token})")
+        self.stdout.flush()
+        # Worker processes fork from this one and check the lease before every hardware call.
+        os.environ[ENV] = lease.to_environment()
+        loops = None
         try:
+            try:
+                sync_node(node=node)
+            except BackendError as exc:
+                self.stderr.write(f"initial inventory sync failed (continuing): {exc}")
+            connections.close_all()  # neither child may share this process's database connection
+            loops = multiprocessing.get_context("fork").Process(
+                target=run_loops, args=(name, lease, os.getpid()), name=f"agent-loops-{name}", daemon=True)
+            loops.start()
             app.worker_main([
                 "worker", "--queues", node_queue(name), "--concurrency", "1", "--pool", "prefork",
                 "--hostname", f"agent-{name}@%h", "--loglevel", options["loglevel"],
                 "--without-gossip", "--without-mingle", "--prefetch-multiplier", "1",
             ])
         finally:
-            agent.stop()
+            if loops is not None and loops.is_alive():
+                loops.terminate()
+                loops.join(10)
+            # Lost means taken over (a new token), not merely lapsed while shutting down.
+            lost = not Node.objects.filter(pk=lease.node_id, agent_lease_holder=lease.holder,
+                                           agent_lease_token=lease.token).exists()
+            release_node_lease(lease)  # a no-op when another agent holds it now
+        if lost:
+            raise CommandError(f"stopped: another agent took node {name} over")

@@ -18,6 +18,7 @@ from partitions.backends.errors import (
     DeviceNotFound,
     DriverReloadFailed,
     InvalidValue,
+    MissingGroups,
     NotSupported,
     ParseError,
     PermissionDenied,
@@ -341,7 +342,7 @@ def test_error_messages_are_the_tools_own():
     ("", "Command 'list' is not supported on the system. Run '--help' for more info. Error code: -7", 1,
      BackendUnavailable),
     ("", "RuntimeError: WARNING: User is missing the following required groups: render, video. "
-         "Please add user to these groups.", 1, PermissionDenied),
+         "Please add user to these groups.", 1, MissingGroups),  # a PermissionDenied naming the fix
     ("MEMORY_PARTITION: [AMDSMI_STATUS_NO_PERM] Command requires elevation", "PermissionError: Command requires elevation",
      1, PermissionDenied),
     ("", "amdsmi.amdsmi_exception.AmdSmiLibraryException: Error code:\n\t55 | AMDSMI_STATUS_SETTING_UNAVAILABLE - "

@@ -73,15 +73,18 @@ def tv(rocm: str) -> ToolVersion:
 
 
 @pytest.mark.parametrize("rocm,reloads,method,command,key,partition_cmd,enum", [
-    ("6.1.3", False, v.RELOAD_MODPROBE, list(v.DEFAULT_MODPROBE_COMMAND), "compute_partition", False, False),
-    ("6.2.4", False, v.RELOAD_MODPROBE, list(v.DEFAULT_MODPROBE_COMMAND), "compute_partition", False, False),
+    # rocm_smi.cc 6.1.2/6.2.2: set -M starts "modprobe -r amdgpu && modprobe amdgpu&" itself
+    ("6.1.3", True, v.RELOAD_BACKGROUND, None, "compute_partition", False, False),
+    ("6.2.4", True, v.RELOAD_BACKGROUND, None, "compute_partition", False, False),
     ("6.3.2", True, v.RELOAD_BY_TOOL, None, "compute_partition", True, False),
     ("6.4.0", True, v.RELOAD_BY_TOOL, None, "compute_partition", True, True),
     ("6.4.1", True, v.RELOAD_BY_TOOL, None, "compute_partition", True, True),
     ("6.4.2", True, v.RELOAD_BY_TOOL, None, "accelerator_partition", True, True),
     ("7.0.0", False, v.RELOAD_RESET, ["reset", "-r"], "accelerator_partition", True, True),
     ("7.1.1", False, v.RELOAD_RESET, ["reset", "-r"], "accelerator_partition", True, True),
-    ("7.12.0", False, v.RELOAD_RESET, ["reset", "-r"], "accelerator_partition", True, True),
+    ("7.11.0", False, v.RELOAD_RESET, ["reset", "-r"], "accelerator_partition", True, True),
+    # rocm-systems amdsmi CHANGELOG 7.12.0 "Removed": reset -r (the partition guide says 7.13)
+    ("7.12.0", False, v.RELOAD_MODPROBE, list(v.DEFAULT_MODPROBE_COMMAND), "accelerator_partition", True, True),
     ("7.13.0", False, v.RELOAD_MODPROBE, list(v.DEFAULT_MODPROBE_COMMAND), "accelerator_partition", True, True),
 ])
 def test_syntax_by_version(rocm, reloads, method, command, key, partition_cmd, enum):
@@ -107,3 +110,15 @@ def test_other_helpers():
     assert v.set_compute_key(tv("6.2.0")) == "computepartition"
     assert v.memory_reload_wait_s(tv("6.3.1")) == 40 and v.memory_reload_wait_s(tv("6.4.0")) == 140
     assert v.rocm_version_tuple((7, 13)) == (7, 13)
+
+
+@pytest.mark.parametrize("help_text, rocm, method", [
+    ("usage: amd-smi reset [-h] [-r] ...\n  -r, --reload-driver  Restart the AMD GPU driver", "7.1.0", v.RELOAD_RESET),
+    ("usage: amd-smi reset [-h] ...\n", "7.1.0", v.RELOAD_MODPROBE),   # a 7.1 build without -r
+    ("usage: amd-smi reset [-h] [-r]\n  -r, --reload-driver", "7.13.0", v.RELOAD_RESET),  # what it accepts wins
+    ("usage: amd-smi reset [-h] ...\n", "7.13.0", v.RELOAD_MODPROBE),
+    ("usage: amd-smi reset [-h] ...\n", "6.4.1", v.RELOAD_BY_TOOL),
+    ("usage: amd-smi reset [-h] [-C | -M]\n", "6.2.0", v.RELOAD_BACKGROUND),
+])
+def test_reload_method_from_reset_help(help_text, rocm, method):
+    assert v.reload_method_from_help(help_text, tv(rocm)) == method

@@ -1,0 +1,1 @@
+"""Database backends for the test suite only (selected by aimconsole/settings/test.py)."""
