@@ -55,7 +55,7 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
-class AuditedModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditedModelAdmin(admin.ModelAdmin):
     """A ModelAdmin whose saves and deletes write audit rows ``<app>.<model>.create|update|delete``
     in the admin's transaction."""
 
@@ -85,7 +85,7 @@ class AuditedModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 User = get_user_model()
 
 
-class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):  # type: ignore[type-arg]
+class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
     def audit_state(self, obj: Any) -> dict[str, Any]:
         # Never the password hash.
         return audit.snapshot(obj, fields=["username", "email", "is_active", "is_staff", "is_superuser"])
@@ -112,7 +112,7 @@ for _model, _admin in ((User, AuditedUserAdmin), (Group, AuditedGroupAdmin)):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class AuditEventAdmin(admin.ModelAdmin):
     """The audit trail, read-only. Fields people or outputs wrote are shown through
     escape_control, as on the audit page and in the API."""
 

@@ -72,7 +72,7 @@ def validation_error(exc: DjangoValidationError) -> exceptions.ValidationError:
     return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
 
 
-def api_not_found(request, exception=None):  # type: ignore[no-untyped-def]
+def api_not_found(request, exception=None):
     """handler404: API paths get the API's JSON error shape, pages the HTML page."""
     from django.http import JsonResponse
     from django.views.defaults import page_not_found
@@ -207,7 +207,7 @@ def integer_filter_errors(filterset: django_filters.FilterSet) -> dict[str, list
     return errors
 
 
-class BoundedFilterBackend(DjangoFilterBackend):  # type: ignore[misc]  # django-filter is untyped
+class BoundedFilterBackend(DjangoFilterBackend):  # django-filter is untyped
     """django-filter's backend, with every integer filter's values checked first (see
     ``integer_filter_errors``): a 400 naming the parameter, never a 500. As the default
     backend it covers every FilterSet and ``filterset_fields`` of every app."""

@@ -4,19 +4,19 @@ from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 
 
-def _sync_roles(sender, **kwargs):  # type: ignore[no-untyped-def]
+def _sync_roles(sender, **kwargs):
     from aimconsole.roles import sync_role_groups
 
     sync_role_groups()
 
 
-def _audit_login(sender, request, user, **kwargs):  # type: ignore[no-untyped-def]
+def _audit_login(sender, request, user, **kwargs):
     from aimconsole import audit
 
     audit.record("auth.login", obj=user, actor=user, after={"backend": getattr(user, "backend", "")})
 
 
-def _audit_login_failed(sender, credentials, request=None, **kwargs):  # type: ignore[no-untyped-def]
+def _audit_login_failed(sender, credentials, request=None, **kwargs):
     from aimconsole import audit
 
     username = str(credentials.get("username", ""))[:150]

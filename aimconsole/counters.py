@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -81,7 +82,7 @@ def redis_client() -> redis.Redis:
         return client
 
 
-def _write(fn, what: str) -> None:  # type: ignore[no-untyped-def]
+def _write(fn, what: str) -> None:
     """Run a Redis write; metrics must never fail or stall what they count."""
     global _down_until
     if time.monotonic() < _down_until:

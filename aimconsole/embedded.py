@@ -69,7 +69,7 @@ def start_redis(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
 
 def main(argv: list[str]) -> int:
     if argv[1:2] != ["redis"]:
-        print("usage: python -m aimconsole.embedded redis", file=sys.stderr)
+        print("usage: python -m aimconsole.embedded redis", file=sys.stderr)  # noqa: T201 (a command-line entry point)
         return 2
     var_dir = Path(os.environ.get("AIM_VAR_DIR", Path(__file__).resolve().parent.parent / "var"))
     argv_ = redis_argv(redis_port(), var_dir / "redis")

@@ -39,7 +39,7 @@ class BoundedCredentialsMixin:
         message = oversized_field(self.data)
         if message is not None:
             raise ValidationError(message, code="too_long")
-        return super().clean()  # type: ignore[misc, no-any-return]
+        return super().clean()  # type: ignore[misc]
 
 
 class LoginForm(BoundedCredentialsMixin, AuthenticationForm):

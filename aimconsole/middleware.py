@@ -15,7 +15,7 @@ class LoginRequiredMiddleware(_DjangoLoginRequired):
     """Pages need a signed-in user holding a role (viewer, operator or admin), exactly like the
     API; superusers count as admins. Django admin keeps its own staff check."""
 
-    def process_view(self, request, view_func, view_args, view_kwargs):  # type: ignore[no-untyped-def]
+    def process_view(self, request, view_func, view_args, view_kwargs):
         if request.path_info.startswith("/api/"):
             return None
         refused = super().process_view(request, view_func, view_args, view_kwargs)
@@ -41,10 +41,10 @@ class ContentSecurityPolicyMiddleware:
         "object-src 'none'"
     )
 
-    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+    def __init__(self, get_response):
         self.get_response = get_response
 
-    def __call__(self, request):  # type: ignore[no-untyped-def]
+    def __call__(self, request):
         response = self.get_response(request)
         if response.get("Content-Type", "").startswith("text/html"):
             response.setdefault("Content-Security-Policy", self.POLICY)
@@ -56,10 +56,10 @@ class RejectNullCharactersMiddleware:
     JSON ``\\u0000`` escape) with 400: PostgreSQL cannot store or even compare them, and no
     legitimate input of the console contains one."""
 
-    def __init__(self, get_response):  # type: ignore[no-untyped-def]
+    def __init__(self, get_response):
         self.get_response = get_response
 
-    def __call__(self, request):  # type: ignore[no-untyped-def]
+    def __call__(self, request):
         from urllib.parse import unquote_to_bytes
 
         body = request.body if request.method in ("POST", "PUT", "PATCH", "DELETE") else b""

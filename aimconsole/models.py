@@ -17,10 +17,10 @@ class AppendOnlyError(RuntimeError):
 
 
 class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
-    def update(self, **kwargs):  # type: ignore[no-untyped-def]
+    def update(self, **kwargs):
         raise AppendOnlyError("audit events cannot be changed")
 
-    def delete(self):  # type: ignore[no-untyped-def]
+    def delete(self):
         raise AppendOnlyError("audit events cannot be deleted")
 
 
@@ -50,12 +50,12 @@ class AuditEvent(models.Model):
         # Shown by Django admin (titles, breadcrumbs): the actor and id may hold control characters.
         return escape_control(f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {self.object_type} {self.object_id}")
 
-    def save(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def save(self, *args, **kwargs):
         if self.pk is not None:
             raise AppendOnlyError("audit events cannot be changed")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def delete(self, *args, **kwargs):
         raise AppendOnlyError("audit events cannot be deleted")
 
 

@@ -21,7 +21,7 @@ class RolePermission(DjangoModelPermissions):
 class HasRole(BasePermission):
     """Any of the three roles (used for the OpenAPI schema and Swagger UI)."""
 
-    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view):
         from aimconsole.roles import user_role
 
         return user_role(request.user) is not None
@@ -30,7 +30,7 @@ class HasRole(BasePermission):
 class ReadOnlyForRole(BasePermission):
     """For resources without a model (gpu-specs, telemetry): users with a role may read."""
 
-    def has_permission(self, request, view):  # type: ignore[no-untyped-def]
+    def has_permission(self, request, view):
         from aimconsole.roles import user_role
 
         return request.method in SAFE_METHODS and user_role(request.user) is not None

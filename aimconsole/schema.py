@@ -9,7 +9,7 @@ class HashedTokenScheme(OpenApiAuthenticationExtension):
     target_class = "aimconsole.authentication.HashedTokenAuthentication"
     name = "tokenAuth"
 
-    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+    def get_security_definition(self, auto_schema):
         return {
             "type": "apiKey",
             "in": "header",
@@ -43,7 +43,7 @@ _ERRORS = {
 }
 
 
-def add_error_responses(result, generator, request, public):  # type: ignore[no-untyped-def]
+def add_error_responses(result, generator, request, public):
     """drf-spectacular postprocessing hook: every operation documents the error shape for the
     statuses the API can answer, so clients (and schemathesis) know every response."""
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA

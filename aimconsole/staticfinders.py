@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import builtins
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import plotly
 from django.contrib.staticfiles.finders import BaseFinder
@@ -19,7 +21,7 @@ class PlotlyFinder(BaseFinder):
         self.storage = FileSystemStorage(location=str(PACKAGE_DATA))
         self.storage.prefix = "plotly"  # type: ignore[attr-defined]
 
-    def find(self, path: str, find_all: bool = False, **kwargs: Any) -> str | list[str]:
+    def find(self, path: str, find_all: bool = False, **kwargs: Any) -> Any:  # the stub's overloads: str | list[str]
         if path == NAME:
             found = str(PACKAGE_DATA / "plotly.min.js")
             return [found] if find_all else found
@@ -28,5 +30,5 @@ class PlotlyFinder(BaseFinder):
     def list(self, ignore_patterns: Any) -> Iterator[tuple[str, FileSystemStorage]]:
         yield "plotly.min.js", self.storage
 
-    def check(self, **kwargs: Any) -> list:
+    def check(self, **kwargs: Any) -> builtins.list[Any]:  # `list` here is the method above
         return []

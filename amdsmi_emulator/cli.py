@@ -189,7 +189,7 @@ def _emit(result: Result, active: Active) -> None:
         return
     for chunk in result.chunks:
         if isinstance(chunk, Pause):
-            elapsed = 0
+            elapsed: float = 0
             while elapsed < chunk.seconds:
                 sys.stdout.write("\r" + render.progress(chunk.label, elapsed, chunk.total))
                 sys.stdout.flush()
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         _record_call("end", call_id, args, status)
 
 
-def _main(path, args) -> int:  # type: ignore[no-untyped-def]
+def _main(path: Path, args: list[str]) -> int:
     try:
         return run(path, args)
     except EmulatorExit as exc:

@@ -170,7 +170,8 @@ def run_version(hive: Hive, opts: Options, active: Active) -> Result:
 # -- set -C ------------------------------------------------------------------------------
 def _targets(opts: Options) -> list[tuple[int, Device]]:
     """One (printed id, device) per physical GPU, in selection order."""
-    seen, out = set(), []
+    seen: set[int] = set()
+    out: list[tuple[int, Device]] = []
     for dev in opts.devices:
         if dev.gpu not in seen:
             seen.add(dev.gpu)
@@ -310,7 +311,7 @@ def run_set_memory(hive: Hive, opts: Options, active: Active) -> Result:
     elif v63:
         res.chunks.append(Pause(0, "Updating memory partition for gpu 0", 140))
         res.out("\n\n")
-    combined: list[dict[str, str]] = []
+    combined: list[dict[str, int | str]] = []
     for dev in devs:
         if dev.gpu not in changed:
             res.error = ChainedError("AMDSMI_STATUS_UNKNOWN_ERROR",

@@ -32,7 +32,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
     parts = [int(p) for p in re.findall(r"\d+", str(text))[:3]]
     while len(parts) < 3:
         parts.append(0)
-    return tuple(parts)  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 class RuleError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 from .model import GTT_TOTAL_MB, GTT_USED_MB, JPEG_PER_GPU, POWER, VCN_PER_GPU, Device, Hive, vram_total_mb
 
@@ -46,7 +47,7 @@ def static_record(hive: Hive, dev: Device, sections: list[str]) -> dict:
     rec: dict = {"gpu": dev.index}
     for section in sections:
         if section == "asic":
-            asic = {
+            asic: dict[str, Any] = {
                 "market_name": f"AMD Instinct {spec.model}",
                 "vendor_id": "0x1002",
                 "vendor_name": "Advanced Micro Devices Inc. [AMD/ATI]",
@@ -120,7 +121,7 @@ def _usage(hive: Hive, dev: Device) -> dict:
     vcn = max(1, VCN_PER_GPU // count)
     busy: dict = {}
     for k, part in enumerate(parts):
-        values = []
+        values: list[dict[str, Any] | str] = []
         for x in range(8):
             if x < xcc:
                 noise = _noise(dev, f"xcc{k}.{x}", 2.0) if part["load"] else 0
@@ -232,10 +233,11 @@ RESOURCE_KEYS = ("resource_index", "resource_type", "resource_instances", "resou
 
 
 def profile_rows(hive: Hive, devs: list[Device]) -> tuple[list[dict], list[dict]]:
-    profiles, resources = [], []
+    profiles: list[dict[str, Any]] = []
+    resources: list[dict[str, Any]] = []
     if not hive.root:
         for dev in devs:
-            row = dict.fromkeys(PROFILE_KEYS, NA)
+            row: dict[str, Any] = dict.fromkeys(PROFILE_KEYS, NA)
             row["gpu_id"] = dev.index if hive.rocm >= (7, 0, 0) else NA
             row["partition_id"] = str(dev.partition)
             profiles.append(row)

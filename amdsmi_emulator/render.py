@@ -226,7 +226,7 @@ def nps_banner(hive: Hive) -> str:
     return NPS_BANNER_6.format(driver="amdgpu" if hive.rocm < (6, 3, 2) else "AMD GPU")
 
 
-def progress(label: str, elapsed: int, total: int) -> str:
+def progress(label: str, elapsed: float, total: int) -> str:
     filled = min(40, round(40 * elapsed / total)) if total else 40
     return f"{label}: [{BAR * filled}{'.' * (40 - filled)}] {elapsed}/{total} secs remain"
 

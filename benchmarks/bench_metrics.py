@@ -1,3 +1,6 @@
 """Run benchmarks/metrics.py (run_all.py picks up bench_*.py)."""
-import runpy, sys, pathlib
+import pathlib
+import runpy
+import sys
+
 sys.argv[0] = str(pathlib.Path(__file__).with_name("metrics.py")); runpy.run_path(sys.argv[0], run_name="__main__")

@@ -46,10 +46,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, Mapping
+from typing import Any, Final
 
 from models.sizing import ModelShape, SizingError
 
@@ -227,7 +228,7 @@ def _positive_int(obj: Mapping[str, Any], key: str) -> int:
         raise _FieldProblem(key, f"must be a whole number, got {type(value).__name__} {value!r}")
     if value <= 0:
         raise _FieldProblem(key, f"must be positive, got {value!r}")
-    return value
+    return int(value)
 
 
 def _opt_positive_int(obj: Mapping[str, Any], key: str) -> int | None:

@@ -6,9 +6,9 @@ profile is never stale after one of its inputs changed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -149,14 +149,14 @@ def load_catalog(*, path: Path | str | None = None) -> LoadResult:
             }
             precision, _ = _upsert(Precision, {"code": entry.code}, values)
             precisions[entry.code] = precision
-        for entry in data.models:
-            values = {name: getattr(entry, name) for name in _MODEL_FIELDS}
+        for model_entry in data.models:
+            values = {name: getattr(model_entry, name) for name in _MODEL_FIELDS}
             values = {k: ("" if v is None and k in ("upstream_id", "family", "notes", "native_precision") else v) for k, v in values.items()}
-            model, state = _upsert(InferenceModel, {"hf_id": entry.hf_id}, values)
+            model, state = _upsert(InferenceModel, {"hf_id": model_entry.hf_id}, values)
             created += state == "created"
             updated += state == "updated"
             unchanged += state == "unchanged"
-            set_model_precisions(model=model, precisions=[precisions[code] for code in entry.precisions])
+            set_model_precisions(model=model, precisions=[precisions[code] for code in model_entry.precisions])
             profiles_written += refresh_profiles(model=model)
         if created or updated:
             audit.record("catalog.load", object_type="catalog.file", object_id=Path(data.path).name,
@@ -174,7 +174,7 @@ def set_model_precisions(*, model: InferenceModel, precisions: Iterable[Precisio
     )
 
 
-def _upsert(model_class, lookup: dict, values: dict):  # type: ignore[no-untyped-def]
+def _upsert(model_class, lookup: dict, values: dict):
     """get-or-create by ``lookup``; save only when a value differs. Returns (row, state)."""
     row = model_class.objects.filter(**lookup).first()
     if row is None:

@@ -28,8 +28,9 @@ many whole GPUs tensor parallelism needs when none can.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final, Mapping
+from typing import Final
 
 from partitions.geometry import GpuSpec, get_spec
 
@@ -153,7 +154,7 @@ class ModelShape:
               "kv_lora_rank", "qk_rope_head_dim", "num_attention_heads")
 
     @classmethod
-    def of(cls, source: object) -> "ModelShape":
+    def of(cls, source: object) -> ModelShape:
         """The shape of anything carrying these attributes (a catalog entry or row)."""
         return cls(**{name: getattr(source, name) for name in cls.FIELDS})
 

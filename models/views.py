@@ -24,9 +24,9 @@ def model_list(request: HttpRequest) -> HttpResponse:
         models = models.filter(
             Q(hf_id__icontains=query) | Q(name__icontains=query) | Q(vendor__icontains=query) | Q(family__icontains=query)
         )
-    models = list(models)
+    model_list = list(models)
     profiles = ModelProfile.objects.filter(
-        model__in=models,
+        model__in=model_list,
         gpu_model=gpu,
         context_tokens=DEFAULT_CONTEXT_TOKENS,
         concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
@@ -41,7 +41,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
             "gpu_models": GPU_MODELS,
             "spec": SPECS[gpu],
             "precisions": precisions,
-            "matrix": fit_matrix(models, precisions, profiles, SPECS[gpu]),
+            "matrix": fit_matrix(model_list, precisions, profiles, SPECS[gpu]),
             "total_models": InferenceModel.objects.count(),
         },
     )

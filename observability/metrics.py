@@ -27,21 +27,15 @@ agents, a gateway — adds to the same series and a console restart does not res
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
-import math
-import random
-import threading
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import redis
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.db import transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -50,16 +44,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-log = logging.getLogger(__name__)
-
 from aimconsole.access import metrics_access_required
 from aimconsole.counters import (
-    MAX_MODEL_LABEL, OPERATION_BUCKETS, OPERATION_KINDS, OPERATION_RESULTS, PLACEMENT_REASONS,
-    PLACEMENT_RESULTS, PLACEMENT_SOURCES, REQUEST_BUCKETS, REQUEST_RESULTS,
-    GPU_HEALTH_STATES, OPERATION_ACTIVE_STATES, GIB, MIB, SEP, placement_key, redis_client, requests_key,
+    GIB,
+    GPU_HEALTH_STATES,
+    MIB,
+    OPERATION_ACTIVE_STATES,
+    OPERATION_BUCKETS,
+    OPERATION_KINDS,
+    OPERATION_RESULTS,
+    PLACEMENT_REASONS,
+    PLACEMENT_RESULTS,
+    PLACEMENT_SOURCES,
+    REQUEST_BUCKETS,
+    REQUEST_RESULTS,
+    SEP,
+    placement_key,
+    redis_client,
+    requests_key,
 )
 from models.sizing import replica_gb_per_gpu
 from serving.models import Deployment
+
+log = logging.getLogger(__name__)
+
 
 # --- gathering (the scrape path's I/O) ----------------------------------------------------------
 
@@ -83,7 +91,7 @@ def _duration() -> ExpressionWrapper:
     return ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
 
 
-def operations_query():  # type: ignore[no-untyped-def]
+def operations_query():
     """Reconfigurations grouped by (kind, state): counts, started, oldest creation time, and
     the duration histogram's cumulative buckets (finished ≤ started + le) and sum."""
     from partitions.models import Reconfiguration
@@ -101,8 +109,8 @@ def operations_query():  # type: ignore[no-untyped-def]
 
 def gather(client: redis.Redis | None = None) -> Gathered:
     """Read what one scrape needs: 5 database queries and one Redis pipeline."""
-    from partitions.telemetry_store import snapshot_key
     from partitions.models import GPU, Node, Partition
+    from partitions.telemetry_store import snapshot_key
 
     data = Gathered(now=time.time())
     data.nodes = list(Node.objects.order_by("name").values_list(
@@ -184,8 +192,16 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
     nps = GaugeMetricFamily("aim_node_memory_mode", "Node memory (NPS) mode as a state set: 1 for the current mode, 0 for the others.", labels=N + ["mode"])
     tele_up = GaugeMetricFamily("aim_node_telemetry_available", "1 when a telemetry snapshot of the node is cached (the agent sampled within 30 s).", labels=N)
     tele_age = GaugeMetricFamily("aim_node_telemetry_snapshot_age_seconds", "Age of the node's cached telemetry snapshot.", labels=N)
-    gpu_info = GaugeMetricFamily("aim_gpu_info", "GPU facts (value 1): model, current compute and memory mode.", labels=G + ["gpu_model", "compute_mode", "memory_mode"])
-    gpu_mode = GaugeMetricFamily("aim_gpu_compute_mode", "GPU compute mode as a state set: 1 for the current mode, 0 for the other modes of its model.", labels=G + ["mode"])
+    gpu_info = GaugeMetricFamily(
+        "aim_gpu_info",
+        "GPU facts (value 1): model, current compute and memory mode.",
+        labels=G + ["gpu_model", "compute_mode", "memory_mode"],
+    )
+    gpu_mode = GaugeMetricFamily(
+        "aim_gpu_compute_mode",
+        "GPU compute mode as a state set: 1 for the current mode, 0 for the other modes of its model.",
+        labels=G + ["mode"],
+    )
     gpu_health = GaugeMetricFamily("aim_gpu_health", "GPU health as a state set (healthy, unhealthy, unknown).", labels=G + ["state"])
     gpu_sched = GaugeMetricFamily("aim_gpu_schedulable", "1 when the GPU may receive new replicas.", labels=G)
     gpu_mem_total = GaugeMetricFamily("aim_gpu_memory_total_bytes", "GPU VRAM from the inventory.", labels=G)
@@ -194,13 +210,25 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
     gpu_temp = GaugeMetricFamily("aim_gpu_temperature_celsius", "GPU temperature (sensor: hotspot or memory), from telemetry.", labels=G + ["sensor"])
     gpu_act = GaugeMetricFamily("aim_gpu_gfx_activity_ratio", "Whole-GPU GFX activity, 0-1, from telemetry.", labels=G)
     gpu_ecc = CounterMetricFamily("aim_gpu_ecc_uncorrectable_errors", "Uncorrectable ECC errors the GPU reports (cumulative, from telemetry).", labels=G)
-    part_info = GaugeMetricFamily("aim_partition_info", "Partition facts (value 1): logical index on the node, compute mode of its GPU.", labels=P + ["logical_index", "compute_mode"])
+    part_info = GaugeMetricFamily(
+        "aim_partition_info",
+        "Partition facts (value 1): logical index on the node, compute mode of its GPU.",
+        labels=P + ["logical_index", "compute_mode"],
+    )
     part_total = GaugeMetricFamily("aim_partition_memory_total_bytes", "Partition memory (nominal share from the geometry).", labels=P)
     part_used = GaugeMetricFamily("aim_partition_memory_used_bytes", "VRAM in use on the partition, from telemetry.", labels=P)
-    part_act = GaugeMetricFamily("aim_partition_gfx_activity_ratio", "Partition GFX activity, 0-1, from telemetry; derived=\"true\" where it is derived from the primary partition's per-XCP busy counters.", labels=P + ["derived"])
-    part_reserved = GaugeMetricFamily("aim_partition_memory_reserved_bytes", "Memory the replica bound to the partition needs (0: free), by model.", labels=P + ["model"])
+    part_act = GaugeMetricFamily(
+        "aim_partition_gfx_activity_ratio",
+        "Partition GFX activity, 0-1, from telemetry; derived=\"true\" where it is derived from the primary partition's per-XCP busy counters.",
+        labels=P + ["derived"],
+    )
+    part_reserved = GaugeMetricFamily(
+        "aim_partition_memory_reserved_bytes",
+        "Memory the replica bound to the partition needs (0: free), by model.",
+        labels=P + ["model"],
+    )
 
-    nodes = {}
+    nodes: dict[int, tuple[str, str]] = {}
     for pk, name, emulated, backend, memory_mode, heartbeat, layout_problem, rocm in data.nodes:
         flag = _flag(emulated)
         nodes[pk] = (name, flag)
@@ -219,8 +247,8 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
 
     gpu_modes: dict[tuple[int, int], str] = {}
     for node_id, index, gpu_model, compute, memory, health, sched, vram_mb in data.gpus:
-        name, flag = nodes.get(node_id, (None, None))
-        if name is None:
+        name, flag = nodes.get(node_id, ("", ""))
+        if not name:
             continue
         labels = [name, str(index), flag]
         gpu_modes[(node_id, index)] = compute or ""
@@ -238,8 +266,8 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
             gpu_mem_total.add_metric(labels, float(vram_mb) * MIB)
 
     for node_id, gpu_index, index, logical, memory_gb, state, model, required_gb, per_gpu_gb, gpus_needed, _started in data.partitions:
-        name, flag = nodes.get(node_id, (None, None))
-        if name is None:
+        name, flag = nodes.get(node_id, ("", ""))
+        if not name:
             continue
         labels = [name, str(gpu_index), str(index), flag]
         part_info.add_metric(labels + [str(logical), gpu_modes.get((node_id, gpu_index), "")], 1.0)
@@ -317,13 +345,33 @@ def _deployment_families(data: Gathered) -> Iterator[Metric]:
 
 
 def _operation_families(data: Gathered) -> Iterator[Metric]:
-    requested = CounterMetricFamily("aim_operations_requested", "Reconfigurations requested, by kind (compute: a GPU's mode; memory: a node's NPS mode).", labels=["kind"])
+    requested = CounterMetricFamily(
+        "aim_operations_requested",
+        "Reconfigurations requested, by kind (compute: a GPU's mode; memory: a node's NPS mode).",
+        labels=["kind"],
+    )
     started = CounterMetricFamily("aim_operations_started", "Reconfigurations a node agent started, by kind.", labels=["kind"])
-    finished = CounterMetricFamily("aim_operations_finished", "Reconfigurations finished, by kind and result (succeeded, failed, rolled_back).", labels=["kind", "result"])
+    finished = CounterMetricFamily(
+        "aim_operations_finished",
+        "Reconfigurations finished, by kind and result (succeeded, failed, rolled_back).",
+        labels=["kind", "result"],
+    )
     pending = GaugeMetricFamily("aim_operations_pending", "Reconfigurations waiting for a node agent (queue depth), by kind.", labels=["kind"])
-    running = GaugeMetricFamily("aim_operations_in_progress", "Reconfigurations being run, by kind and state (draining, applying, verifying).", labels=["kind", "state"])
-    oldest = GaugeMetricFamily("aim_operations_oldest_active_age_seconds", "Age of the oldest unfinished reconfiguration, by kind (0 when none).", labels=["kind"])
-    duration = HistogramMetricFamily("aim_operation_duration_seconds", "Time from start to finish of reconfigurations, by kind and result (from the operation rows).", labels=["kind", "result"])
+    running = GaugeMetricFamily(
+        "aim_operations_in_progress",
+        "Reconfigurations being run, by kind and state (draining, applying, verifying).",
+        labels=["kind", "state"],
+    )
+    oldest = GaugeMetricFamily(
+        "aim_operations_oldest_active_age_seconds",
+        "Age of the oldest unfinished reconfiguration, by kind (0 when none).",
+        labels=["kind"],
+    )
+    duration = HistogramMetricFamily(
+        "aim_operation_duration_seconds",
+        "Time from start to finish of reconfigurations, by kind and result (from the operation rows).",
+        labels=["kind", "result"],
+    )
 
     rows = {(r["kind"], r["state"]): r for r in data.operations}
     now_dt = timezone.now()
@@ -348,7 +396,11 @@ def _operation_families(data: Gathered) -> Iterator[Metric]:
 
 
 def _placement_families(data: Gathered) -> Iterator[Metric]:
-    decisions = CounterMetricFamily("aim_placement_decisions", "Placement decisions by source (deployment, plan) and result (placed, unplaced, conflict).", labels=["source", "result"])
+    decisions = CounterMetricFamily(
+        "aim_placement_decisions",
+        "Placement decisions by source (deployment, plan) and result (placed, unplaced, conflict).",
+        labels=["source", "result"],
+    )
     failures = CounterMetricFamily("aim_placement_failures", "Replicas that could not be placed, by source and reason class.", labels=["source", "reason"])
     for source in PLACEMENT_SOURCES:
         for result in PLACEMENT_RESULTS:
@@ -360,7 +412,11 @@ def _placement_families(data: Gathered) -> Iterator[Metric]:
 
 def _request_families(data: Gathered) -> Iterator[Metric]:
     L = ["model", "emulated"]
-    requests = CounterMetricFamily("aim_model_requests", "Inference requests served, by model and result (ok, error); emulated=\"true\" for synthetic traffic of emulated replicas.", labels=L + ["result"])
+    requests = CounterMetricFamily(
+        "aim_model_requests",
+        "Inference requests served, by model and result (ok, error); emulated=\"true\" for synthetic traffic of emulated replicas.",
+        labels=L + ["result"],
+    )
     tokens = CounterMetricFamily("aim_model_generated_tokens", "Tokens generated, by model (throughput: rate of this).", labels=L)
     latency = HistogramMetricFamily("aim_model_request_duration_seconds", "Request latency from arrival to the last byte, by model.", labels=L)
     series: dict[tuple[str, str], dict[str, float]] = {}
@@ -402,7 +458,7 @@ class ConsoleCollector:
 
 
 REGISTRY = CollectorRegistry(auto_describe=False)
-REGISTRY.register(ConsoleCollector())
+REGISTRY.register(ConsoleCollector())  # type: ignore[arg-type]  # a collector by protocol (collect()), not by subclass
 
 
 # --- the view -------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ such traces are named ``... (derived)``.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 MIB_PER_GIB = 1024  # amd-smi's "MB" are MiB; the console shows GiB (2**30 bytes)
 MAX_POINTS = 300  # per trace, kept by the page (extendTraces' maxPoints)

@@ -106,8 +106,9 @@ class TelemetryConsumer(RefusingConsumer):
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):
             await self.channel_layer.group_discard(self.group, self.channel_name)
-        if getattr(self, "flush_task", None):
-            self.flush_task.cancel()
+        task = getattr(self, "flush_task", None)
+        if task is not None:
+            task.cancel()
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         pass

@@ -8,7 +8,6 @@ then opens ``/ws/telemetry/`` and draws the live series.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -20,8 +19,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from partitions import charts
-from partitions.telemetry_store import read_snapshots_sync
 from partitions.models import Node
+from partitions.telemetry_store import read_snapshots_sync
 
 WS_PATH = "/ws/telemetry/"
 

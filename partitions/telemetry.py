@@ -8,8 +8,9 @@ whole GPU's. Per-partition activity is therefore **derived** from the primary's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from partitions.backends.types import Metrics
 

@@ -31,7 +31,7 @@ def snapshot_key(node_name: str) -> str:
 
 
 def read_snapshot(client: redis.Redis, node_name: str) -> dict[str, Any] | None:
-    raw = client.get(snapshot_key(node_name))
+    raw: bytes | None = client.get(snapshot_key(node_name))  # type: ignore[assignment]  # sync client: bytes, not Awaitable
     return None if raw is None else json.loads(raw)
 
 
@@ -41,7 +41,7 @@ def read_snapshots_sync(node_names: list[str]) -> dict[str, Any]:
         return {}
     client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
     try:
-        raws = client.mget([snapshot_key(name) for name in node_names])
+        raws: list[bytes | None] = client.mget([snapshot_key(name) for name in node_names])  # type: ignore[assignment]  # sync client
     finally:
         client.close()
     return {name: json.loads(raw) for name, raw in zip(node_names, raws) if raw is not None}

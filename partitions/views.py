@@ -62,13 +62,13 @@ def fleet(request: HttpRequest) -> HttpResponse:
     except ValueError:
         min_free = 0.0
     rows = []
-    nodes = list(nodes)
-    all_parts = [p for node in nodes for gpu in node.gpus.all() for p in gpu.partitions.all()]
+    node_list = list(nodes)
+    all_parts = [p for node in node_list for gpu in node.gpus.all() for p in gpu.partitions.all()]
     held = workloads.occupants(partition_ids=[p.pk for p in all_parts])
     for part in all_parts:
         part.occupant = held.get(part.pk)  # type: ignore[attr-defined]
-    totals = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0}
-    for node in nodes:
+    totals: dict[str, float] = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0}
+    for node in node_list:
         shown = []
         for gpu in node.gpus.all():
             if q.get("gpu_model") and gpu.gpu_model != q["gpu_model"]:
@@ -76,7 +76,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
             if q.get("mode") and gpu.compute_mode != q["mode"]:
                 continue
             parts = list(gpu.partitions.all())
-            free_gb = sum(p.memory_gb or 0 for p in parts if p.occupant is None)  # type: ignore[attr-defined]
+            free_gb = sum(p.memory_gb or 0.0 for p in parts if p.pk not in held)
             if free_gb < min_free:
                 continue
             shown.append({"gpu": gpu, "partitions": parts, "free_gb": free_gb,
@@ -84,7 +84,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
             totals["gpus"] += 1
             totals["partitions"] += len(parts)
             totals["free_gb"] += free_gb
-            totals["used"] += sum(1 for p in parts if p.occupant is not None)  # type: ignore[attr-defined]
+            totals["used"] += sum(1 for p in parts if p.pk in held)
         if shown or not (q.get("gpu_model") or q.get("mode") or min_free):
             rows.append({"node": node, "gpus": shown, "operation": busy_node.get(node.pk)})
     return render(request, "partitions/fleet.html", {

@@ -7,7 +7,8 @@ deployments. The app that runs replicas (``serving``) registers a provider in it
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from planning import placement
 

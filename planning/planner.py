@@ -15,11 +15,12 @@ operations of each kind when the caller has history, else the documented default
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
+from typing import Any
 
-from planning import placement as pl
 from partitions.geometry import GeometryError, get_spec
+from planning import placement as pl
 
 
 class PlanError(ValueError):
@@ -54,7 +55,9 @@ class GpuTarget:
 class NodeTarget:
     node: str
     memory_mode: str
-    compute_mode: str | None = None  # for every GPU afterwards; None = keep each GPU's if valid
+    # For every GPU afterwards; None = keep each GPU's if valid. In the memory mode the node
+    # already runs, this is compute-mode changes only (no NPS change, no driver reload).
+    compute_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,9 @@ def _display_name(key: str) -> str:
     return key.removeprefix("moved:").split("#")[0]
 
 
-def _capacity(before: list[pl.Slot], after: list[pl.Slot], used_before: set, used_after: set) -> tuple[CapacityRow, ...]:
-    def key(slot: pl.Slot) -> tuple:
+def _capacity(before: list[pl.Slot], after: list[pl.Slot], used_before: set[tuple[str, int, int | None]],
+              used_after: set[tuple[str, int, int | None]]) -> tuple[CapacityRow, ...]:
+    def key(slot: pl.Slot) -> tuple[str, int, int | None]:
         return (slot.node, slot.gpu_index, slot.partition_index)
 
     sizes = sorted({s.memory_gb for s in before} | {s.memory_gb for s in after}, reverse=True)
@@ -344,7 +348,8 @@ def _steps(changes: Sequence[GpuChange], node_changes: Sequence[NodeChange], dis
                                         + (" (stop then start: its new partition is not free yet)" if item.to else ""), d.stop_s))
     memory_nodes = {nc.node for nc in node_changes}
     for nc in node_changes:
-        per_node[nc.node].append(("set-memory-mode", None, f"{nc.from_memory} → {nc.to_memory} (driver reload, {len(nc.gpus_touched)} GPUs)", d.memory_change_s))
+        what = f"{nc.from_memory} → {nc.to_memory} (driver reload, {len(nc.gpus_touched)} GPUs)"
+        per_node[nc.node].append(("set-memory-mode", None, what, d.memory_change_s))
     for c in changes:
         if c.node in memory_nodes and c.reason == "memory mode change":
             continue  # re-set as part of the node's memory-mode change
@@ -381,9 +386,9 @@ def _steps(changes: Sequence[GpuChange], node_changes: Sequence[NodeChange], dis
     return tuple(steps)
 
 
-def summary(result: PlanResult) -> dict:
+def summary(result: PlanResult) -> dict[str, Any]:
     """JSON-safe form of a plan for the API and pages (also what a page renders)."""
-    def slot(s: pl.Slot) -> dict:
+    def slot(s: pl.Slot) -> dict[str, Any]:
         return {"node": s.node, "gpu_index": s.gpu_index, "partition_index": s.partition_index,
                 "compute_mode": s.compute_mode, "memory_gb": s.memory_gb}
 

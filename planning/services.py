@@ -74,7 +74,9 @@ def fleet_state(*, nodes: Iterable[Node] | None = None) -> placement.Fleet:
     """Nodes, GPUs (unschedulable when unhealthy, marked so, or under an active operation) and
     the replicas running on them. Each unschedulable node or GPU carries why (``problem``):
     placement leaves it out and reports it (``Placement.excluded``)."""
-    queryset = Node.objects.prefetch_related(Prefetch("gpus", queryset=GPU.objects.order_by("index")))
+    queryset = Node.objects.prefetch_related(
+        Prefetch("gpus", queryset=GPU.objects.order_by("index")),  # type: ignore[arg-type]  # stubs cannot infer Prefetch's generics
+    )
     node_ids = None
     if nodes is not None:
         node_ids = [n.pk for n in nodes]
@@ -207,7 +209,8 @@ def step_durations() -> planner.StepDurations:
             .order_by("-finished_at").values_list("started_at", "finished_at")[:50]
         )
         if rows:
-            measured[attr] = round(median((end - start).total_seconds() for start, end in rows), 1)
+            # Both are set: the filter above excludes rows without them.
+            measured[attr] = round(median((end - start).total_seconds() for start, end in rows if start and end), 1)
     if not measured:
         return defaults
     return planner.StepDurations(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # vLLM refuses to start when the requested memory exceeds what is free; leave room for the
 # HIP context of other processes on a shared pool.
@@ -53,7 +54,7 @@ class WorkloadSpec:
     """Device nodes to pass into a container (only these: then no visibility variable)."""
     args: tuple[str, ...]
     """``vllm serve`` arguments."""
-    container: dict
+    container: dict[str, Any]
     """A container spec fragment (docker-compose style keys)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
 

@@ -30,7 +30,7 @@ from partitions.models import Node, Partition
 from partitions.workloads import Occupant
 from planning import occupancy, placement, planner
 from planning.models import Plan
-from planning.services import DemandSpec, create_plan, fleet_state, validate_demands
+from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, validate_demands
 from serving.models import Deployment, DeploymentSlot, ReplicaMove, describe_slots
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,10 @@ class PlacementConflict(Exception):
     """The demand cannot be placed on the current layout; ``reasons`` per replica and a
     suggested plan (repartitioning) when one would place it."""
 
-    def __init__(self, reasons: list[str], plan: Plan | None = None) -> None:
+    def __init__(self, reasons: list[str], plan: Plan | None = None, excluded: list[dict[str, Any]] | None = None) -> None:
         self.reasons = reasons
         self.plan = plan
+        self.excluded = excluded or []  # nodes/GPUs placement left out, and why
         super().__init__("; ".join(reasons))
 
 
@@ -141,7 +142,7 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
     moved = ""
     for _attempt in range(PLACE_ATTEMPTS):
         fleet = fleet_state()
-        result = placement.place(fleet, [demand], allow_repartition=False)
+        result = placement.place(fleet, [demand], allow_repartition=False, time_budget_s=exact_time_budget_s())
         if not result.ok():
             break
         try:
@@ -165,7 +166,8 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
             suggestion = None
     except planner.PlanError:
         suggestion = None
-    raise PlacementConflict(reasons, suggestion)
+    excluded = [{"node": e.node, "gpu_index": e.gpu_index, "reason": e.reason} for e in result.excluded]
+    raise PlacementConflict(reasons, suggestion, excluded)
 
 
 def _same_ground(before: placement.Fleet, now: placement.Fleet, gpus: set[tuple[str, int]]) -> bool:

@@ -280,7 +280,14 @@ AMD_SMI_RELOAD_TIMEOUT_S = env.float("AIM_AMD_SMI_RELOAD_TIMEOUT_S", default=600
 # Node agent loops.
 AGENT_HEARTBEAT_S = env.float("AIM_AGENT_HEARTBEAT_S", default=5.0, above=0)
 AGENT_SWEEP_S = env.float("AIM_AGENT_SWEEP_S", default=5.0, above=0)
+# The agent re-reads its node into the database this often (corrects drift, records what changed).
+AGENT_RECONCILE_S = env.float("AIM_AGENT_RECONCILE_S", default=60.0, above=0)
+# One agent per node: the lease it holds, renewed by its heartbeat (a second agent refuses to run).
+AGENT_LEASE_S = env.float("AIM_AGENT_LEASE_S", default=15.0, above=0)
 TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0, above=0)
+# Placement: the exact solver's budget per decision (0: the heuristic only), and a whole plan's.
+PLACEMENT_EXACT_TIME_BUDGET_S = env.float("PLACEMENT_EXACT_TIME_BUDGET_S", default=2.0, minimum=0)
+PLAN_TIME_BUDGET_S = env.float("AIM_PLAN_TIME_BUDGET_S", default=30.0, above=0)
 
 LOGGING = {
     "version": 1,

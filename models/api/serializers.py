@@ -76,7 +76,7 @@ class InferenceModelSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
 class ModelProfileSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[ModelProfile]):
     model = serializers.SlugRelatedField(slug_field="hf_id", queryset=InferenceModel.objects.all())
     precision = serializers.SlugRelatedField(slug_field="code", queryset=Precision.objects.all())
-    gpu = serializers.ChoiceField(source="gpu_model", choices=ModelProfile._meta.get_field("gpu_model").choices)
+    gpu = serializers.ChoiceField(source="gpu_model", choices=list(ModelProfile._meta.get_field("gpu_model").choices or ()))
     fits = serializers.DictField(
         child=serializers.BooleanField(), read_only=True,
         help_text="Compute mode -> whether one partition of that mode holds the model.",

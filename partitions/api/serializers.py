@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
+from aimconsole.api import RejectUnknownFieldsMixin
+from partitions.models import COMPUTE_CHOICES, GPU, MEMORY_CHOICES, Node, Partition, Reconfiguration, ReconfigurationStep
+
+
+def _mode_field(choices: list[tuple[str, str]], help_text: str) -> serializers.ChoiceField:
+    """A mode as the hardware reported it: empty ("") when the backend reported none."""
+    return serializers.ChoiceField(choices=choices, allow_blank=True, read_only=True, help_text=help_text)
 
 
 class PartitionSerializer(serializers.ModelSerializer[Partition]):
@@ -27,6 +33,10 @@ class GPUPartitionSerializer(serializers.ModelSerializer[Partition]):
 
 class GPUSerializer(serializers.ModelSerializer[GPU]):
     node = serializers.CharField(source="node.name", read_only=True)
+    compute_mode = _mode_field(COMPUTE_CHOICES, "Current compute mode; empty when the backend reported none.")
+    memory_mode = _mode_field(MEMORY_CHOICES, "Current memory (NPS) mode; empty when the backend reported none.")
+    pending_memory_mode = _mode_field(MEMORY_CHOICES, "NPS mode armed in the hardware, active after the next driver reload; "
+                                                      "empty when none is (or the backend does not report it).")
     emulated = serializers.BooleanField(source="node.emulated", read_only=True)
     partition_count = serializers.SerializerMethodField()
     partitions = GPUPartitionSerializer(many=True, read_only=True)
@@ -47,6 +57,7 @@ class GPUSerializer(serializers.ModelSerializer[GPU]):
 
 class NodeSerializer(serializers.ModelSerializer[Node]):
     agent_alive = serializers.BooleanField(read_only=True)
+    memory_mode = _mode_field(MEMORY_CHOICES, "Node-level NPS mode; empty when its GPUs disagree or none was reported.")
     schedulable = serializers.BooleanField(read_only=True)
     gpu_count = serializers.SerializerMethodField()
 
@@ -63,7 +74,7 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
         return len(node.gpus.all())  # prefetched
 
 
-class ImportAmdSmiSerializer(serializers.Serializer):
+class ImportAmdSmiSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     outputs = serializers.ListField(
         child=serializers.CharField(trim_whitespace=False, allow_blank=False, max_length=20_000_000),
         allow_empty=False, max_length=10,
@@ -91,6 +102,8 @@ class ReconfigurationSerializer(serializers.ModelSerializer[Reconfiguration]):
     duration_s = serializers.FloatField(read_only=True, allow_null=True)
     url = serializers.HyperlinkedIdentityField(view_name="reconfiguration-detail")
     websocket = serializers.SerializerMethodField(help_text="Path of the live-progress WebSocket")
+    target_compute_mode = _mode_field(COMPUTE_CHOICES, "Compute mode asked for; empty for an NPS change that keeps each GPU's.")
+    target_memory_mode = _mode_field(MEMORY_CHOICES, "NPS mode asked for; empty for a compute change.")
 
     class Meta:
         model = Reconfiguration
@@ -106,7 +119,7 @@ class ReconfigurationSerializer(serializers.ModelSerializer[Reconfiguration]):
         return f"/ws/operations/{op.pk}/"
 
 
-class GpuReconfigureSerializer(serializers.Serializer):
+class GpuReconfigureSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     compute_mode = serializers.CharField(max_length=8)
     memory_mode = serializers.CharField(max_length=8, required=False, allow_blank=True,
                                         help_text="Must equal the node's current memory mode (NPS is node-wide)")
@@ -114,7 +127,7 @@ class GpuReconfigureSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
 
-class NodeReconfigureSerializer(serializers.Serializer):
+class NodeReconfigureSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     memory_mode = serializers.CharField(max_length=8)
     compute_mode = serializers.CharField(max_length=8, required=False, allow_blank=True,
                                          help_text="Compute mode for every GPU afterwards (default: keep each GPU's)")

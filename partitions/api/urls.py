@@ -3,8 +3,8 @@ from __future__ import annotations
 from rest_framework.routers import DefaultRouter
 
 from partitions.api.views import (
-    GPUViewSet,
     GpuSpecViewSet,
+    GPUViewSet,
     NodeViewSet,
     PartitionViewSet,
     ReconfigurationViewSet,

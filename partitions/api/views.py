@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied, ValidationError
-from rest_framework.reverse import reverse
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from aimconsole.permissions import ReadOnlyForRole
 from partitions.api.serializers import (
@@ -28,10 +30,9 @@ from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
 from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 from partitions.services import import_amdsmi_outputs
-from partitions.services.inventory import ImportRefused
 from partitions.services.health import request_health_check
+from partitions.services.inventory import ImportRefused
 from partitions.services.reconfiguration import OperationInProgress, request_node_reconfiguration, request_reconfiguration
-
 
 RECONFIGURE_RESPONSES = {
     202: ReconfigurationSerializer,
@@ -55,7 +56,7 @@ def _django_validation(exc: DjangoValidationError) -> ValidationError:
     return ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
 
 
-def _reconfigure(request: Request, *, node_request: bool = False, **target) -> Response:  # type: ignore[no-untyped-def]
+def _reconfigure(request: Request, *, node_request: bool = False, **target) -> Response:
     """Shared by the GPU and node actions: validate, store the intent, answer 202.
 
     A node request in the memory mode the node already runs becomes compute-mode changes per
@@ -135,8 +136,8 @@ class GpuSpecSerializer(serializers.Serializer):
                 for (c, m), why in spec.conditional_pairs.items()]
 
     @extend_schema(responses=PartitionLayoutSerializer(many=True))
-    def get_layouts(self, spec: GpuSpec) -> list[dict]:
-        return PartitionLayoutSerializer(spec.layouts(), many=True).data
+    def get_layouts(self, spec: GpuSpec) -> list[dict[str, Any]]:
+        return list(PartitionLayoutSerializer(spec.layouts(), many=True).data)
 
 
 class GpuSpecViewSet(viewsets.GenericViewSet):
@@ -148,7 +149,8 @@ class GpuSpecViewSet(viewsets.GenericViewSet):
     filter_backends = ()
 
     def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(list(SPECS.values()))
+        # LimitOffsetPagination pages any sequence; the stubs only name querysets.
+        page = self.paginate_queryset(list(SPECS.values()))  # type: ignore[arg-type, var-annotated]
         return self.get_paginated_response(GpuSpecSerializer(page, many=True).data)
 
     @extend_schema(responses=GpuSpecSerializer, parameters=[
@@ -171,7 +173,7 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
     """Nodes with their backend, versions, NPS mode and agent status (``emulated`` says
     whether the GPUs are emulated or simulated rather than real)."""
 
-    queryset = Node.objects.prefetch_related(Prefetch("gpus", queryset=GPU.objects.only("id", "node_id")))
+    queryset = Node.objects.prefetch_related("gpus")
     serializer_class = NodeSerializer
     filterset_class = NodeFilter
     lookup_field = "name"
@@ -308,7 +310,7 @@ class PartitionViewSet(viewsets.ReadOnlyModelViewSet):
         "reported_memory_mb": "reported_memory_mb", "render_node": "render_node", "uuid": "uuid", "bdf": "bdf",
     }
 
-    def list(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def list(self, request: Request, *args, **kwargs) -> Response:
         queryset = self.filter_queryset(self.get_queryset()).values(*self.LIST_FIELDS.values())
         page = self.paginate_queryset(queryset)
         rows = page if page is not None else list(queryset)
@@ -372,5 +374,6 @@ class TelemetryViewSet(viewsets.GenericViewSet):
             return Response({"code": "unavailable", "message": f"telemetry store unreachable: {exc}", "detail": None},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         now = time.time()
-        page = self.paginate_queryset([{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()])
+        rows = [{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()]
+        page = self.paginate_queryset(rows)  # type: ignore[arg-type, var-annotated]  # any sequence pages
         return self.get_paginated_response(page)

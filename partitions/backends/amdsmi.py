@@ -10,8 +10,9 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from partitions.backends.errors import (
     BackendError,
@@ -78,7 +79,11 @@ class RunResult:
     stderr: str
 
 
-def _as_argv(binary: str | Sequence[str]) -> list[str]:
+# The tool to run: one executable (a path) or the argv words that run it.
+Binary: TypeAlias = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+
+def _as_argv(binary: Binary) -> list[str]:
     if isinstance(binary, (str, os.PathLike)):
         return [os.fspath(binary)]
     argv = [os.fspath(b) for b in binary]
@@ -98,8 +103,8 @@ class AmdSmiBackend:
     ``modprobe -r amdgpu && modprobe amdgpu``.
     """
 
-    def __init__(self, binary: str | Sequence[str] = "amd-smi", timeout: float = 30,
-                 reload_timeout: float = 600, env: dict | None = None, sudo: bool = False,
+    def __init__(self, binary: Binary = "amd-smi", timeout: float = 30,
+                 reload_timeout: float = 600, env: Mapping[str, str] | None = None, sudo: bool = False,
                  reload_command: Sequence[str] | None = None, emulated: bool = False,
                  poll_interval: float = 1.0) -> None:
         self.binary = _as_argv(binary)
@@ -364,10 +369,10 @@ class AmdSmiBackend:
             raise
         if parsed.failed:
             first = parsed.failed[0]
-            exc = parsed.error_for(first)
-            if type(exc) is BackendError:
-                exc = DriverReloadFailed(first.message, command=result.argv, output=result.stdout)
-            raise exc
+            error = parsed.error_for(first)
+            if type(error) is BackendError:
+                error = DriverReloadFailed(first.message, command=result.argv, output=result.stdout)
+            raise error
 
     def _modprobe_reload(self) -> None:
         argv = [*self._prefix(), *self.reload_command]
@@ -446,8 +451,8 @@ def _kill_group(proc: subprocess.Popen) -> tuple[bytes, bytes]:
     return out or b"", err or b""
 
 
-def detect(binary: str | Sequence[str] = "amd-smi", *, timeout: float = 10,
-           env: dict | None = None) -> bool:
+def detect(binary: Binary = "amd-smi", *, timeout: float = 10,
+           env: Mapping[str, str] | None = None) -> bool:
     """True when ``binary`` exists and ``amd-smi version`` answers with a version line."""
     try:
         AmdSmiBackend(binary, timeout=timeout, env=env).version()

@@ -9,6 +9,7 @@ Any field the tool reports as "N/A" (or that the given outputs do not contain) i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,7 @@ class NodeInventory:
     warnings: tuple[str, ...] = ()
     """What the outputs said about how they were taken (e.g. a user missing groups)."""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The import/inventory JSON shape (fields unknown from the inputs are null)."""
         return {
             "gpus": [

@@ -95,7 +95,8 @@ def parse_version(text: str) -> ToolVersion:
                          first.get("ROCm version"), first.get("amdgpu version"), text, command)
 
 
-def _tool_version(tool, library, rocm, amdgpu, text, command) -> ToolVersion:
+def _tool_version(tool: str | None, library: str | None, rocm: str | None, amdgpu: str | None, text: str,
+                  command: list[str]) -> ToolVersion:
     tool = _clean(tool)
     library = _clean(library)
     if not tool or not _ints(tool):
@@ -126,7 +127,7 @@ def _parse_version_json(text: str, command: list[str]) -> ToolVersion:
         raise ParseError(f"amd-smi version --json: tool error {_excerpt(str(data['error']))!r}",
                          command=command, output=text)
 
-    def pick(*names):
+    def pick(*names: str) -> str | None:
         for n in names:
             if n in data and not isinstance(data[n], (dict, list)):
                 return str(data[n])

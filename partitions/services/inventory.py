@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import Model
@@ -12,6 +12,9 @@ from django.utils import timezone
 from partitions.backends.types import GpuInfo, NodeInventory, PartitionInfo
 from partitions.geometry import GeometryError, Validation, get_spec, reported_caps
 from partitions.models import GPU, Node, Partition, node_name_validator
+
+if TYPE_CHECKING:
+    from partitions.backends import Backend
 
 
 @dataclass
@@ -348,7 +351,7 @@ def import_amdsmi_outputs(*, node_name: str, files: list[tuple[str, str]], dry_r
                         refused=refused, forced=force)
 
 
-def backend_for(node: Node):  # type: ignore[no-untyped-def]
+def backend_for(node: Node) -> Backend:
     """The hardware backend that talks to ``node`` (amd-smi, its emulator, or simulated)."""
     from django.conf import settings
 

@@ -49,7 +49,7 @@ class StaleClaim(Exception):
 
 # --- request ---------------------------------------------------------------------------------
 
-def _gpu_spec(gpu: GPU):  # type: ignore[no-untyped-def]
+def _gpu_spec(gpu: GPU):
     if not gpu.gpu_model:
         raise ValidationError({"gpu": f"{gpu} has an unrecognised GPU model ({gpu.market_name!r}); it cannot be repartitioned"})
     return get_spec(gpu.gpu_model)

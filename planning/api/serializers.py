@@ -3,13 +3,14 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from aimconsole.api import RejectUnknownFieldsMixin
 from models.models import ModelProfile
 from partitions.models import GPU, Node
 from planning.models import Plan
 from planning.services import MAX_PLAN_DEMANDS, MAX_PLAN_REPLICAS, MAX_REPLICAS_PER_DEMAND
 
 
-class DemandSerializer(serializers.Serializer):
+class DemandSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """One deployment asked for: a catalog profile with N replicas, optionally pinned or spread."""
 
     name = serializers.SlugField(max_length=63)
@@ -21,18 +22,18 @@ class DemandSerializer(serializers.Serializer):
     pin_gpu_index = serializers.IntegerField(required=False, allow_null=True, min_value=0)
 
 
-class GpuTargetSerializer(serializers.Serializer):
+class GpuTargetSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     gpu = serializers.PrimaryKeyRelatedField(queryset=GPU.objects.select_related("node"))
     compute_mode = serializers.CharField(max_length=8)
 
 
-class NodeTargetSerializer(serializers.Serializer):
+class NodeTargetSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     node = serializers.SlugRelatedField(slug_field="name", queryset=Node.objects.all())
     memory_mode = serializers.CharField(max_length=8)
     compute_mode = serializers.CharField(max_length=8, required=False, allow_blank=True, allow_null=True)
 
 
-class PlanCreateSerializer(serializers.Serializer):
+class PlanCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     gpus = GpuTargetSerializer(many=True, required=False, default=list)
     nodes = NodeTargetSerializer(many=True, required=False, default=list)
     # A ListField (not many=True) so that the schema states maxItems.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -33,7 +35,7 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     serializer_class = PlanSerializer
 
     @extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer, 400: OpenApiResponse(description="Invalid target or demand")})
-    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         payload = PlanCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data

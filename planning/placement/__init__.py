@@ -39,7 +39,7 @@ with and falling back to the fast heuristic (``place_heuristic``); ``Placement.s
 answered. See their docstrings.
 
 Modules: ``types`` (the dataclasses), ``_state`` (shared bookkeeping), ``heuristic``
-(``place_heuristic``), ``exact`` (``place_exact``), ``default`` (``place``), ``reasons``
+(``place_heuristic``), ``exact`` (``place_exact``; ``_slots`` turns its counts into GPUs), ``default`` (``place``), ``reasons``
 (unplaced reasons and codes), ``check`` (``partitions_of``, ``validate``).
 """
 

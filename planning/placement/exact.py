@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from planning.placement._slots import _fill, _interleave_nodes, _move_spread_apart, _Unrealisable
 from planning.placement._state import _INVALID, SPX, _Gpu, _Pool, _Rep, _State
 from planning.placement.check import quality, spread_shared
 from planning.placement.reasons import unplaced_reason
@@ -46,28 +47,34 @@ def place_exact(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: b
 
     Model (counts, not one variable per GPU x replica, so 1,000s of GPUs stay small): GPUs are
     grouped into classes of interchangeable ones: empty GPUs by (pool = GPU model + NPS +
-    allowed modes, current mode, and, when a demand needs it, node; a pinned GPU alone), GPUs
-    with occupants by (pool, mode, free partitions, node, the spread deployments they hold).
-    Integers x[class, mode] = empty GPUs opened in that mode, w[class] = empty GPUs taken whole
-    in SPX by tensor parallelism. Replicas: y[group, pool, size] for interchangeable plain
-    replicas (same priority and fit), v[demand, class(, mode)] for pinned or spread ones (their
-    class decides node, GPU and, for spread, at most one per GPU), z[tp group, node, GPU model]
-    for tensor-parallel replicas (t whole GPUs of one model on one node: t x z = the w of that
-    node and model). Partition capacity per class and per (pool, size) bounds the replicas.
+    allowed modes, current mode; per node only on pinned nodes or when spread is counted per
+    node; a pinned GPU alone), GPUs with occupants by (pool, mode, free partitions, the spread
+    deployments they hold, and node likewise). Integers x[class, mode] = empty GPUs opened in
+    that mode, w[node, class] = its empty GPUs on that node taken whole in SPX by tensor
+    parallelism. Replicas: y[group, pool, size] for interchangeable plain replicas (same
+    priority and fit), v[demand, class(, mode)] for pinned or spread ones (the class decides
+    node, GPU and, for spread, at most one per GPU), z[tp group, node, GPU model] for
+    tensor-parallel replicas (t whole GPUs of one model on one node: t x z = the w there).
+    Partition capacity per class and per (pool, size) bounds the replicas.
 
     Solved lexicographically, one CP-SAT run per stage, each fixing the previous optimum:
-    most replicas placed (per priority level from the highest when not all fit); spread
-    replicas on as many different nodes as possible; fewest GPUs; then fewest mode changes,
-    ties broken by putting replicas in the smallest partitions that hold them (best fit).
-    ``hint`` (a valid placement of the same input, e.g. the heuristic's) seeds the search.
-    The counts are expanded into slots (replicas of one spread deployment round-robin over
-    distinct GPUs of a class; its first replica numbers on distinct nodes).
+    most replicas placed (weighted so that each priority level outweighs all below it);
+    spread replicas on as many different nodes as possible; fewest GPUs; fewest mode changes;
+    then, as a tie-break within a fifth of the budget, replicas in the smallest partitions that
+    hold them (best fit). ``hint`` (a valid placement of the same input, e.g. the heuristic's)
+    seeds the search and is kept while it is optimal for the stages so far.
 
-    ``time_limit_s`` is shared by the stages (``deadline``, a ``time.monotonic()`` value, cuts
-    it further). A stage that runs out of time ends the solve with the best solution so far
-    (``optimal=False``, ``solver_note`` says so); PlacementTimeout when there is none.
-    Raises PlacementError for bad input, ExactTooLarge past the size limits (``MAX_VARIABLES``,
-    ``VARIABLES_PER_SECOND``).
+    Spread across nodes is solved in two steps: first a relaxation that counts unpinned spread
+    replicas per (pool, size), at most one per GPU there, not per node (far smaller). Its
+    counts are dealt out to GPUs on distinct nodes where possible; when that leaves no node
+    shared, the relaxation's optimum is the optimum. Otherwise the full per-node model runs
+    with the time left, its GPU and mode-change optima bounded below by the relaxation's.
+
+    ``time_limit_s`` is shared by the stages and steps (``deadline``, a ``time.monotonic()``
+    value, cuts it further). A stage that runs out of time ends the solve with the best
+    solution so far (``optimal=False``, ``solver_note`` says so); PlacementTimeout when there
+    is none. Raises PlacementError for bad input, ExactTooLarge past the size limits
+    (``MAX_VARIABLES``, ``VARIABLES_PER_SECOND``).
     """
     st = _State(fleet, demands)
     reps = st.pending()
@@ -121,42 +128,6 @@ def place_exact(fleet: Fleet, demands: Sequence[Demand], *, allow_repartition: b
 
 def _limit(seconds: float) -> int:
     return int(min(MAX_VARIABLES, VARIABLES_PER_SECOND * max(seconds, 0.1)))
-
-
-def _move_spread_apart(st: _State, fleet: Fleet, p: Placement, demands: Sequence[Demand]) -> Placement:
-    """Move replicas of unpinned spread deployments off nodes they share, to a free partition of
-    a GPU in use on a node without one of theirs: the same GPUs and mode changes, so the
-    relaxation's optimum stands. ``st`` is the state after ``p`` was expanded into it."""
-    by_key = {d.key: d for d in demands}
-    per_gpu: Counter[_Gpu] = Counter(st.by_key[(s.node, s.gpu_index)] for a in p.assignments for s in a.slots)
-    occupied = defaultdict(set)
-    for o in fleet.occupants:
-        occupied[o.deployment].add(o.node)
-    on: dict[str, Counter[str]] = defaultdict(Counter)
-    for a in p.assignments:
-        on[a.deployment][a.slots[0].node] += 1
-    out = []
-    for a in p.assignments:
-        d, slot = by_key[a.deployment], a.slots[0]
-        old = st.by_key[(slot.node, slot.gpu_index)]
-        if (d.spread and d.pin_node is None and d.tensor_parallel == 1 and (per_gpu[old] > 1 or old.locked)
-                and (slot.node in occupied[d.key] or on[d.key][slot.node] > 1)):
-            taken = occupied[d.key] | {n for n, k in on[d.key].items() if k}
-            new = next((g for g in st.gpus if g.ok and g.used and g.valid and g.free and g.size >= d.memory_gb
-                        and g.node not in taken and st.model_ok(d, g) and g not in st.sib_gpus[d.key]), None)
-            if new is not None:
-                moved = st.take(new)
-                assert slot.partition_index is not None
-                old.free = sorted([*old.free, slot.partition_index])
-                per_gpu[old] -= 1
-                per_gpu[new] += 1
-                on[d.key][slot.node] -= 1
-                on[d.key][new.node] += 1
-                st.sib_gpus[d.key].discard(old)
-                st.sib_gpus[d.key].add(new)
-                a = Assignment(a.deployment, a.replica, (moved,))
-        out.append(a)
-    return dataclasses.replace(p, assignments=tuple(out))
 
 
 def _spread_shared(fleet: Fleet, p: Placement, demands: Sequence[Demand]) -> int:
@@ -297,8 +268,8 @@ class _Model:
             d = r.d
             if d.tensor_parallel > 1:
                 models = frozenset(p.model for p in r.pools if SPX in p.modes)
-                key = ("tp", d.priority, d.tensor_parallel, models, d.memory_gb) if not (
-                    d.pin_node or d.spread) else ("tp1", d.key)
+                # Interchangeable when they may use the same GPU models (whose SPX holds them).
+                key = ("tp", d.priority, d.tensor_parallel, models) if not (d.pin_node or d.spread) else ("tp1", d.key)
                 kind = "tp"
             elif d.pin_node is not None or (d.spread and not relaxed):
                 key, kind = ("s", d.key), "sens"
@@ -323,8 +294,12 @@ class _Model:
 
     def _estimate_size(self, limit: int) -> None:
         n_nodes = len(self.st.node_gpus)
+        on_node: dict[str | None, int] = defaultdict(int)
+        for u in self.units:
+            on_node[u.cls.node] += 1
         estimate = len(self.units) + sum(
-            len(self.units) if g.kind == "sens" else n_nodes * 2 if g.kind == "tp" else 12 for g in self.groups)
+            (on_node[g.d.pin_node] if g.d.pin_node is not None else len(self.units)) if g.kind == "sens"
+            else n_nodes if g.kind == "tp" else 12 for g in self.groups)
         if estimate > limit:
             raise ExactTooLarge(f"the exact model would need about {estimate:,} variables (limit {limit:,})")
 
@@ -780,64 +755,3 @@ class _Model:
         return Placement(tuple(a for _, a in sorted(assignments, key=lambda v: v[0])), tuple(changes),
                          tuple(u for _, u in sorted(unplaced, key=lambda v: v[0])), st.gpus_used(),
                          solver="exact", optimal=optimal, solver_note=note, excluded=tuple(st.excluded))
-
-
-class _Unrealisable(PlacementError):
-    """The relaxed model's counts could not be dealt out to GPUs (the full model decides)."""
-
-
-def _fill(gpus: list[_Gpu], spread: Counter[_Group], others: list[_Group],
-          nodes_of: dict[str, set[str]]) -> list[tuple[_Gpu, _Group]]:
-    """Which GPU of ``gpus`` (free partitions each) each item takes: a spread deployment's items
-    on distinct GPUs, on nodes it is not on yet where it can (then ``nodes_of`` grows). Tries
-    node-first, then capacity-first choice (which always succeeds when the counts fit)."""
-    for node_first in (True, False):
-        room = {gpu: len(gpu.free) for gpu in gpus}
-        out: list[tuple[_Gpu, _Group]] = []
-        seen = {k: set(v) for k, v in nodes_of.items()}
-        ok = True
-        for g, count in sorted(spread.items(), key=lambda gc: -gc[1]):
-            mine = seen.setdefault(g.d.key, set())
-            free = [gpu for gpu in gpus if room[gpu] > 0]
-            free.sort(key=lambda gpu: ((gpu.node in mine, -room[gpu]) if node_first else (-room[gpu], gpu.node in mine)))
-            picked: list[_Gpu] = []
-            for gpu in free:
-                if len(picked) == count:
-                    break
-                if node_first and gpu.node in mine and any(x.node not in mine for x in free if x not in picked and x is not gpu):
-                    continue
-                picked.append(gpu)
-                mine.add(gpu.node)
-            if len(picked) < count:
-                ok = False
-                break
-            for gpu in picked:
-                room[gpu] -= 1
-                out.append((gpu, g))
-        if not ok:
-            continue
-        for g in others:
-            target = next((x for x in gpus if room[x] > 0), None)
-            if target is None:
-                ok = False
-                break
-            room[target] -= 1
-            out.append((target, g))
-        if ok:
-            for k, v in seen.items():
-                nodes_of[k] = v
-            return out
-    raise _Unrealisable(f"{len(spread)} spread deployment(s) do not fit {len(gpus)} GPU(s) one replica per GPU")
-
-
-def _interleave_nodes(slots: list[tuple[Slot, ...]]) -> list[tuple[Slot, ...]]:
-    """Slots reordered so that the first ones are on different nodes (round-robin by node)."""
-    by_node: dict[str, list[tuple[Slot, ...]]] = defaultdict(list)
-    for s in slots:
-        by_node[s[0].node].append(s)
-    out: list[tuple[Slot, ...]] = []
-    while any(by_node.values()):
-        for node in list(by_node):
-            if by_node[node]:
-                out.append(by_node[node].pop(0))
-    return out

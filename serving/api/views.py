@@ -42,7 +42,7 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
         400: OpenApiResponse(description="Invalid request"),
         409: OpenApiResponse(description="Does not fit the current layout: detail.reasons and detail.suggested_plan"),
     })
-    def create(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def create(self, request: Request, *args, **kwargs) -> Response:
         payload = DeploymentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         spec = DemandSpec(**payload.validated_data)
@@ -54,13 +54,13 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
             return Response({
                 "code": "unplaceable",
                 "message": f"{spec.name} does not fit the current layout: {exc}",
-                "detail": {"reasons": exc.reasons,
+                "detail": {"reasons": exc.reasons, "excluded": exc.excluded,
                            "suggested_plan": plan_body(exc.plan, request) if exc.plan else None},
             }, status=status.HTTP_409_CONFLICT)
         deployment = Deployment.objects.with_related().get(pk=deployment.pk)
         return Response(DeploymentSerializer(deployment, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
-    def destroy(self, request: Request, *args, **kwargs) -> Response:  # type: ignore[no-untyped-def]
+    def destroy(self, request: Request, *args, **kwargs) -> Response:
         deployment = self.get_object()
         deployment = stop_deployment(deployment=deployment, reason=f"stopped by {request.user.get_username()}")
         deployment = Deployment.objects.with_related().get(pk=deployment.pk)

@@ -40,7 +40,7 @@ def can_run(node: Node) -> bool:
     return node.backend == Node.Backend.EMULATOR
 
 
-def _emulator(node: Node):  # type: ignore[no-untyped-def]
+def _emulator(node: Node):
     from amdsmi_emulator.state import EmulatorState
 
     return EmulatorState.load(node.backend_options["state_file"])

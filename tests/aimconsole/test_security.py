@@ -240,10 +240,10 @@ def test_oversized_bodies_are_refused(api_client_for, operator, settings):
 @pytest.mark.parametrize("path", ["/api/v1/nodes/", "/api/v1/gpus/", "/api/v1/partitions/", "/api/v1/reconfigurations/",
                                   "/api/v1/deployments/", "/api/v1/models/", "/api/v1/profiles/", "/api/v1/audit-events/"])
 def test_list_endpoints_use_a_fixed_number_of_queries(api_client_for, admin_user, catalog, path, django_assert_max_num_queries):
+    from aimconsole.audit import record
     from partitions.backends.simulated import SimulatedFleet
     from partitions.models import Node
     from partitions.services import sync_inventory
-    from aimconsole.audit import record
 
     fleet = SimulatedFleet(nodes=30, gpu_count=8)
     for name in fleet.nodes:

@@ -172,7 +172,8 @@ NOT_REPRODUCED = {
     "monitor-power-temp-vram.MI300X.QPX.32gpu.rocm63.txt": "`amd-smi monitor` is not emulated",
     "monitor.MI300X.CPX.rocm641.txt": "`amd-smi monitor` is not emulated",
     "set-power-cap.MI300X.DPX.rocm70.txt": "`set --power-cap` is not emulated",
-    "static.MI300A.SPX-NPS1.rocm71.txt": "full `static` (CPU block, ifwi/limit/board/ras/numa/cache sections) is not emulated; asic/bus/driver/vram/partition only",
+    "static.MI300A.SPX-NPS1.rocm71.txt": ("full `static` (CPU block, ifwi/limit/board/ras/numa/cache sections) is not emulated; "
+                                          "asic/bus/driver/vram/partition only"),
     "error.set-partition.invalid-parameter.rocm641.txt": "SR-IOV guest / non-bare-metal mode (partition options absent) is not emulated",
     "error.set-compute-partition.invalid-type-TPX.MI300X.rocm7x.stderr.txt": "covered together with its .stdout.txt pair",
 }

@@ -226,7 +226,8 @@ def test_invalid_and_unsupported_nps(tmp_path):
     make_state(path, rocm="7.1")
     res = run_emulator(path, "set", "-M", "NPS2", "-g", "0", stdin="y\n")
     assert res.returncode == 0
-    assert "Valid Memory partition Modes: NPS1,NPS4\n\nGPU: 0\n    MEMORY_PARTITION: [AMDSMI_STATUS_INVAL] Unable to set memory partition to NPS2" in res.stdout
+    assert ("Valid Memory partition Modes: NPS1,NPS4\n\nGPU: 0\n"
+            "    MEMORY_PARTITION: [AMDSMI_STATUS_INVAL] Unable to set memory partition to NPS2") in res.stdout
     res = run_emulator(path, "set", "-M", "NPS3")
     assert res.returncode == 2 and "invalid choice: 'NPS3'" in res.stderr
     path = tmp_path / "apu.json"

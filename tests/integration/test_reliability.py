@@ -11,8 +11,8 @@ from django.db import connection
 
 from partitions import operations as ops
 from partitions.models import GPU, Node, Reconfiguration
-from tests.processes import wait_for
 from tests.emulated_nodes import make_emulated_node
+from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 

@@ -176,7 +176,7 @@ def test_profile_list_uses_a_fixed_number_of_queries(api_client_for, catalog, vi
 
 def test_gpu_specs_list_every_model_with_its_layouts(api_client_for, viewer):
     body = api_client_for(viewer).get("/api/v1/gpu-specs/").json()["results"]
-    assert [spec["model"] for spec in body] == ["MI300X", "MI325X", "MI300A", "MI308X", "MI350X", "MI355X"]
+    assert [spec["model"] for spec in body] == ["MI300X", "MI325X", "MI300A", "MI308X", "MI350X", "MI355X", "MI350P"]
     mi300x = body[0]
     cpx = [layout for layout in mi300x["layouts"] if layout["compute_mode"] == "CPX"]
     assert {(l["memory_mode"], l["count"], l["memory_gb"]) for l in cpx} == {("NPS1", 8, 24.0), ("NPS4", 8, 24.0)}

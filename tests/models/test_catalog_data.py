@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,6 @@ from models.catalog_data import (
 )
 from models.sizing import BYTES_PER_WEIGHT, GIB, estimate_memory, fit
 from partitions.geometry import get_spec
-
 
 
 @pytest.fixture(scope="module")

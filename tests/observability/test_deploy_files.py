@@ -64,13 +64,13 @@ def test_dashboards_are_current_importable_json():
         assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
         ids = []
 
-        def walk(panels):  # type: ignore[no-untyped-def]
+        def walk(panels, ids=ids):  # type: ignore[no-untyped-def]
             for panel in panels:
                 ids.append(panel["id"])
                 assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
                 for target in panel.get("targets", []):
                     assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
-                walk(panel.get("panels", []))
+                walk(panel.get("panels", []), ids)
 
         walk(board["panels"])
         assert len(ids) == len(set(ids)), path.name

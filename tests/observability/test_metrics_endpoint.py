@@ -11,11 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from aimconsole import counters
-
 from observability import metrics
-from serving.runtime import emulated as emulated_runtime
 from partitions.models import GPU, Node, Reconfiguration
 from serving.models import Deployment
+from serving.runtime import emulated as emulated_runtime
 from tests.observability.conftest import build_sim_fleet, run_promtool
 
 pytestmark = [pytest.mark.django_db, pytest.mark.redis]
@@ -328,7 +327,7 @@ def _populate(nodes: list[Node], catalog_profile) -> None:  # type: ignore[no-un
     from serving.models import DeploymentSlot
 
     now = timezone.now()
-    for i, node in enumerate(nodes):
+    for node in nodes:
         deployment = Deployment.objects.create(name=f"{node.name}-d", profile=catalog_profile, replicas=2, state="running")
         for replica, part in enumerate(Partition.objects.filter(gpu__node=node).order_by("gpu__index", "index")[:2]):
             DeploymentSlot.objects.create(deployment=deployment, replica=replica, partition=part, started_at=now)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.browser.conftest import console  # noqa: F401  (the daphne fixture)
+from tests.emulated_nodes import make_emulated_node
 from tests.observability.conftest import DASHBOARDS, RULE_FILES, run_promtool
 from tests.observability.promql import dashboard_expressions, metric_names, rule_expressions
-from tests.emulated_nodes import make_emulated_node
 from tests.processes import Process, free_port, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
@@ -70,10 +70,10 @@ def test_every_dashboard_and_rule_expression_runs_against_a_real_prometheus(
         console, start_agent, prometheus_bin, promtool, catalog, clean_metrics, tmp_path):  # noqa: F811
     from models.models import ModelProfile
     from partitions.models import GPU, Reconfiguration
-    from serving.models import Deployment
-    from planning.services import DemandSpec
-    from serving.services import create_deployment
     from partitions.services.reconfiguration import request_reconfiguration
+    from planning.services import DemandSpec
+    from serving.models import Deployment
+    from serving.services import create_deployment
 
     emulated = make_emulated_node(tmp_path, "emu-obs", gpus=2)
     profile = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",

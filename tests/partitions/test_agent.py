@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from partitions import events
 from partitions.agent import Agent
-from partitions.telemetry_store import read_snapshot
 from partitions.models import Node, Reconfiguration
 from partitions.services.reconfiguration import request_reconfiguration, sweep_reconfigurations
+from partitions.telemetry_store import read_snapshot
 
 pytestmark = pytest.mark.django_db
 

@@ -195,7 +195,6 @@ async def test_operations_websocket_sends_a_snapshot_then_steps(operator, emulat
 @pytest.mark.django_db(transaction=True)
 async def test_operations_websocket_refuses_anonymous_users_and_foreign_origins(operator, emulated):
     from aimconsole.asgi import application
-
     from tests.wsutil import outcome
 
     assert await outcome(_communicator("/ws/operations/1/")) == 4401

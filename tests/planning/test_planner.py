@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from partitions.geometry import get_spec
 from planning import placement as pl
 from planning import planner
-from partitions.geometry import get_spec
 
 
 def node(name: str, modes: list[str], memory: str = "NPS1", model: str = "MI300X") -> pl.NodeState:

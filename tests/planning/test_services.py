@@ -106,6 +106,11 @@ def test_a_node_with_mixed_memory_modes_is_only_excluded(tmp_path, catalog, api_
     assert {s["node"] for a in result["assignments"] for s in a["slots"]} == {"emu-good"}
     (unplaced,) = result["unplaced"]
     assert unplaced["deployment"] == "pinned" and unplaced["code"] == "unschedulable" and problem in unplaced["reason"]
+    # A deployment pinned to the bad node does not fit: the 409 says which node was left out and why.
+    response = client.post("/api/v1/deployments/", {"name": "pinned", "profile": profile(*LLAMA8_FP16).pk,
+                                                     "replicas": 1, "pin_node": "emu-bad"}, format="json")
+    assert response.status_code == 409, response.content
+    assert {"node": "emu-bad", "gpu_index": None, "reason": problem} in response.json()["detail"]["excluded"]
     # A plan that retargets a good GPU is not refused because of the bad node either.
     gpu = GPU.objects.get(node=good.node, index=1)
     response = client.post("/api/v1/plans/", {"gpus": [{"gpu": gpu.pk, "compute_mode": "CPX"}]}, format="json")

@@ -14,13 +14,13 @@ from aimconsole.services import create_token
 class Command(BaseCommand):
     help = "Create an API token for a user and print it (only its hash is stored)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--name", default="cli")
         parser.add_argument("--scope", action="append", dest="scopes", choices=TokenScope.values,
                             help="What the token is for (repeat for several): api (default), metrics.")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         user = get_user_model().objects.filter(username=options["username"]).first()
         if user is None:
             raise CommandError(f"no user {options['username']!r}")

@@ -27,11 +27,11 @@ DEMO_USERNAME = "admin"
 class Command(BaseCommand):
     help = "Set up and run the demo console on the embedded defaults."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("AIM_PORT", 8000)))
         parser.add_argument("--setup-only", action="store_true", help="prepare, print the login, do not start")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         if not settings.EMBEDDED_REDIS:
             self.stdout.write(self.style.WARNING("REDIS_URL is set: the demo uses that Redis instead of the bundled one."))
         call_command("migrate", interactive=False, verbosity=0)

@@ -12,10 +12,10 @@ from models.catalog_data import CatalogDataError
 class Command(BaseCommand):
     help = "Load models, precisions and profiles from the catalog data file (default: the bundled one)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser):
         parser.add_argument("file", nargs="?", help="catalog JSON file (default: models/data/catalog.json)")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args, **options):
         try:
             result = services.load_catalog(path=options["file"])
         except (CatalogDataError, ValidationError) as exc:

@@ -100,8 +100,10 @@ def parse_set_output(text: str, command: str = "set") -> SetResult:
     if docs:
         entries = []
         for doc in docs:
-            if error_document(doc):
-                raise classify_error(["amd-smi", *command.split()], 0, text, "")  # type: ignore[misc]
+            err = error_document(doc)
+            if err:
+                error = classify_error(["amd-smi", *command.split()], 0, text, "")
+                raise error if error is not None else fail(command, "tool error", err[0], text)
             rows = doc if isinstance(doc, list) else [doc]
             for row in rows:
                 if not isinstance(row, dict) or "gpu" not in row or len(row) < 2:
@@ -137,8 +139,18 @@ def _with_valid_modes(result: SetResult, valid_modes: list[str]) -> SetResult:
     return replace(result, entries=entries)
 
 
-def _parse_set_human(text: str, command: str, prompt) -> SetResult:
-    entries: list[list] = []  # [gpu, key, message, indent]
+@dataclass
+class _ResultLine:
+    """One ``KEY: message`` result line of a GPU block (the message may wrap onto further lines)."""
+
+    gpu: int
+    key: str
+    message: str
+    indent: int
+
+
+def _parse_set_human(text: str, command: str, prompt: re.Match[str] | None) -> SetResult:
+    entries: list[_ResultLine] = []
     gpu: int | None = None
     trailing_error = None
     for raw in text.splitlines():
@@ -146,12 +158,12 @@ def _parse_set_human(text: str, command: str, prompt) -> SetResult:
         s = line.strip()
         if not s or s == "...":
             continue
-        if gpu is None and not _GPU_LINE.match(line):
-            continue  # banner, prompt, progress bar before the first GPU block
         m = _GPU_LINE.match(line)
         if m:
             gpu = int(m.group(1))
             continue
+        if gpu is None:
+            continue  # banner, prompt, progress bar before the first GPU block
         exc = _EXC_LINE.match(s)
         if exc and not line.startswith((" ", "\t")):
             trailing_error = s
@@ -160,10 +172,10 @@ def _parse_set_human(text: str, command: str, prompt) -> SetResult:
             continue
         r = _RESULT_LINE.match(line)
         if r:
-            entries.append([gpu, r.group(1), r.group(2), len(line) - len(line.lstrip())])
+            entries.append(_ResultLine(gpu, r.group(1), r.group(2), len(line) - len(line.lstrip())))
             continue
-        if entries and entries[-1][0] == gpu and len(line) - len(line.lstrip()) > entries[-1][3]:
-            entries[-1][2] += " " + s  # message wrapped over two lines
+        if entries and entries[-1].gpu == gpu and len(line) - len(line.lstrip()) > entries[-1].indent:
+            entries[-1].message += " " + s  # message wrapped over two lines
             continue
         raise fail(command, "unexpected line in the result", line, text)
     if not entries:
@@ -171,7 +183,7 @@ def _parse_set_human(text: str, command: str, prompt) -> SetResult:
             raise ParseError(f"amd-smi {command}: {trailing_error}",
                              command=["amd-smi", *command.split()], output=text)
         raise fail(command, "no per-GPU result", text, text)
-    return SetResult(command, tuple(_entry(g, k, msg) for g, k, msg, _ in entries), trailing_error,
+    return SetResult(command, tuple(_entry(e.gpu, e.key, e.message) for e in entries), trailing_error,
                      bool(prompt), prompt.group(1) or None if prompt else None)
 
 

@@ -24,7 +24,7 @@ _CLI_CODE = re.compile(r"Error code:\s*(-\d+)")
 _STATUS = re.compile(r"AMDSMI_STATUS_([A-Z_]+)")
 
 # (error class, pattern over the combined text, CLI codes, library status names); first match wins.
-_RULES: list[tuple[type[BackendError], re.Pattern, set[int], set[str]]] = [
+_RULES: list[tuple[type[BackendError], re.Pattern[str], set[int], set[str]]] = [
     (BackendUnavailable,
      re.compile(r"Driver not loaded|amdgpu not found in modules|is not supported on the system"),
      set(), {"DRIVER_NOT_LOADED", "NOT_INIT"}),
@@ -86,7 +86,7 @@ def _json_errors(stdout: str) -> list[tuple[str, int | None]]:
     return found
 
 
-def _line_with(text: str, pattern: re.Pattern | None, names: set[str], codes: set[int]) -> str | None:
+def _line_with(text: str, pattern: re.Pattern[str] | None, names: set[str], codes: set[int]) -> str | None:
     """The (last) line of ``text`` carrying the signal, with its wrapped continuation lines."""
     lines = text.splitlines()
     hit = None
@@ -136,7 +136,7 @@ def classify_error(command: str | Sequence[str] | None, exit_status: int | None,
     json_text = "\n".join(m for m, _ in json_errs)
 
     chosen: type[BackendError] | None = None
-    signal: tuple[re.Pattern | None, set[str], set[int]] = (None, set(), set())
+    signal: tuple[re.Pattern[str] | None, set[str], set[int]] = (None, set(), set())
     if exit_status == 255:
         chosen = BackendUnavailable
     for cls, pattern, rule_codes, rule_statuses in _RULES:

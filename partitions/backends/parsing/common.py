@@ -8,9 +8,17 @@ import io
 import json
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from partitions.backends.errors import ParseError
+
+
+class DeviceRecord(Protocol):
+    """What every per-logical-device record of the read commands has (LogicalDevice, StaticInfo, ...)."""
+
+    @property
+    def logical_index(self) -> int: ...
+
 
 NA_STRINGS = frozenset({"N/A", "n/a", "NA", "", "<redacted>", "<Redacted>", "UNKNOWN"})
 EXCERPT = 200
@@ -18,10 +26,8 @@ EXCERPT = 200
 
 def excerpt(text: Any, limit: int = EXCERPT) -> str:
     """The offending text, truncated to ``limit`` characters, for error messages."""
-    if not isinstance(text, str):
-        text = repr(text)
-    text = text.strip()
-    return text if len(text) <= limit else text[:limit] + "..."
+    shown = (text if isinstance(text, str) else repr(text)).strip()
+    return shown if len(shown) <= limit else shown[:limit] + "..."
 
 
 def fail(command: str, problem: str, offending: Any, output: str = "") -> ParseError:
@@ -186,7 +192,7 @@ def error_document(doc: Any) -> tuple[str, int | None] | None:
     return None
 
 
-def device_rows(doc: Any, command: str, text: str, *, device_key: str = "gpu") -> list[dict]:
+def device_rows(doc: Any, command: str, text: str, *, device_key: str = "gpu") -> list[dict[str, Any]]:
     """The per-device objects of a list/static/metric document: a JSON array (<= 6.4) or
     ``{"gpu_data": [...]}`` with optional ``cpu_data``/``core_data``/``nic_data`` siblings."""
     if isinstance(doc, dict):
@@ -284,14 +290,14 @@ def human_scalar(value: str) -> Any:
     return value
 
 
-def human_blocks(text: str, command: str) -> list[tuple[str, int, dict]]:
+def human_blocks(text: str, command: str) -> list[tuple[str, int, dict[str, Any]]]:
     """``GPU: 0`` blocks of human output as nested dicts with lower-cased keys.
 
     Lines of only ``...`` (excerpts) and the non-root group warning are ignored; any other
     text outside a block is an error."""
-    blocks: list[tuple[str, int, dict]] = []
-    stack: list[tuple[int, dict]] = []
-    last_key: tuple[dict, str] | None = None
+    blocks: list[tuple[str, int, dict[str, Any]]] = []
+    stack: list[tuple[int, dict[str, Any]]] = []
+    last_key: tuple[dict[str, Any], str] | None = None
     block_indent = 0
     for raw in text.splitlines():
         line = raw.rstrip("\r").rstrip()
@@ -300,7 +306,7 @@ def human_blocks(text: str, command: str) -> list[tuple[str, int, dict]]:
         m = _BLOCK.match(line)
         indent = len(line) - len(line.lstrip())
         if m and (not stack or indent <= block_indent):
-            root: dict = {}
+            root: dict[str, Any] = {}
             blocks.append((m.group(1), int(m.group(2)), root))
             stack = [(indent, root)]
             block_indent = indent
@@ -318,7 +324,7 @@ def human_blocks(text: str, command: str) -> list[tuple[str, int, dict]]:
             key = km.group(1).strip().lower().replace(" ", "_")
             val = km.group(2)
             if val is None or val == "":
-                child: dict = {}
+                child: dict[str, Any] = {}
                 parent[key] = child
                 stack.append((indent, child))
                 last_key = (parent, key)

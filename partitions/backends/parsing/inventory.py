@@ -3,10 +3,10 @@ physical GPUs)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from partitions.backends.parsing.common import fail
+from partitions.backends.parsing.common import DeviceRecord, fail
 from partitions.backends.parsing.outputs import parse_list, parse_metrics, parse_partition, parse_static
 from partitions.backends.types import (
     GpuInfo,
@@ -24,6 +24,10 @@ from partitions.geometry import GeometryError, get_spec
 _FIXED = {"SPX": 1, "DPX": 2, "TPX": 3, "QPX": 4}
 
 
+_T = TypeVar("_T")
+_D = TypeVar("_D", bound=DeviceRecord)
+
+
 def gpu_model_for(market_name: str | None) -> str | None:
     """Geometry key for an amd-smi market name ("AMD Instinct MI300X" -> "MI300X"); None
     when the name is not a known model (the market name itself stays visible)."""
@@ -35,7 +39,7 @@ def gpu_model_for(market_name: str | None) -> str | None:
         return None
 
 
-def _parsed(value: Any, parser) -> tuple:
+def _parsed(value: str | Sequence[_T] | None, parser: Callable[[str], tuple[_T, ...]]) -> tuple[_T, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
@@ -43,7 +47,7 @@ def _parsed(value: Any, parser) -> tuple:
     return tuple(value)
 
 
-def _by_index(items: Iterable, kind: str) -> dict[int, Any]:
+def _by_index(items: Iterable[_D], kind: str) -> dict[int, _D]:
     return {i.logical_index: i for i in items}
 
 
@@ -78,13 +82,16 @@ def build_inventory(list_out: str | Sequence[LogicalDevice] | None = None,
                                "(partition layout changed between commands?)", sorted(devices))
 
     def pid_of(idx: int) -> int | None:
-        for src in (states.get(idx), statics.get(idx), devices.get(idx)):
+        sources: tuple[PartitionState | StaticInfo | LogicalDevice | None, ...] = (
+            states.get(idx), statics.get(idx), devices.get(idx))
+        for src in sources:
             if src is not None and src.partition_id is not None:
                 return src.partition_id
         return None
 
     def compute_of(idx: int) -> str | None:
-        for src in (states.get(idx), statics.get(idx)):
+        sources: tuple[PartitionState | StaticInfo | None, ...] = (states.get(idx), statics.get(idx))
+        for src in sources:
             if src is not None and src.compute_mode:
                 return src.compute_mode
         return None
@@ -119,7 +126,7 @@ def build_inventory(list_out: str | Sequence[LogicalDevice] | None = None,
     return NodeInventory(version=version, gpus=tuple(gpus), emulated=emulated)
 
 
-def _group_by_xcp(indices: list[int], metrics: dict) -> list[list[tuple[int, int]]]:
+def _group_by_xcp(indices: list[int], metrics: dict[int, Metrics]) -> list[list[tuple[int, int]]]:
     """Group metric-only output: a primary partition reports ``gfx_busy_inst`` for every XCP of
     its GPU (xcp_0 .. xcp_{n-1}, 6.3+), and the logical ids of one GPU are consecutive, so the
     primary at id i claims ids i .. i+n-1. A device nothing claims and that reports no XCPs
@@ -145,7 +152,8 @@ def _group_by_xcp(indices: list[int], metrics: dict) -> list[list[tuple[int, int
     return groups
 
 
-def _group_without_bdf(indices, pid_of, compute_of, statics) -> list[list[tuple[int, int]]]:
+def _group_without_bdf(indices: list[int], pid_of: Callable[[int], int | None], compute_of: Callable[[int], str | None],
+                       statics: dict[int, StaticInfo]) -> list[list[tuple[int, int]]]:
     groups: list[list[tuple[int, int]]] = []
     for i in indices:
         pid = pid_of(i)
@@ -184,11 +192,12 @@ def _expected_count(compute: str | None, static: StaticInfo | None) -> int | Non
     return _FIXED.get(compute)
 
 
-def _gpu(gpu_index, members, devices, statics, states, metrics) -> GpuInfo:
+def _gpu(gpu_index: int, members: list[tuple[int, int]], devices: dict[int, LogicalDevice], statics: dict[int, StaticInfo],
+         states: dict[int, PartitionState], metrics: dict[int, Metrics]) -> GpuInfo:
     primary = members[0][1]
     ordered = [i for _, i in members]
 
-    def first(attr: str, sources: list[dict]) -> Any:
+    def first(attr: str, sources: Sequence[Mapping[int, object]]) -> Any:
         for idx in [primary, *ordered]:
             for src in sources:
                 item = src.get(idx)
@@ -213,6 +222,7 @@ def _gpu(gpu_index, members, devices, statics, states, metrics) -> GpuInfo:
             memory_mb=mem,
         ))
     cus = [p.compute_units for p in partitions]
+    known_cus = [c for c in cus if c is not None]
     pstate = states.get(primary)
     vram = None
     if statics.get(primary) and statics[primary].vram_mb is not None:
@@ -230,7 +240,7 @@ def _gpu(gpu_index, members, devices, statics, states, metrics) -> GpuInfo:
         memory_mode=first("memory_mode", [states, statics]),
         memory_caps=(pstate.memory_caps if pstate and pstate.memory_caps else first("memory_caps", [states])) or (),
         profiles=(pstate.profiles if pstate and pstate.profiles else first("profiles", [states])) or (),
-        compute_units=sum(cus) if cus and all(c is not None for c in cus) else None,  # type: ignore[misc]
+        compute_units=sum(known_cus) if cus and len(known_cus) == len(cus) else None,
         vram_mb=vram,
         partitions=tuple(partitions),
     )

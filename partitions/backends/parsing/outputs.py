@@ -5,10 +5,11 @@ are accepted where the samples exist only in that form."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 from partitions.backends.parsing.classify import classify_error
 from partitions.backends.parsing.common import (
+    DeviceRecord,
     csv_tables,
     device_rows,
     error_document,
@@ -31,6 +32,10 @@ COMPUTE_MODES = ("SPX", "DPX", "TPX", "QPX", "CPX")
 MEMORY_MODES = ("NPS1", "NPS2", "NPS4", "NPS8")
 _BDF = re.compile(r"^[0-9a-fA-F]{4}:[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$")
 
+# One device (or table) row as the tool printed it: a JSON object, a CSV row or a human block.
+Row = dict[str, Any]
+_D = TypeVar("_D", bound=DeviceRecord)
+
 
 def _is_json(text: str) -> bool:
     return text.lstrip()[:1] in ("[", "{")
@@ -51,7 +56,7 @@ def _raise_json_error(doc: Any, command: str, text: str) -> None:
         raise exc if exc is not None else fail(command, "tool error", err[0], text)
 
 
-def _single_json_rows(text: str, command: str) -> list[dict]:
+def _single_json_rows(text: str, command: str) -> list[Row]:
     docs, _, _ = json_documents(text, command)
     for doc in docs:
         _raise_json_error(doc, command, text)
@@ -60,17 +65,22 @@ def _single_json_rows(text: str, command: str) -> list[dict]:
     return device_rows(docs[0], command, text)
 
 
-def _csv_rows(text: str, command: str) -> list[dict]:
+def _csv_rows(text: str, command: str) -> list[dict[str, str]]:
     tables = csv_tables(text, command)
     if tables[0] and list(tables[0][0]) == ["error", "code"]:
-        exc = classify_error(["amd-smi", *command.split()], 0, text, "")
-        raise exc  # type: ignore[misc]
+        _raise_csv_error(command, text)
     if len(tables) != 1:
         raise fail(command, "expected one CSV table", text, text)
     return tables[0]
 
 
-def _index(row: dict, key: str, command: str) -> int:
+def _raise_csv_error(command: str, text: str) -> NoReturn:
+    """Raise the typed error of a CSV ``error,code`` table (classify_error always finds one there)."""
+    exc = classify_error(["amd-smi", *command.split()], 0, text, "")
+    raise exc if exc is not None else fail(command, "tool error", text, text)
+
+
+def _index(row: Row, key: str, command: str) -> int:
     value = int_or_none(row.get(key), command, key)
     if value is None or value < 0:
         raise fail(command, f"device without a valid {key!r}", row)
@@ -85,8 +95,8 @@ def _mode(value: Any, allowed: tuple[str, ...], command: str, field: str) -> str
     return value.strip().rstrip("*").upper()
 
 
-def _unique(items: list, command: str, text: str) -> tuple:
-    seen = set()
+def _unique(items: list[_D], command: str, text: str) -> tuple[_D, ...]:
+    seen: set[int] = set()
     for item in items:
         if item.logical_index in seen:
             raise fail(command, f"device {item.logical_index} reported twice (mixed outputs?)", text, text)
@@ -94,7 +104,7 @@ def _unique(items: list, command: str, text: str) -> tuple:
     return tuple(sorted(items, key=lambda i: i.logical_index))
 
 
-def _human_gpu_rows(text: str, command: str) -> list[dict]:
+def _human_gpu_rows(text: str, command: str) -> list[Row]:
     """Per-device rows of the human form (``GPU: n`` blocks); ParseError when there are none."""
     rows = [dict(body, gpu=idx) for kind, idx, body in human_blocks(text, command) if kind == "GPU"]
     if not rows:
@@ -213,7 +223,7 @@ _HUMAN_SECTIONS = {"CURRENT_PARTITION": "current_partition", "MEMORY_PARTITION":
                    "ACCELERATOR_PARTITION_RESOURCES": "partition_resources"}
 
 
-def _section_of_rows(rows: list, command: str, text: str) -> str:
+def _section_of_rows(rows: list[Any], command: str, text: str) -> str:
     if not rows:
         raise fail(command, "cannot tell which section an empty list belongs to", rows, text)
     keys = set(rows[0]) if isinstance(rows[0], dict) else set()
@@ -228,9 +238,9 @@ def _section_of_rows(rows: list, command: str, text: str) -> str:
     raise fail(command, "unexpected JSON structure", rows, text)
 
 
-def _partition_sections_json(text: str, command: str) -> dict[str, list]:
+def _partition_sections_json(text: str, command: str) -> dict[str, list[Row]]:
     docs, _, _trailing = json_documents(text, command, allow_trailing=True)
-    sections: dict[str, list] = {}
+    sections: dict[str, list[Row]] = {}
     for doc in docs:
         _raise_json_error(doc, command, text)
         if isinstance(doc, dict):
@@ -250,13 +260,13 @@ def _partition_sections_json(text: str, command: str) -> dict[str, list]:
     return sections
 
 
-def _partition_sections_human(text: str, command: str) -> dict[str, list]:
-    sections: dict[str, list] = {}
+def _partition_sections_human(text: str, command: str) -> dict[str, list[Row]]:
+    sections: dict[str, list[Row]] = {}
     section: str | None = None
     columns: list[tuple[str, int]] | None = None
     block_lines: list[str] = []
 
-    def flush_blocks():
+    def flush_blocks() -> None:
         if not block_lines:
             return
         for kind, idx, body in human_blocks("\n".join(block_lines), command):
@@ -295,8 +305,9 @@ def _partition_sections_human(text: str, command: str) -> dict[str, list]:
             columns = split_columns(line)
             continue
         if columns is not None:
+            assert section is not None  # a table header is accepted only under a section title
             cells = table_row(line, columns, command, text)
-            sections[section].append({k.lower(): v for k, v in cells.items()})  # type: ignore[index]
+            sections[section].append({k.lower(): v for k, v in cells.items()})
             continue
         raise fail(command, "unexpected line", line, text)
     flush_blocks()
@@ -317,11 +328,22 @@ def _pid(value: Any, command: str) -> int | None:
     return int_or_none(value, command, "partition_id")
 
 
-def _profiles(rows: list[dict], command: str, text: str) -> dict[int, tuple[list, int | None]]:
+class _Profile(TypedDict):
+    """One accelerator profile while its resource rows are being collected."""
+
+    profile_index: int
+    accelerator_type: str
+    memory_caps: tuple[str, ...]
+    num_partitions: int | None
+    active: bool
+    resources: dict[str, int]
+
+
+def _profiles(rows: list[Row], command: str, text: str) -> dict[int, tuple[list[_Profile], int | None]]:
     """partition_profiles rows -> {gpu_id: ([profile dicts], own partition id)}."""
-    out: dict[int, tuple[list, int | None]] = {}
+    out: dict[int, tuple[list[_Profile], int | None]] = {}
     gpu: int | None = None
-    current: dict | None = None
+    current: _Profile | None = None
     for row in rows:
         gid = row.get("gpu_id", "")
         if is_na(gid) and gid != "" and all(is_na(v) or k == "partition_id" for k, v in row.items()):
@@ -347,16 +369,22 @@ def _profiles(rows: list[dict], command: str, text: str) -> dict[int, tuple[list
             atype = str(row.get("accelerator_type", ""))
             active = atype.strip().endswith("*")
             caps = text_or_none(row.get("memory_partition_caps"))
+            profile_index = int_or_none(pidx, command, "profile_index")
+            accelerator_type = _mode(atype, COMPUTE_MODES, command, "accelerator_type")
+            memory_caps = tuple(c.strip() for c in caps.split(",")) if caps else ()
+            num_partitions = int_or_none(row.get("num_partitions"), command, "num_partitions")
+            if accelerator_type is None:
+                raise fail(command, "profile without accelerator_type", row, text)
+            if profile_index is None:  # only a {"value": "N/A"} object gets here
+                raise fail(command, "profile without profile_index", row, text)
             current = {
-                "profile_index": int_or_none(pidx, command, "profile_index"),
-                "accelerator_type": _mode(atype, COMPUTE_MODES, command, "accelerator_type"),
-                "memory_caps": tuple(c.strip() for c in caps.split(",")) if caps else (),
-                "num_partitions": int_or_none(row.get("num_partitions"), command, "num_partitions"),
+                "profile_index": profile_index,
+                "accelerator_type": accelerator_type,
+                "memory_caps": memory_caps,
+                "num_partitions": num_partitions,
                 "active": active,
                 "resources": {},
             }
-            if current["accelerator_type"] is None:
-                raise fail(command, "profile without accelerator_type", row, text)
             out[gpu][0].append(current)
             if active:
                 out[gpu] = (out[gpu][0], _pid(row.get("partition_id"), command))
@@ -378,16 +406,16 @@ def parse_partition(text: str) -> tuple[PartitionState, ...]:
         sections = {}
         for table in csv_tables(text, command):
             if table and list(table[0]) == ["error", "code"]:
-                raise classify_error(["amd-smi", command], 0, text, "")  # type: ignore[misc]
+                _raise_csv_error(command, text)
             if table:
                 sections[_section_of_rows(table, command, text)] = table
     else:
         sections = _partition_sections_human(text, command)
 
-    current: dict[int, dict] = {}
+    current: dict[int, Row] = {}
     for row in sections.get("current_partition", []):
         current[_index(row, "gpu_id", command)] = row
-    memory: dict[int, dict] = {}
+    memory: dict[int, Row] = {}
     for row in sections.get("memory_partition", []):
         memory[_index(row, "gpu_id", command)] = row
     profiles = _profiles(sections.get("partition_profiles", []), command, text)
@@ -447,7 +475,7 @@ _CSV_METRIC = {"gfx_activity": "usage", "umc_activity": "usage", "socket_power":
                "total_deferred_count": "ecc"}
 
 
-def _section(row: dict, name: str, command: str) -> dict:
+def _section(row: Row, name: str, command: str) -> Row:
     sec = row.get(name)
     if sec is None or is_na(sec):
         return {}
@@ -456,7 +484,7 @@ def _section(row: dict, name: str, command: str) -> dict:
     return sec
 
 
-def _metric_row(row: dict, command: str) -> Metrics:
+def _metric_row(row: Row, command: str) -> Metrics:
     usage = _section(row, "usage", command)
     power = _section(row, "power", command)
     temp = _section(row, "temperature", command)

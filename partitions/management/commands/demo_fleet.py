@@ -8,12 +8,13 @@ backend code path, running the emulator as a subprocess.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from partitions.backends.errors import BackendError
 from amdsmi_emulator.state import EmulatorState
+from partitions.backends.errors import BackendError
 from partitions.geometry import GPU_MODELS
 from partitions.models import Node
 from partitions.services import sync_node
@@ -22,7 +23,7 @@ from partitions.services import sync_node
 class Command(BaseCommand):
     help = "Create emulated GPU nodes (amd-smi emulator) and sync their inventory."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--nodes", type=int, default=2)
         parser.add_argument("--gpus", type=int, default=8)
         parser.add_argument("--gpu-model", default="MI300X", choices=GPU_MODELS)
@@ -30,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--prefix", default="emu-node-")
         parser.add_argument("--state-dir", default=None, help="default: var/emulator")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["nodes"] <= 64 or not 1 <= options["gpus"] <= 16:
             raise CommandError("--nodes must be 1..64 and --gpus 1..16")
         state_dir = Path(options["state_dir"] or Path(settings.VAR_DIR) / "emulator")

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from partitions.backends.errors import ParseError
 from partitions.services import import_amdsmi_outputs
@@ -23,14 +24,14 @@ from partitions.services.inventory import ImportRefused
 class Command(BaseCommand):
     help = "Import a node's inventory from captured amd-smi outputs."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--node", required=True, help="node name (created if it does not exist)")
         parser.add_argument("--dry-run", action="store_true", help="parse and print, change nothing")
         parser.add_argument("--force", action="store_true",
                             help="import even onto a node with a live agent or over partitions in use (audited)")
         parser.add_argument("files", nargs="+", help="files with amd-smi output")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         files = []
         for name in options["files"]:
             try:

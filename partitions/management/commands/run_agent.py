@@ -19,8 +19,9 @@ import multiprocessing
 import os
 import signal
 import time
+from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from aimconsole.celery import app
@@ -55,13 +56,13 @@ def run_loops(node_name: str, lease: NodeLease, agent_pid: int) -> None:
 class Command(BaseCommand):
     help = "Run the node agent for one node (Celery worker + telemetry sampler)."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--node", required=True)
         parser.add_argument("--loglevel", default="INFO")
         parser.add_argument("--lease-wait", type=float, default=None,
                             help="Seconds to wait for another agent's lease to lapse (default: one lease period and a bit)")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         name = options["node"]
         node = Node.objects.filter(name=name).first()
         if node is None:

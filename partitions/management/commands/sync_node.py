@@ -6,9 +6,11 @@ backend (``AMD_SMI_BIN``) and stores what amd-smi reports.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from partitions.backends.amdsmi import detect
 from partitions.backends.errors import BackendError
@@ -19,11 +21,11 @@ from partitions.services import sync_node
 class Command(BaseCommand):
     help = "Sync one node's inventory from its hardware backend."
 
-    def add_arguments(self, parser):  # type: ignore[no-untyped-def]
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
         parser.add_argument("--create", action="store_true", help="register the node (amd-smi backend) if new")
 
-    def handle(self, *args, **options):  # type: ignore[no-untyped-def]
+    def handle(self, *args: Any, **options: Any) -> None:
         name = options["name"]
         try:
             node_name_validator(name)

@@ -6,7 +6,6 @@ give, or the typed error it must raise. A file without an entry fails the suite.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,6 @@ from partitions.backends.parsing import (
     parse_valid_inputs,
     parse_version,
 )
-
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures" / "amd-smi"
 
