@@ -34,7 +34,24 @@ def _processes_of(var_dir: Path, *words: str) -> list[int]:
         supervisor = words and b"aimconsole.supervise" in argv
         if marker in environ and all(w.encode() in argv for w in words) and not supervisor:
             found.append(int(entry.name))
-    return sorted(found)
+    # Only the supervised process itself: not what it forks (the agent's loops process, which
+    # outlives a SIGKILLed agent for a moment as an orphan).
+    return sorted(pid for pid in found if _supervised(pid))
+
+
+def _supervised(pid: int) -> bool:
+    try:
+        return b"aimconsole.supervise" in Path(f"/proc/{_parent(pid)}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _heartbeat(database: Path, node: str) -> str | None:
