@@ -19,3 +19,9 @@ def escape_control(value: Any) -> str:
     tab and newline are left as they are."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
                         str(value))
+
+
+def storable(text: str) -> str:
+    """Tool output as a text column can hold it: PostgreSQL refuses NUL bytes, which garbled
+    amd-smi output may contain; they are kept visible as the two characters ``\\0``."""
+    return text.replace("\x00", "\\0")

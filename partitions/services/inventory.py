@@ -9,6 +9,7 @@ from django.db import transaction
 from django.db.models import Model
 from django.utils import timezone
 
+from aimconsole.text import storable
 from partitions.backends.types import GpuInfo, NodeInventory, PartitionInfo
 from partitions.geometry import GeometryError, Validation, get_spec, reported_caps
 from partitions.models import GPU, Node, Partition, node_name_validator
@@ -215,7 +216,7 @@ def sync_inventory(*, node: Node, inventory: NodeInventory) -> SyncResult:
 
 def record_sync_error(*, node: Node, message: str) -> None:
     """Keep the inventory as it was and make the failure visible on the node."""
-    Node.objects.filter(pk=node.pk).update(sync_error=message[:4000])
+    Node.objects.filter(pk=node.pk).update(sync_error=storable(message)[:4000])
 
 
 @dataclass(frozen=True)

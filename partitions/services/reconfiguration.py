@@ -25,6 +25,7 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from aimconsole import audit
+from aimconsole.text import storable
 from partitions import dispatch, events, operations
 from partitions.geometry import ComputeMode, GeometryError, get_spec
 from partitions.models import GPU, Node, Reconfiguration, ReconfigurationStep
@@ -342,6 +343,7 @@ class OperationClaim:
             _add_step(op, self.token, action, message, output=output, ok=ok)
 
     def update(self, **fields: Any) -> None:
+        fields = {name: storable(value) if isinstance(value, str) else value for name, value in fields.items()}
         if not Reconfiguration.objects.filter(pk=self.reconfiguration_id, fencing_token=self.token).update(**fields):
             raise StaleClaim(f"reconfiguration #{self.reconfiguration_id}: token {self.token} superseded")
 
@@ -428,8 +430,8 @@ class LeaseKeeper:
 def _add_step(op: Reconfiguration, token: int, action: str, message: str, *, output: str = "", ok: bool = True) -> ReconfigurationStep:
     seq = (op.steps.aggregate(m=Max("seq"))["m"] or 0) + 1
     step = ReconfigurationStep.objects.create(
-        reconfiguration=op, seq=seq, state=op.state, action=action, message=message[:4000],
-        output=output[-20000:], ok=ok, fencing_token=token,
+        reconfiguration=op, seq=seq, state=op.state, action=action, message=storable(message)[:4000],
+        output=storable(output)[-20000:], ok=ok, fencing_token=token,
     )
     transaction.on_commit(lambda: events.publish_operation_step(op, step))
     return step
