@@ -64,9 +64,7 @@ def fleet(request: HttpRequest) -> HttpResponse:
     rows = []
     node_list = list(nodes)
     all_parts = [p for node in node_list for gpu in node.gpus.all() for p in gpu.partitions.all()]
-    held = workloads.occupants(partition_ids=[p.pk for p in all_parts])
-    for part in all_parts:
-        part.occupant = held.get(part.pk)  # type: ignore[attr-defined]
+    held = workloads.attach_occupants(all_parts)
     totals: dict[str, float] = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0}
     for node in node_list:
         shown = []

@@ -71,6 +71,15 @@ def occupants(*, partition_ids: list[int]) -> dict[int, Occupant]:
     return found
 
 
+def attach_occupants(partitions: list[Any]) -> dict[int, Occupant]:
+    """For pages: set ``occupant`` (an Occupant, or None when free) on each partition row, in
+    one call to the providers; returns the occupants by partition id."""
+    held = occupants(partition_ids=[p.pk for p in partitions])
+    for part in partitions:
+        part.occupant = held.get(part.pk)
+    return held
+
+
 def reconcile(*, node: Any) -> None:
     for provider in _PROVIDERS:
         provider.reconcile(node=node)

@@ -30,10 +30,7 @@ def _can_operate(request: HttpRequest) -> bool:
 
 def _with_occupants(gpus: list[GPU]) -> None:
     """Attach ``occupant`` (what holds it, or None) to every partition of these GPUs."""
-    parts = [p for gpu in gpus for p in gpu.partitions.all()]
-    held = workloads.occupants(partition_ids=[p.pk for p in parts])
-    for part in parts:
-        part.occupant = held.get(part.pk)  # type: ignore[attr-defined]
+    workloads.attach_occupants([p for gpu in gpus for p in gpu.partitions.all()])
 
 
 def _gpu_choices(gpu: GPU) -> list[dict[str, Any]]:
