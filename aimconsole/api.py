@@ -24,7 +24,6 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 from aimconsole import jsonbounds
 from aimconsole.authentication import CHALLENGE as TOKEN_CHALLENGE
@@ -44,6 +43,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = exceptions.PermissionDenied(str(exc) or None)  # keep a service's reason
     if isinstance(exc, DjangoValidationError):
         exc = validation_error(exc)
+    # Imported here: rest_framework.views reads the parser/pagination defaults (this module's
+    # classes) when it is imported, so importing it at the top is circular.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None

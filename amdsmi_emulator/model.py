@@ -1,7 +1,8 @@
 """Pure hive model of the emulator: GPUs, partitions, logical devices, the hardware rules.
 
 Works on the plain JSON-able dict stored in the state file (see ``state.py`` for the format);
-no I/O here. Hardware facts (modes, valid pairs, XCD/CU counts, memory) come from
+no I/O here, except the liveness probe of engine pids (``engines.py``: a process that died
+holds nothing, so every read of the hive forgets it). Hardware facts (modes, valid pairs, XCD/CU counts, memory) come from
 ``partitions.geometry``; only amd-smi presentation facts (BDF buses, OAM ids, resource counts
 of the profile table) live here.
 """
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 
 from partitions.geometry import ComputeMode, GpuSpec, MemoryMode, get_spec
 
+from .engines import IDLE_VRAM_MB, process_count, reap_dead_engines
+
 # Bus numbers and OAM ids of a real 8 x MI300X node (ROCm 7.0 default view, fixture).
 _BUSES = ("0c", "22", "38", "5c", "9f", "af", "bf", "df")
 _OAM_IDS = (2, 1, 0, 3, 7, 5, 4, 6)
@@ -22,7 +25,6 @@ JPEG_PER_GPU = 32
 DMA_PER_GPU = 16
 GTT_TOTAL_MB = 515895
 GTT_USED_MB = 21
-IDLE_VRAM_MB = 283
 # (idle W, max W, memory bandwidth GB/s) per model; amd-smi presentation values.
 POWER = {"MI300X": (140, 750, 5325), "MI325X": (160, 1000, 6000), "MI300A": (110, 550, 5325),
          "MI308X": (120, 650, 5325), "MI350X": (180, 1000, 8000), "MI355X": (210, 1400, 8000)}
@@ -105,6 +107,9 @@ class Hive:
 
     def __init__(self, data: dict) -> None:
         self.data = data
+        # The kernel frees a killed process's memory and queues at once: every reader of the
+        # hive (busy checks, telemetry, listings) sees dead engines gone, whoever writes next.
+        reap_dead_engines(data)
         self.spec = get_spec(data["gpu_model"])
         self.rocm = parse_version(data["rocm"])
 
@@ -202,7 +207,7 @@ class Hive:
         if force:
             return True
         gpus = self.gpus if gpu is None else [self.gpus[gpu]]
-        return any(g.get("processes", 0) > 0 for g in gpus)
+        return any(process_count(g) > 0 for g in gpus)
 
     # -- changes ------------------------------------------------------------------------
     def check_compute(self, gpu: int, mode: str, force_busy: bool = False) -> None:

@@ -286,7 +286,28 @@ def default_view(hive: Hive, devices: list[Device]) -> str:
         f"| {'Processes:':<76} |",
         f"|  {'GPU        PID  Process Name          GTT_MEM  VRAM_MEM  MEM_USAGE     CU %':<75} |",
         "|" + "=" * 78 + "|",
-        f"|  {'No running processes found':<75} |",
+        *(_process_rows(hive, devices) or [f"|  {'No running processes found':<75} |"]),
         "+" + "-" * 78 + "+",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _gb(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB"
+
+
+def _process_rows(hive: Hive, devices: list[Device]) -> list[str]:
+    """One row per live engine per device it holds (engines.py; dead ones are reaped when the
+    hive is read), in the layout of the real 7.0 capture. Pid-less ``processes`` have no row."""
+    from .engines import ENGINE_NAME, ENGINE_PID
+
+    rows = []
+    for dev in devices:
+        part = hive.gpus[dev.gpu]["partitions"][dev.partition]
+        if part.get(ENGINE_PID) is None:
+            continue
+        vram = int(part["vram_used_mb"])
+        cu = f"{float(part['load']) * 100:.1f} %"
+        rows.append(f"|{dev.index:>5}{part[ENGINE_PID]:>11}  {ENGINE_NAME:<20}{'2.0 MB':>9}"
+                    f"{_gb(vram):>10}{_gb(vram + 512):>11}{cu:>9} |")
+    return rows

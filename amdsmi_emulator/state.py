@@ -12,8 +12,10 @@ State file (JSON, one per emulated node)::
         {"bus": "0c", "serial": "0x39BC...", "oam_id": 2,
          "compute_mode": "SPX", "memory_mode": "NPS1", "pending_memory_mode": null,
          "processes": 0,               # > 0: GPU busy (compute/NPS changes refused)
+         "engine_pids": [],            # live pids of serving processes: busy too (engines.py)
          "ecc": {"correctable": 0, "uncorrectable": 0, "deferred": 0},
          "partitions": [{"load": 0.0, "vram_used_mb": 283}]}   # one per partition
+                                       # (+ "engine_pid" while an engine holds it)
       ],
       "faults": [ {fault}, ... ],      # see faults.py
       "env_fault_uses": {},            # use counts of AMD_SMI_EMULATOR_FAULT faults with "times"
@@ -26,20 +28,22 @@ State file (JSON, one per emulated node)::
 A missing file is created from the environment: ``AMD_SMI_EMULATOR_GPU`` (MI300X),
 ``AMD_SMI_EMULATOR_COUNT`` (8), ``AMD_SMI_EMULATOR_ROCM`` (7.1), ``AMD_SMI_EMULATOR_NONROOT=1``.
 Every read-modify-write holds an exclusive ``fcntl.flock`` on ``<file>.lock`` and replaces the
-file atomically (temp file + ``os.replace``).
+file atomically (temp file + ``os.replace``); that plumbing lives in ``statefile.py`` so that the
+engine emulator can share the lock without importing the hive model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from .model import Hive, new_hive, resize_partitions
+from .statefile import locked, read, write
+
+__all__ = ["EmulatorState", "default_path", "locked", "read", "read_or_create", "write"]
 
 ENV_STATE = "AMD_SMI_EMULATOR_STATE"
 DEFAULT_GPU = "MI300X"
@@ -58,40 +62,6 @@ def _env_defaults() -> dict:
 
 def default_path() -> Path:
     return Path(os.environ.get(ENV_STATE) or Path(tempfile.gettempdir()) / "amd-smi-emulator.json")
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(str(path) + ".lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def read(path: Path) -> dict | None:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except FileNotFoundError:
-        return None
-
-
-def write(path: Path, data: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def read_or_create(path: Path) -> dict:

@@ -191,6 +191,22 @@ class ModelPrecision(models.Model):
 GPU_MODEL_CHOICES = [(name, name) for name in GPU_MODELS]
 
 
+def validate_serving_command(value: str) -> None:
+    """A serving command must split into words like a shell would (it is never run by one)."""
+    import shlex
+
+    if not value.strip():
+        return
+    try:
+        words = shlex.split(value)
+    except ValueError as exc:
+        raise ValidationError(f"cannot split this command into words: {exc}") from None
+    if any(ch in value for ch in "\x00\n\r"):
+        raise ValidationError("the command must be one line without NUL characters")
+    if not words:
+        raise ValidationError("the command is empty")
+
+
 class ModelProfileQuerySet(models.QuerySet["ModelProfile"]):
     def with_related(self) -> ModelProfileQuerySet:
         return self.select_related("model", "precision")
@@ -213,6 +229,12 @@ class ModelProfile(models.Model):
     gpu_model = models.CharField("GPU model", max_length=16, choices=GPU_MODEL_CHOICES)
     context_tokens = models.PositiveIntegerField(default=8192, validators=_at_most(MAX_CONTEXT_TOKENS))
     concurrent_sequences = models.PositiveIntegerField(default=1, validators=_at_most(MAX_CONCURRENT_SEQUENCES))
+    serving_command = models.CharField(
+        max_length=500, blank=True, validators=[validate_serving_command],
+        help_text="Overrides the node's serving command for this profile, split like a shell would (no shell runs it); "
+                  "{model} is the model id, e.g. '/opt/vllm/bin/python -m vllm.entrypoints.openai.api_server'. "
+                  "The console appends the arguments it builds (--tensor-parallel-size, --max-model-len, ..., --port).",
+    )
 
     weights_gb = models.FloatField(editable=False, default=0)
     kv_cache_gb = models.FloatField(editable=False, default=0)

@@ -10,6 +10,10 @@ Every AGENT_RECONCILE_S (60 s) the reconciliation loop queues a sync of the node
 from the hardware on the node's own queue (partitions/services/reconciliation.py), so a
 database that fell behind the hardware is corrected and the correction recorded.
 
+The serving loop (every SERVING_SUPERVISE_S, 1 s) supervises the node's serving processes
+(``partitions.workloads.supervise``): this process is the only one that starts them, so an
+agent restart adopts them and never starts duplicates.
+
 The sweeper also reconciles workloads (``partitions.workloads``; model deployments plug in
 there): the node runs exactly what the database says.
 
@@ -101,6 +105,7 @@ class Agent:
             Loop(f"heartbeat-{node_name}", settings.AGENT_HEARTBEAT_S, self.heartbeat),
             Loop(f"telemetry-{node_name}", settings.TELEMETRY_INTERVAL_S, self.sample),
             Loop(f"sweeper-{node_name}", settings.AGENT_SWEEP_S, self.sweep),
+            Loop(f"serving-{node_name}", settings.SERVING_SUPERVISE_S, self.supervise),
             # The agent syncs once at start: the first reconciliation is due one interval later.
             Loop(f"reconcile-{node_name}", reconcile_interval_s(), self.reconcile, first_after=reconcile_interval_s()),
         ]
@@ -157,6 +162,10 @@ class Agent:
             log.info("re-sent reconfigurations %s", sent)
         resend_health_checks(node=node, older_than_s=max(settings.RECONFIGURATION_RESEND_AFTER_S, 60.0))
         workloads.reconcile(node=node)
+
+    def supervise(self) -> None:
+        """Supervise the node's workloads (the serving runtime's processes) and record them."""
+        workloads.supervise(node=self.node())
 
     def start(self) -> None:
         for loop in self.loops:

@@ -42,6 +42,21 @@ class Node(models.Model):
         SIMULATED = "simulated", "simulated fleet (in-process)"
         IMPORTED = "imported", "imported from captured amd-smi output"
 
+    class ServingRuntime(models.TextChoices):
+        """How the node runs model replicas (serving/runtime/): ``emulated`` simulates them in
+        the amd-smi emulator's state (no process; for scale tests); ``process`` runs one
+        serving process per replica under the node agent (vLLM on real nodes, the engine
+        emulator on emulated ones); ``kubernetes`` renders KServe InferenceServices."""
+
+        EMULATED = "emulated", "Emulated (simulated, no process)"
+        PROCESS = "process", "Process (supervised by the node agent)"
+        KUBERNETES = "kubernetes", "Kubernetes (KServe)"
+
+    # The runtime a node gets when its ``runtime`` is blank: real nodes run vLLM processes;
+    # emulator nodes simulate replicas unless set to ``process`` (the demo's nodes are: they run
+    # the engine emulator and serve real HTTP); imported nodes run nothing.
+    DEFAULT_RUNTIMES = {"amdsmi": "process", "emulator": "emulated", "simulated": "emulated"}
+
     name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
     backend = models.CharField(max_length=16, choices=Backend.choices, default=Backend.AMDSMI)
     emulated = models.BooleanField(
@@ -49,6 +64,10 @@ class Node(models.Model):
     )
     backend_options = models.JSONField(
         default=dict, blank=True, help_text="Backend settings, e.g. the emulator's state file."
+    )
+    runtime = models.CharField(
+        max_length=12, choices=ServingRuntime.choices, blank=True,
+        help_text="How its replicas run; blank: by backend (process on amd-smi nodes, emulated on emulator and simulated ones).",
     )
     amd_smi_version = models.CharField(max_length=100, blank=True)
     rocm_version = models.CharField(max_length=40, blank=True)
@@ -80,6 +99,12 @@ class Node(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def serving_runtime(self) -> str:
+        """The runtime its replicas run on: ``runtime``, or the backend's default ("" when the
+        console cannot run replicas there, e.g. an imported node)."""
+        return self.runtime or self.DEFAULT_RUNTIMES.get(self.backend, "")
 
     @property
     def schedulable(self) -> bool:

@@ -353,8 +353,8 @@ class _Run:
         names = ", ".join(running)
         if not self.op.drain:
             return f"refused: workloads use the affected partitions ({names}); request again with drain=true to stop them"
-        workloads.stop_workloads(node=self.node, gpu_indices=self.affected, reason=f"reconfiguration #{self.op.pk}")
-        self.claim.step(ops.STEP_DRAIN, f"stopped workloads: {names}")
+        stopped = workloads.stop_workloads(node=self.node, gpu_indices=self.affected, reason=f"reconfiguration #{self.op.pk}")
+        self.claim.step(ops.STEP_DRAIN, f"stopped workloads: {', '.join(stopped) or names}")
         return None
 
     def describe_apply(self) -> str:

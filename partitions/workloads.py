@@ -8,6 +8,8 @@ workloads on partitions (model deployments, ``serving``) register a provider in 
 - show: name what occupies each partition on the fleet page and in the API;
 - reconcile: on a node's agent, after an operation and on every sweep, make the node run what
   the database says;
+- supervise: on a node's agent, about every second, watch what runs there (the serving
+  runtime's processes: readiness, restarts) and record it;
 - sample: on a node's agent, after every telemetry sample (the emulated serving runtime feeds
   its synthetic request metrics there).
 
@@ -43,6 +45,10 @@ class WorkloadProvider(Protocol):
 
     def reconcile(self, *, node: Any) -> None:
         """On the node's agent: start and stop what the database says should run there."""
+
+    def supervise(self, *, node: Any) -> None:
+        """On the node's agent, about every second: supervise what runs there (readiness,
+        restarts) and record it."""
 
     def after_sample(self, *, node: Any, interval_s: float) -> None:
         """On the node's agent, after each telemetry sample."""
@@ -83,6 +89,11 @@ def attach_occupants(partitions: list[Any]) -> dict[int, Occupant]:
 def reconcile(*, node: Any) -> None:
     for provider in _PROVIDERS:
         provider.reconcile(node=node)
+
+
+def supervise(*, node: Any) -> None:
+    for provider in _PROVIDERS:
+        provider.supervise(node=node)
 
 
 def after_sample(*, node: Any, interval_s: float) -> None:

@@ -126,3 +126,32 @@ def workload_spec(
         container=container,
         notes=tuple(notes),
     )
+
+
+DEFAULT_ENGINE_COMMAND = "vllm serve {model}"
+
+
+def serving_command(template: str, spec: WorkloadSpec, *, model_id: str, host: str, port: str) -> tuple[str, ...]:
+    """The argv that starts one replica's server: ``template`` split like a shell would (no
+    shell runs it), with ``{model}`` in any word replaced by ``model_id`` after splitting (so a
+    model id cannot add words), then the spec's arguments, ``--host`` and ``--port``.
+
+    ``vllm serve {model}`` takes the model as its first argument; a template without
+    ``{model}`` (e.g. ``python -m vllm.entrypoints.openai.api_server``) gets ``--model``.
+    """
+    import shlex
+
+    try:
+        words = shlex.split(template)
+    except ValueError as exc:
+        raise IsolationError(f"serving command {template!r}: {exc}") from None
+    if not words:
+        raise IsolationError("the serving command is empty")
+    named = any("{model}" in w for w in words)
+    argv = [w.replace("{model}", model_id) for w in words]
+    args = list(spec.args)
+    if args and args[0] == model_id:
+        args = args[1:]
+    if not named:
+        argv += ["--model", model_id]
+    return (*argv, *args, "--host", host, "--port", port)

@@ -8,6 +8,11 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from partitions.models import Node
+
+# How a node runs replicas: a node setting (partitions.models.Node.ServingRuntime).
+Runtime = Node.ServingRuntime
+
 
 class DeploymentQuerySet(models.QuerySet["Deployment"]):
     def active(self) -> DeploymentQuerySet:
@@ -18,6 +23,7 @@ class DeploymentQuerySet(models.QuerySet["Deployment"]):
             models.Prefetch("slots", queryset=DeploymentSlot.objects.select_related("partition__gpu__node")
                             .order_by("replica", "partition__logical_index")),
             "moves",
+            models.Prefetch("copies", queryset=Replica.objects.select_related("node").order_by("replica", "key")),
         )
 
 
@@ -63,6 +69,8 @@ class Deployment(models.Model):
     pin_gpu_index = models.PositiveSmallIntegerField(null=True, blank=True)
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
     state_message = models.TextField(blank=True)
+    runtime = models.CharField(max_length=12, choices=Runtime.choices, blank=True,
+                               help_text="The runtime its replicas run on (the nodes' runtime when it was bound).")
     planned_slots = models.JSONField(default=list, blank=True, help_text="Where a plan puts the replicas before the partitions exist.")
     plan = models.ForeignKey("planning.Plan", on_delete=models.SET_NULL, null=True, blank=True, related_name="deployments")
     requested_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
@@ -114,6 +122,64 @@ class DeploymentSlot(models.Model):
         return f"{self.deployment.name}[{self.replica}] on {self.partition}"
 
 
+class ReplicaQuerySet(models.QuerySet["Replica"]):
+    def routable(self) -> ReplicaQuerySet:
+        """Ready copies with an endpoint, of deployments that hold their partitions: what the
+        gateway sends requests to."""
+        return self.filter(state=Replica.State.READY, deployment__state__in=Deployment.BOUND_STATES).exclude(endpoint="")
+
+
+class Replica(models.Model):
+    """One running copy of a deployment's replica, as its node's runtime reports it.
+
+    A replica is usually one copy; while it moves make-before-break it has two (the old one
+    keeps serving until the new one is ready), so a row is keyed by the replica and the first
+    partition of its copy (``key``). The node agent writes these rows from what its runtime
+    sees; the gateway routes to ``ready`` rows (``endpoint``); pages, the API and the
+    WebSocket show them. Rows of stopped copies stay ``stopped`` for a while (their reason and
+    last log lines are what an operator reads) and are pruned by the agent.
+
+    States: ``starting`` (process started, not healthy yet) → ``ready`` (``/health`` and
+    ``/v1/models`` answer) → ``restarting`` (exited or stopped answering; restarted with
+    backoff) → ``ready`` again, or ``failed`` (crashed too often, or never healthy within the
+    start timeout: ``reason`` and ``log_tail`` say why); ``stopped`` when its slot is freed.
+    """
+
+    class State(models.TextChoices):
+        STARTING = "starting", "Starting"
+        READY = "ready", "Ready"
+        RESTARTING = "restarting", "Restarting"
+        FAILED = "failed", "Failed"
+        STOPPED = "stopped", "Stopped"
+
+    LIVE_STATES = ("starting", "ready", "restarting")
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="copies")
+    replica = models.PositiveSmallIntegerField()
+    node = models.ForeignKey("partitions.Node", on_delete=models.CASCADE, related_name="replica_copies")
+    key = models.CharField(max_length=100, unique=True, help_text="<deployment id>-<replica>-<first partition id>.")
+    partitions = models.JSONField(default=list, help_text="[{gpu_index, partition_index, logical_index}] of this copy.")
+    runtime = models.CharField(max_length=12, choices=Runtime.choices)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.STARTING)
+    endpoint = models.CharField(max_length=200, blank=True, help_text="Base URL of its OpenAI-compatible server (blank: none).")
+    served_model = models.CharField(max_length=200, blank=True, help_text="The model name its server answers to.")
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True, help_text="Why it is restarting, failed or stopped.")
+    log_tail = models.TextField(blank=True, help_text="Its last log lines (on failure).")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ReplicaQuerySet.as_manager()
+
+    class Meta:
+        ordering = ("deployment", "replica", "key")
+        indexes = [models.Index(fields=("state",), name="replica_state_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment.name}[{self.replica}] {self.state} on {self.node.name}"
 
 
 class ReplicaMove(models.Model):

@@ -17,6 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -31,7 +32,7 @@ from partitions.workloads import Occupant
 from planning import occupancy, placement, planner
 from planning.models import Plan
 from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, validate_demands
-from serving.models import Deployment, DeploymentSlot, ReplicaMove, describe_slots
+from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove, describe_slots
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def apply_plan_deployments(*, plan: Plan, result: dict[str, Any], user: Any) -> 
 
 
 def _plan_move(deployment: Deployment, moved: dict[str, Any], plan: Plan) -> ReplicaMove:
-    from serving.runtime import emulated as runtime
+    from serving.runtime import runtime_for
 
     replica = moved["replica"]
     target = list(moved["to"])
@@ -283,7 +284,7 @@ def _plan_move(deployment: Deployment, moved: dict[str, Any], plan: Plan) -> Rep
     strategy, why = (MBB, "") if moved.get("move") == "make-before-break" else (STS, "")
     if strategy == MBB:
         nodes = {n.name: n for n in Node.objects.filter(name__in={s["node"] for s in target})}
-        if not all(name in nodes and runtime.can_run(nodes[name]) for name in {s["node"] for s in target}):
+        if not all(name in nodes and runtime_for(nodes[name]) is not None for name in {s["node"] for s in target}):
             strategy, why = STS, "; no serving runtime on the target node to confirm the new copy runs"
     if strategy == MBB:
         try:
@@ -426,19 +427,160 @@ def _rebind_source(move: ReplicaMove) -> bool:
 
 def _node_slots(node: Node) -> list[DeploymentSlot]:
     return list(DeploymentSlot.objects.filter(partition__gpu__node=node, deployment__state__in=BOUND)
-                .select_related("deployment__profile", "partition__gpu"))
+                .select_related("deployment__profile__model", "partition__gpu"))
 
 
 def _run_node(node: Node) -> None:
     """Make the node run exactly its bound slots (start new ones, stop freed ones)."""
-    from serving.runtime import emulated as runtime
+    from serving.runtime import runtime_for
+
+    runtime = runtime_for(node)
+    if runtime is not None:
+        _apply_runtime(node, runtime)
+
+
+def _apply_runtime(node: Node, runtime: Any, *, supervise: bool = False) -> bool:
+    """Hand the node's bound slots to its runtime as copies and record what it says: the
+    ``Replica`` rows, ``started_at`` of the slots whose copy is ready (cleared while it is
+    failed), and a degraded deployment for a failed copy. Returns whether anything changed."""
+    from serving.runtime.base import FAILED, READY, STOPPED
 
     slots = _node_slots(node)
-    runtime.reconcile(node, [
-        runtime.ReplicaSlot(s.partition.gpu.index, s.partition.index, s.deployment.profile.replica_memory_gb)
-        for s in slots
-    ])
-    DeploymentSlot.objects.filter(pk__in=[s.pk for s in slots], started_at__isnull=True).update(started_at=timezone.now())
+    copies, bad = _copies(node, slots)
+    statuses = dict((runtime.supervise if supervise else runtime.reconcile)(node, list(copies.values())))
+    for key, reason in bad.items():
+        statuses[key] = _failed_status(key, reason)
+    now = timezone.now()
+    changed = False
+    existing = {r.key: r for r in Replica.objects.filter(node=node).exclude(state=STOPPED)}
+    with transaction.atomic():
+        for key, copy_slots in _group_copies(slots).items():
+            status = statuses.get(key)
+            if status is None:
+                continue
+            row = existing.pop(key, None)
+            changed |= _write_replica(node, runtime.name, row, copy_slots, status, now)
+            ready_ids = [s.pk for s in copy_slots if s.started_at is None]
+            if status.state == READY and ready_ids:
+                DeploymentSlot.objects.filter(pk__in=ready_ids).update(started_at=now)
+                changed = True
+            elif status.state == FAILED and any(s.started_at is not None for s in copy_slots):
+                DeploymentSlot.objects.filter(pk__in=[s.pk for s in copy_slots]).update(started_at=None)
+                changed = True
+            if status.state == FAILED:
+                _degrade_for_failed_copy(copy_slots[0].deployment, copy_slots[0].replica, status.reason)
+        for row in existing.values():  # copies whose slots are gone: stopped by the runtime above
+            status = statuses.get(row.key)
+            row.state, row.endpoint = STOPPED, ""
+            row.reason = (status.reason if status and status.reason else "its partitions were freed")[:2000]
+            row.save(update_fields=["state", "endpoint", "reason", "updated_at"])
+            changed = True
+        if changed:
+            from serving.events import publish_replicas_changed
+
+            publish_replicas_changed({s.deployment_id for s in slots} | {r.deployment_id for r in existing.values()})
+    Replica.objects.filter(node=node, state=STOPPED, updated_at__lt=now - REPLICA_ROW_KEEP).delete()
+    return changed
+
+
+# Stopped copies' rows stay this long (their reason is what an operator reads), then go.
+REPLICA_ROW_KEEP = timedelta(hours=1)
+
+
+def _failed_status(key: str, reason: str) -> Any:
+    from serving.runtime.base import FAILED, CopyStatus
+
+    return CopyStatus(key=key, state=FAILED, reason=reason)
+
+
+def _copy_key(deployment_id: int, replica: int, slots: Sequence[DeploymentSlot]) -> str:
+    return f"d{deployment_id}-r{replica}-p{min(s.partition_id for s in slots)}"
+
+
+def _group_copies(slots: Sequence[DeploymentSlot]) -> dict[str, list[DeploymentSlot]]:
+    """Slots by copy: a replica's active slots are one copy, its retiring ones (the old copy of
+    a make-before-break move) another."""
+    groups: dict[tuple[int, int, str], list[DeploymentSlot]] = {}
+    for slot in slots:
+        groups.setdefault((slot.deployment_id, slot.replica, slot.state), []).append(slot)
+    return {_copy_key(dep, replica, group): group for (dep, replica, _), group in groups.items()}
+
+
+def _copies(node: Node, slots: Sequence[DeploymentSlot]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The copies the node's bound slots ask for, and the keys of those that cannot run (why)."""
+    from serving.isolation import DeviceBinding, IsolationError, workload_spec
+    from serving.runtime.base import CopySpec
+
+    per_gpu = Counter(Partition.objects.filter(gpu__node=node).values_list("gpu_id", flat=True))
+    copies: dict[str, Any] = {}
+    bad: dict[str, str] = {}
+    for key, group in _group_copies(slots).items():
+        deployment = group[0].deployment
+        profile = deployment.profile
+        model = profile.model
+        bindings = tuple(
+            DeviceBinding(node=node.name, gpu_index=s.partition.gpu.index, partition_index=s.partition.index,
+                          logical_index=s.partition.logical_index, render_node=s.partition.render_node or None,
+                          memory_gb=s.partition.memory_gb or 0.0)
+            for s in sorted(group, key=lambda s: s.partition.logical_index)
+        )
+        copy = CopySpec(
+            key=key, deployment=deployment.name, replica=group[0].replica, model=model.hf_id, bindings=bindings,
+            memory_gb=profile.replica_memory_gb, max_model_len=min(profile.context_tokens, model.context_length),
+            params_b=model.active_params_b or model.total_params_b,
+            compute_share=1.0 / max(1, per_gpu[group[0].partition.gpu_id]), command=profile.serving_command,
+        )
+        try:
+            workload_spec(bindings=bindings, model_id=copy.model, memory_required_gb=copy.memory_gb,
+                          max_model_len=copy.max_model_len, served_model_name=copy.deployment)
+        except IsolationError as exc:
+            bad[key] = f"cannot start on these partitions: {exc}"
+            continue
+        copies[key] = copy
+    return copies, bad
+
+
+def _write_replica(node: Node, runtime: str, row: Replica | None, slots: Sequence[DeploymentSlot], status: Any, now: Any) -> bool:
+    """Create or update one copy's row from its status; True when something changed."""
+    from datetime import UTC, datetime
+
+    def when(epoch: float | None) -> Any:
+        return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
+
+    first = slots[0]
+    values = {
+        "state": status.state, "endpoint": status.endpoint, "pid": status.pid, "port": status.port,
+        "restarts": status.restarts, "reason": status.reason[:2000], "runtime": runtime,
+        "started_at": when(status.started_at), "ready_at": when(status.ready_at),
+    }
+    if status.log_tail or status.state in ("failed", "restarting"):
+        values["log_tail"] = status.log_tail[-8000:]
+    if row is None:
+        Replica.objects.update_or_create(key=_copy_key(first.deployment_id, first.replica, slots), defaults={
+            **values, "deployment_id": first.deployment_id, "replica": first.replica, "node": node,
+            "served_model": first.deployment.name,
+            "partitions": [{"gpu_index": s.partition.gpu.index, "partition_index": s.partition.index,
+                            "logical_index": s.partition.logical_index} for s in slots],
+        })
+        return True
+    dirty = [field for field, value in values.items() if getattr(row, field) != value]
+    if not dirty:
+        return False
+    for field in dirty:
+        setattr(row, field, values[field])
+    row.save(update_fields=[*dirty, "updated_at"])
+    return True
+
+
+def _degrade_for_failed_copy(deployment: Deployment, replica: int, reason: str) -> None:
+    message = f"replica {replica} failed: {reason}"[:2000]
+    current = Deployment.objects.select_for_update().filter(pk=deployment.pk, state__in=BOUND).first()
+    if current is None or message in current.state_message:
+        return
+    if current.state in (Deployment.State.SCHEDULED, Deployment.State.RUNNING):
+        _transition(current, Deployment.State.DEGRADED, message)
+    else:
+        _say(current, "; ".join(filter(None, [message, current.state_message]))[:2000])
 
 
 def _new_copy_runs(deployment: Deployment, replica: int) -> bool:
@@ -486,23 +628,40 @@ def reconcile_node(*, node: Node) -> None:
     """Make the node's running replicas match the database (on its agent): bind what waited
     for partitions, start bound replicas, stop freed ones, carry moves on (the new copy
     first, then the old one), and make every deployment's state say what runs."""
-    from serving.runtime import emulated as runtime
-
     with _node_lock(node):
-        _reconcile_node(node, runtime)
+        _reconcile_node(node)
 
 
-def _reconcile_node(node: Node, runtime: Any) -> None:
+def supervise_node(*, node: Node) -> None:
+    """The agent's supervision tick (every SERVING_SUPERVISE_S, in the agent's loops process):
+    converge the node's runtime on its bound slots, probe and restart its processes, and write
+    what changed into the ``Replica`` rows (and the slots' ``started_at``, the deployments'
+    states). A node whose runtime has no processes only records its copies."""
+    from serving.runtime import runtime_for
+
+    runtime = runtime_for(node)
+    if runtime is None:
+        return
+    with _node_lock(node):
+        changed = _apply_runtime(node, runtime, supervise=True)
+        if changed:
+            notes = _finish_moves(node, run=True)
+            settle_deployments(notes=notes)
+
+
+def _reconcile_node(node: Node) -> None:
+    from serving.runtime import runtime_for
+
     schedule_pending_deployments()
-    run = runtime.can_run(node)
-    if run:
-        _run_node(node)
+    runtime = runtime_for(node)
+    if runtime is not None:
+        _apply_runtime(node, runtime)
     else:
         slots = _node_slots(node)
         Deployment.objects.filter(pk__in={s.deployment_id for s in slots}, state="scheduled").exclude(
             state_message__startswith="scheduled on a node without"
         ).update(state_message="scheduled on a node without a serving runtime: start the replicas with the workload spec")
-    notes = _finish_moves(node, run=run)
+    notes = _finish_moves(node, run=runtime is not None)
     settle_deployments(notes=notes)
 
 
@@ -539,6 +698,10 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
     moving: dict[int, dict[int, ReplicaMove]] = {pk: {} for pk in ids}
     for move in ReplicaMove.objects.filter(deployment_id__in=ids, state__in=ReplicaMove.ACTIVE_STATES):
         moving[move.deployment_id][move.replica] = move
+    failed: dict[int, list[str]] = {}
+    for dep_id, replica, reason in Replica.objects.filter(deployment_id__in=ids, state=Replica.State.FAILED).values_list(
+            "deployment_id", "replica", "reason"):
+        failed.setdefault(dep_id, []).append(f"replica {replica} failed: {reason}")
     for deployment in deployments:
         need = deployment.profile.gpus_needed or 1
         h, s, moves = held[deployment.pk], started[deployment.pk], moving[deployment.pk]
@@ -556,7 +719,9 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
         else:
             target = deployment.state  # bound, starting: scheduled stays scheduled, degraded until it runs
         lost = [r for r in missing if r not in moves]
-        if target == deployment.state and not moves and (
+        if failed.get(deployment.pk) and target != Deployment.State.FAILED:
+            target = Deployment.State.DEGRADED
+        if target == deployment.state and not moves and not failed.get(deployment.pk) and (
                 target != Deployment.State.DEGRADED or deployment.state_message.endswith(_serving_suffix(serving, deployment.replicas))):
             continue  # nothing new to say
         if target == Deployment.State.RUNNING:
@@ -570,7 +735,7 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
             if target == Deployment.State.FAILED:
                 message = "no replica holds its partitions: " + "; ".join(extra)
             else:
-                message = "; ".join(filter(None, [_moves_message(deployment, []), *extra,
+                message = "; ".join(filter(None, [_moves_message(deployment, []), *failed.get(deployment.pk, []), *extra,
                                                   _serving_suffix(serving, deployment.replicas)]))
         if target == deployment.state and message[:2000] == deployment.state_message:
             continue
@@ -663,13 +828,13 @@ def _missing_replicas(deployment: Deployment) -> list[int]:
 
 
 def _run_node_if_possible(node: Node) -> None:
-    from serving.runtime import emulated as runtime
+    from serving.runtime import runtime_for
 
     with _node_lock(node):
-        run = runtime.can_run(node)
-        if run:
-            _run_node(node)
-        _finish_moves(node, run=run)
+        runtime = runtime_for(node)
+        if runtime is not None:
+            _apply_runtime(node, runtime)
+        _finish_moves(node, run=runtime is not None)
 
 
 # --- the ports serving implements (registered in serving/apps.py) -----------------------------
@@ -685,9 +850,21 @@ class DeploymentWorkloads:
         ).values_list("name", flat=True)))
 
     def stop_workloads(self, *, node: Node, gpu_indices: list[int], reason: str) -> list[str]:
+        """Drain, and say what stopped: each deployment, with the processes of its copies."""
+        def copies() -> list[Replica]:
+            return [r for r in Replica.objects.filter(node=node, state__in=Replica.LIVE_STATES).select_related("deployment")
+                    if any(p.get("gpu_index") in gpu_indices for p in r.partitions)]
+
+        before = copies()
         names = drain_replicas(node=node, gpu_indices=gpu_indices, reason=reason)
         settle_deployments()
-        return names
+        gone = {r.pk: r for r in Replica.objects.filter(pk__in=[r.pk for r in before], state=Replica.State.STOPPED)}
+        described = []
+        for name in names:
+            stopped = [f"replica {r.replica}" + (f" process {r.pid}" if r.pid else "") for r in before
+                       if r.deployment.name == name and r.pk in gone]
+            described.append(f"{name} ({', '.join(stopped)} stopped)" if stopped else name)
+        return described
 
     def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
         from django.urls import reverse
@@ -699,6 +876,9 @@ class DeploymentWorkloads:
 
     def reconcile(self, *, node: Node) -> None:
         reconcile_node(node=node)
+
+    def supervise(self, *, node: Node) -> None:
+        supervise_node(node=node)
 
     def after_sample(self, *, node: Node, interval_s: float) -> None:
         from serving.runtime.emulated import feed_emulated_serving

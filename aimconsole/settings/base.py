@@ -289,6 +289,29 @@ TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0, above=
 PLACEMENT_EXACT_TIME_BUDGET_S = env.float("PLACEMENT_EXACT_TIME_BUDGET_S", default=2.0, minimum=0)
 PLAN_TIME_BUDGET_S = env.float("AIM_PLAN_TIME_BUDGET_S", default=30.0, above=0)
 
+# --- serving (serving/runtime/, serving/gateway/; README "Serving") ---------------------------
+# The process runtime: one serving process per replica copy, supervised by the node agent.
+# On real nodes it runs SERVING_ENGINE_COMMAND (shlex-split; "{model}" is the catalog model id)
+# followed by the arguments serving/isolation.py builds; a profile's own command overrides it.
+# On emulated nodes it runs the engine emulator (python -m engine_emulator) instead.
+SERVING_ENGINE_COMMAND = env.str("AIM_SERVING_ENGINE_COMMAND", default="vllm serve {model}")
+SERVING_DIR = Path(env.str("AIM_SERVING_DIR", default=str(VAR_DIR / "serving")))
+SERVING_HOST = env.str("AIM_SERVING_HOST", default="127.0.0.1")
+SERVING_PORT_MIN = env.int("AIM_SERVING_PORT_MIN", default=20000, minimum=1024, maximum=65535)
+SERVING_PORT_MAX = env.int("AIM_SERVING_PORT_MAX", default=29999, minimum=1024, maximum=65535)
+SERVING_START_TIMEOUT_S = env.float("AIM_SERVING_START_TIMEOUT_S", default=600.0, above=0)
+SERVING_STOP_GRACE_S = env.float("AIM_SERVING_STOP_GRACE_S", default=15.0, minimum=0)
+SERVING_MAX_CRASHES = env.int("AIM_SERVING_MAX_CRASHES", default=5, minimum=1)
+SERVING_CRASH_WINDOW_S = env.float("AIM_SERVING_CRASH_WINDOW_S", default=600.0, above=0)
+SERVING_BACKOFF_S = env.float("AIM_SERVING_BACKOFF_S", default=1.0, above=0)
+SERVING_BACKOFF_MAX_S = env.float("AIM_SERVING_BACKOFF_MAX_S", default=60.0, above=0)
+# The agent's supervision tick (readiness probes, restarts) and the engine emulator's speed
+# (a multiplier on its delays; 1 = the documented timing).
+SERVING_SUPERVISE_S = env.float("AIM_SERVING_SUPERVISE_S", default=1.0, above=0)
+# The inference gateway (serving/gateway/, ``manage.py run_gateway``).
+GATEWAY_PORT = env.int("AIM_GATEWAY_PORT", default=8001, minimum=1, maximum=65535)
+ENGINE_EMULATOR_TIME_SCALE = env.float("AIM_ENGINE_EMULATOR_TIME_SCALE", default=1.0, above=0)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -60,6 +60,8 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
     memory_mode = _mode_field(MEMORY_CHOICES, "Node-level NPS mode; empty when its GPUs disagree or none was reported.")
     schedulable = serializers.BooleanField(read_only=True)
     gpu_count = serializers.SerializerMethodField()
+    serving_runtime = serializers.CharField(read_only=True, help_text="The runtime its replicas run on: its runtime setting, "
+                                            "or the backend's default (blank: the console runs none there).")
 
     class Meta:
         model = Node
@@ -67,6 +69,7 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
             "id", "name", "backend", "emulated", "amd_smi_version", "rocm_version", "memory_mode",
             "agent_heartbeat_at", "agent_alive", "agent_lease_holder", "agent_lease_expires_at", "last_synced_at",
             "sync_error", "layout_problem", "schedulable", "reconciled_at", "reconcile_changes", "gpu_count",
+            "runtime", "serving_runtime",
         )
         read_only_fields = fields
 

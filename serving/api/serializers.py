@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import shlex
+
 from rest_framework import serializers
 
 from planning.api.serializers import DemandSerializer
-from serving.models import Deployment, DeploymentSlot, ReplicaMove
+from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove
 
 
 class DeploymentSlotSerializer(serializers.ModelSerializer[DeploymentSlot]):
@@ -32,6 +34,22 @@ class ReplicaMoveSerializer(serializers.ModelSerializer[ReplicaMove]):
         read_only_fields = fields
 
 
+class ReplicaSerializer(serializers.ModelSerializer[Replica]):
+    """One running copy of a replica as its node's runtime reports it: ``state`` (starting,
+    ready, restarting, failed, stopped), ``endpoint`` (its server's base URL; blank for the
+    emulated runtime, which has none), restarts, and on failure ``reason`` and ``log_tail``.
+    ``emulated``: the copy runs on an emulated node (the engine emulator, or no process)."""
+
+    node = serializers.CharField(source="node.name", read_only=True)
+    emulated = serializers.BooleanField(source="node.emulated", read_only=True)
+
+    class Meta:
+        model = Replica
+        fields = ("key", "replica", "node", "emulated", "runtime", "state", "endpoint", "served_model", "pid", "port",
+                  "restarts", "reason", "log_tail", "partitions", "started_at", "ready_at", "updated_at")
+        read_only_fields = fields
+
+
 class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     model = serializers.CharField(source="profile.model.hf_id", read_only=True)
     precision = serializers.CharField(source="profile.precision.code", read_only=True)
@@ -39,6 +57,7 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     memory_required_gb = serializers.FloatField(source="profile.memory_required_gb", read_only=True)
     slots = DeploymentSlotSerializer(many=True, read_only=True)
     moves = ReplicaMoveSerializer(many=True, read_only=True)
+    copies = ReplicaSerializer(many=True, read_only=True, help_text="The replicas' running copies, as their nodes' runtimes report them.")
     workloads = serializers.SerializerMethodField(help_text="Per replica: env, devices, vLLM args, container fragment")
     pin_node = serializers.CharField(source="pin_node.name", read_only=True, default=None)
 
@@ -46,7 +65,7 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
         model = Deployment
         fields = (
             "id", "name", "state", "state_message", "profile", "model", "precision", "gpu_model", "memory_required_gb",
-            "replicas", "priority", "spread", "pin_node", "pin_gpu_index", "plan", "planned_slots", "slots", "moves", "workloads",
+            "replicas", "priority", "spread", "pin_node", "pin_gpu_index", "plan", "planned_slots", "slots", "moves", "copies", "runtime", "workloads",
             "created_at", "updated_at",
         )
         read_only_fields = fields
@@ -76,7 +95,8 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
             except IsolationError as exc:
                 out.append({"replica": replica, "error": str(exc)})
                 continue
-            out.append({"replica": replica, "env": spec.env, "alternative_env": spec.alternative_env,
+            command = shlex.join(("vllm", "serve", *spec.args))
+            out.append({"replica": replica, "command": command, "env": spec.env, "alternative_env": spec.alternative_env,
                         "devices": list(spec.devices), "args": list(spec.args), "container": spec.container, "notes": list(spec.notes)})
         return out
 

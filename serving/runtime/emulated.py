@@ -1,10 +1,11 @@
-"""Starting and stopping model replicas on a node (called on that node's agent).
+"""The ``emulated`` runtime: replicas simulated in the amd-smi emulator's state, no process.
 
-On emulated nodes a running replica is simulated in the amd-smi emulator's state: its
-partition shows load and VRAM use in telemetry, and its GPU has a process, so amd-smi refuses
-to repartition that GPU (BUSY) exactly as real hardware would. On real nodes the console has no
-serving runtime of its own yet (the KServe integration comes later): replicas stay
-``scheduled`` and the workload spec (serving/isolation.py) tells a deployer how to start them.
+A running copy puts load and VRAM use on its partitions in telemetry, and counts as a process
+on its GPU, so amd-smi refuses to repartition that GPU (BUSY) exactly as real hardware would.
+It has no endpoint (nothing answers requests: the gateway never routes to it); its requests
+are synthetic and labelled ``emulated="true"`` in the metrics (``feed_emulated_serving``).
+Kept for scale tests and for fleets too large to run a process per replica; the demo's nodes
+use the ``process`` runtime with the engine emulator instead, which serves real HTTP.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -21,23 +22,14 @@ from django.conf import settings
 
 from aimconsole import counters
 from partitions.models import Node
+from serving.runtime.base import READY, CopySpec, CopyStatus
 
 log = logging.getLogger(__name__)
 
+name = "emulated"
+
 # Emulated load of a serving replica: steady decode traffic.
 EMULATED_LOAD = 0.65
-
-
-@dataclass(frozen=True)
-class ReplicaSlot:
-    gpu_index: int
-    partition_index: int
-    memory_gb: float  # what the replica uses (GiB)
-
-
-def can_run(node: Node) -> bool:
-    """Whether the console can start replicas on this node itself."""
-    return node.backend == Node.Backend.EMULATOR
 
 
 def _emulator(node: Node):
@@ -46,27 +38,33 @@ def _emulator(node: Node):
     return EmulatorState.load(node.backend_options["state_file"])
 
 
-def reconcile(node: Node, slots: Sequence[ReplicaSlot]) -> None:
-    """Make the node run exactly ``slots`` (level-triggered, idempotent): every listed
-    partition under load, every other partition idle, one process per replica on each GPU.
-    Processes the console did not start (``processes`` beyond ``console_replicas``) are kept."""
-    if not can_run(node):
-        raise RuntimeError(f"{node.name}: no serving runtime for backend {node.backend}")
-    wanted = {(s.gpu_index, s.partition_index): s for s in slots}
+def reconcile(node: Node, copies: Sequence[CopySpec]) -> Mapping[str, CopyStatus]:
+    """Make the node run exactly ``copies`` (level-triggered, idempotent): every partition of a
+    copy under load, every other partition idle, one process per copy on each of its GPUs.
+    Processes the console did not start (``processes`` beyond ``console_replicas``) are kept.
+    Every copy is ready at once."""
+    if node.backend != Node.Backend.EMULATOR:
+        raise RuntimeError(f"{node.name}: the emulated runtime needs an amd-smi emulator node, not {node.backend}")
+    wanted = {(b.gpu_index, b.partition_index): c.memory_gb for c in copies for b in c.bindings}
     state = _emulator(node)
     with state.transaction() as data:
         for gpu_index, gpu in enumerate(data["gpus"]):
             replicas = 0
             for part_index, part in enumerate(gpu["partitions"]):
-                slot = wanted.get((gpu_index, part_index))
-                if slot is None:
+                memory_gb = wanted.get((gpu_index, part_index))
+                if memory_gb is None:
                     part["load"], part["vram_used_mb"] = 0.0, 0
                 else:
-                    part["load"], part["vram_used_mb"] = EMULATED_LOAD, int(slot.memory_gb * 1024)
+                    part["load"], part["vram_used_mb"] = EMULATED_LOAD, int(memory_gb * 1024)
                     replicas += 1
             external = max(0, int(gpu.get("processes", 0)) - int(gpu.get("console_replicas", 0)))
             gpu["console_replicas"] = replicas
             gpu["processes"] = external + replicas
+    now = time.time()
+    return {c.key: CopyStatus(key=c.key, state=READY, started_at=now, ready_at=now) for c in copies}
+
+
+supervise = reconcile
 
 
 # Synthetic traffic of one emulated replica (serving/runtime/emulated.py puts EMULATED_LOAD on it).

@@ -52,3 +52,24 @@ def test_unknown_render_node_is_said_not_invented():
     spec = workload_spec(bindings=[binding(4, render=None)], model_id="m", memory_required_gb=1, max_model_len=10)
     assert spec.devices == ("/dev/kfd",)
     assert any("render node unknown" in note for note in spec.notes)
+
+
+def test_serving_command_splits_the_template_and_never_lets_the_model_add_words():
+    from serving.isolation import serving_command
+
+    spec = workload_spec(bindings=[binding(3)], model_id="org/m x;rm", memory_required_gb=1, max_model_len=128)
+    argv = serving_command("vllm serve {model}", spec, model_id="org/m x;rm", host="127.0.0.1", port="{port}")
+    assert argv[:3] == ("vllm", "serve", "org/m x;rm")
+    assert argv.count("org/m x;rm") == 1 and argv[-4:] == ("--host", "127.0.0.1", "--port", "{port}")
+    assert "--tensor-parallel-size" in argv and "--max-model-len" in argv
+
+
+def test_serving_command_without_a_model_placeholder_passes_it_as_an_option():
+    from serving.isolation import serving_command
+
+    spec = workload_spec(bindings=[binding(0)], model_id="m", memory_required_gb=1, max_model_len=64)
+    argv = serving_command("'/opt/v env/bin/python' -m vllm.entrypoints.openai.api_server", spec, model_id="m",
+                           host="h", port="1")
+    assert argv[:5] == ("/opt/v env/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m")
+    with pytest.raises(IsolationError):
+        serving_command("'unclosed", spec, model_id="m", host="h", port="1")

@@ -2,7 +2,8 @@
 
 Each node gets an amd-smi emulator state file under ``var/emulator/`` and a Node row
 (backend "emulator", labelled emulated); its inventory is then read through the real amd-smi
-backend code path, running the emulator as a subprocess.
+backend code path, running the emulator as a subprocess. Their replicas run as real processes
+(the ``process`` runtime starting the engine emulator) unless ``--runtime emulated``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Command(BaseCommand):
         parser.add_argument("--rocm", default="7.1", help="emulated ROCm version (6.1 … 7.13)")
         parser.add_argument("--prefix", default="emu-node-")
         parser.add_argument("--state-dir", default=None, help="default: var/emulator")
+        parser.add_argument("--runtime", default="process", choices=[c for c in Node.ServingRuntime.values if c != "kubernetes"],
+                            help="how replicas run: process (the engine emulator serves real HTTP; default) or emulated (simulated)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not 1 <= options["nodes"] <= 64 or not 1 <= options["gpus"] <= 16:
@@ -44,7 +47,7 @@ class Command(BaseCommand):
             node, created = Node.objects.update_or_create(
                 name=name,
                 defaults={"backend": Node.Backend.EMULATOR, "emulated": True,
-                          "backend_options": {"state_file": str(state_file)}},
+                          "backend_options": {"state_file": str(state_file)}, "runtime": options["runtime"]},
             )
             try:
                 result = sync_node(node=node)

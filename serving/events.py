@@ -1,0 +1,83 @@
+"""Replica changes, announced to whoever routes or shows replicas.
+
+Two channels, both best-effort (the ``Replica`` rows stay the source of truth; a listener that
+missed an event catches up on its next periodic read):
+
+- Redis pub/sub channel ``<REDIS_KEY_PREFIX>serving:replicas`` (``replicas_channel()``): the
+  inference gateway's processes listen and re-read the routable replicas at once. Message:
+  JSON ``{"deployments": [ids], "at": epoch seconds}``.
+- Channel-layer group ``serving.replicas``: the WebSocket consumers of deployment pages.
+  Event ``{"type": "replicas.changed", "deployments": [ids], "replicas": [ReplicaPayload]}``.
+
+Publishing never raises and never blocks for long: a broken Redis must not stop an agent from
+supervising its replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+from django.conf import settings
+from django.db import transaction
+
+log = logging.getLogger(__name__)
+
+GROUP = "serving.replicas"
+
+
+class ReplicaPayload(TypedDict):
+    key: str
+    deployment: int
+    deployment_name: str
+    replica: int
+    node: str
+    runtime: str
+    state: str
+    endpoint: str
+    restarts: int
+    reason: str
+
+
+def replicas_channel() -> str:
+    return f"{settings.REDIS_KEY_PREFIX}serving:replicas"
+
+
+def payload(replica: Any) -> ReplicaPayload:
+    return ReplicaPayload(
+        key=replica.key, deployment=replica.deployment_id, deployment_name=replica.deployment.name,
+        replica=replica.replica, node=replica.node.name, runtime=replica.runtime, state=replica.state,
+        endpoint=replica.endpoint, restarts=replica.restarts, reason=replica.reason[:500],
+    )
+
+
+def publish_replicas_changed(deployment_ids: Iterable[int], replicas: Iterable[Any] = ()) -> None:
+    """After the current transaction commits: tell the gateways and the pages that these
+    deployments' replicas changed (state, endpoint, a copy added or gone)."""
+    ids = sorted(set(deployment_ids))
+    if not ids:
+        return
+    rows = [payload(r) for r in replicas]
+    transaction.on_commit(lambda: _publish(ids, rows))
+
+
+def _publish(ids: list[int], rows: list[ReplicaPayload]) -> None:
+    from aimconsole import counters
+
+    message = json.dumps({"deployments": ids, "at": time.time()})
+    try:
+        counters.redis_client().publish(replicas_channel(), message)
+    except Exception:  # noqa: BLE001 — best-effort: the gateways re-read periodically
+        log.warning("could not publish replica changes to Redis", exc_info=True)
+    try:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(GROUP, {"type": "replicas.changed", "deployments": ids, "replicas": rows})
+    except Exception:  # noqa: BLE001 — best-effort, as above
+        log.warning("could not publish replica changes to the channel layer", exc_info=True)
