@@ -24,7 +24,7 @@ class GPUInline(admin.TabularInline):
 
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "emulated", "memory_mode", "rocm_version", "agent_heartbeat_at", "last_synced_at")
+    list_display = ("name", "backend", "emulated", "runtime", "memory_mode", "rocm_version", "agent_heartbeat_at", "last_synced_at")
     list_filter = ("backend", "emulated", "memory_mode")
     search_fields = ("name",)
     readonly_fields = ("amd_smi_version", "rocm_version", "memory_mode", "agent_heartbeat_at", "last_synced_at", "sync_error", "created_at")

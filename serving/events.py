@@ -6,8 +6,9 @@ missed an event catches up on its next periodic read):
 - Redis pub/sub channel ``<REDIS_KEY_PREFIX>serving:replicas`` (``replicas_channel()``): the
   inference gateway's processes listen and re-read the routable replicas at once. Message:
   JSON ``{"deployments": [ids], "at": epoch seconds}``.
-- Channel-layer group ``serving.replicas``: the WebSocket consumers of deployment pages.
-  Event ``{"type": "replicas.changed", "deployments": [ids], "replicas": [ReplicaPayload]}``.
+- Channel-layer group ``serving.deployment.<id>`` per deployment: the WebSocket consumers of
+  deployment pages (``/ws/deployments/<id>/``, serving/consumers.py), which re-read and send
+  the deployment's copies. Event ``{"type": "replicas.changed", "deployment": id}``.
 
 Publishing never raises and never blocks for long: a broken Redis must not stop an agent from
 supervising its replicas.
@@ -26,7 +27,10 @@ from django.db import transaction
 
 log = logging.getLogger(__name__)
 
-GROUP = "serving.replicas"
+
+
+def deployment_group(deployment_id: int) -> str:
+    return f"serving.deployment.{deployment_id}"
 
 
 class ReplicaPayload(TypedDict):
@@ -54,17 +58,16 @@ def payload(replica: Any) -> ReplicaPayload:
     )
 
 
-def publish_replicas_changed(deployment_ids: Iterable[int], replicas: Iterable[Any] = ()) -> None:
+def publish_replicas_changed(deployment_ids: Iterable[int]) -> None:
     """After the current transaction commits: tell the gateways and the pages that these
     deployments' replicas changed (state, endpoint, a copy added or gone)."""
     ids = sorted(set(deployment_ids))
     if not ids:
         return
-    rows = [payload(r) for r in replicas]
-    transaction.on_commit(lambda: _publish(ids, rows))
+    transaction.on_commit(lambda: _publish(ids))
 
 
-def _publish(ids: list[int], rows: list[ReplicaPayload]) -> None:
+def _publish(ids: list[int]) -> None:
     from aimconsole import counters
 
     message = json.dumps({"deployments": ids, "at": time.time()})
@@ -78,6 +81,7 @@ def _publish(ids: list[int], rows: list[ReplicaPayload]) -> None:
 
         layer = get_channel_layer()
         if layer is not None:
-            async_to_sync(layer.group_send)(GROUP, {"type": "replicas.changed", "deployments": ids, "replicas": rows})
+            for pk in ids:
+                async_to_sync(layer.group_send)(deployment_group(pk), {"type": "replicas.changed", "deployment": pk})
     except Exception:  # noqa: BLE001 — best-effort, as above
         log.warning("could not publish replica changes to the channel layer", exc_info=True)

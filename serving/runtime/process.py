@@ -106,12 +106,14 @@ def supervise(node: object, copies: Sequence[CopySpec]) -> Mapping[str, CopyStat
 
 def reconcile(node: object, copies: Sequence[CopySpec]) -> Mapping[str, CopyStatus]:
     """Make the node run exactly ``copies``. In the owner (the process supervising the node)
-    that is a converge; anywhere else the copies no longer wanted are stopped through their pid
+    that is a converge and a poll (so a drain waiting for a moved copy sees it become ready);
+    anywhere else the copies no longer wanted are stopped through their pid
     files (never started: only the owner starts), and the others are reported as the owner
     last recorded them (``starting`` when unknown)."""
     sup = supervisor_for(node)
     if sup is not None:
-        return {key: _status(s) for key, s in sup.converge([process_spec(node, c) for c in copies]).items()}
+        sup.converge([process_spec(node, c) for c in copies])
+        return {key: _status(s) for key, s in sup.poll().items()}
     wanted = {c.key for c in copies}
     root = root_for(node.name)  # type: ignore[attr-defined]
     stopped = stop_unwanted(root, wanted, grace_s=settings.SERVING_STOP_GRACE_S)

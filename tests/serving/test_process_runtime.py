@@ -164,3 +164,37 @@ def test_a_copy_that_never_becomes_ready_fails_with_its_log_and_degrades_the_dep
     assert "not ready" in failed.reason and failed.log_tail
     deployment.refresh_from_db()
     assert deployment.state == "degraded" and "replica 0 failed" in deployment.state_message
+
+
+def test_a_plan_moves_a_serving_replica_and_it_serves_where_the_plan_puts_it(process_node, monkeypatch):
+    from partitions.models import Reconfiguration
+    from planning.models import Plan
+    from planning.planner import GpuTarget
+    from planning.services import apply_plan, create_plan
+
+    monkeypatch.setattr("partitions.services.reconfiguration.enqueue", lambda pk: True)  # run in this process below
+    node = process_node.node
+    deployment = create_deployment(spec=DemandSpec(name="chat", profile=small_profile(), replicas=1, pin_node=node, pin_gpu_index=0))
+    (old,) = tick_until(node, lambda: ready_copies(deployment, 1), "a ready copy")
+    plan = create_plan(gpu_targets=[GpuTarget(node=node.name, gpu_index=0, compute_mode="CPX")])
+    (displaced,) = plan.result["displaced"]
+    # The small model fits a CPX partition of the same GPU: it stops at the drain, then starts there.
+    assert displaced["move"] == "stop-then-start"
+    apply_plan(plan=Plan.objects.get(pk=plan.pk))
+    (op,) = Reconfiguration.objects.filter(plan=plan)
+    assert run_reconfiguration(op.pk) == "succeeded"  # amd-smi refuses a GPU with a live engine: the drain stopped it first
+    assert not alive(old.pid) and Replica.objects.get(pk=old.pk).state == "stopped"
+
+    def moved() -> Replica | None:
+        reconcile_node(node=node)  # the agent's sweeper binds the move's new partitions
+        return Replica.objects.filter(deployment=deployment, state="ready").first()
+
+    new = tick_until(node, moved, "the moved replica to serve")
+    target = displaced["to"][0]
+    assert (new.node.name, new.partitions[0]["gpu_index"], new.partitions[0]["partition_index"]) == (
+        target["node"], target["gpu_index"], target["partition_index"])
+    reply = httpx.post(f"{new.endpoint}/v1/completions", json={"model": "chat", "prompt": "hi", "max_tokens": 2}, timeout=10)
+    assert reply.status_code == 200
+    assert process_node.state.compute_mode(0) == "CPX"
+    deployment.refresh_from_db()
+    assert deployment.state == "running"
