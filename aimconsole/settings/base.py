@@ -295,6 +295,9 @@ PLAN_TIME_BUDGET_S = env.float("AIM_PLAN_TIME_BUDGET_S", default=30.0, above=0)
 # followed by the arguments serving/isolation.py builds; a profile's own command overrides it.
 # On emulated nodes it runs the engine emulator (python -m engine_emulator) instead.
 SERVING_ENGINE_COMMAND = env.str("AIM_SERVING_ENGINE_COMMAND", default="vllm serve {model}")
+# Variables added to a real engine's environment, KEY=VALUE separated by commas (e.g. a CPU
+# node: "VLLM_CPU_KVCACHE_SPACE=4,HF_HUB_OFFLINE=1"). Device visibility is set by the console.
+SERVING_ENGINE_ENV = env.list("AIM_SERVING_ENGINE_ENV", default=[])
 SERVING_DIR = Path(env.str("AIM_SERVING_DIR", default=str(VAR_DIR / "serving")))
 SERVING_HOST = env.str("AIM_SERVING_HOST", default="127.0.0.1")
 SERVING_PORT_MIN = env.int("AIM_SERVING_PORT_MIN", default=20000, minimum=1024, maximum=65535)

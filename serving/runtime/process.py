@@ -88,7 +88,19 @@ def process_spec(node: object, copy: CopySpec) -> ProcessSpec:
             env["AMD_SMI_EMULATOR_STATE"] = str(state_file)
     else:
         argv = serving_command(copy.command or settings.SERVING_ENGINE_COMMAND, spec, model_id=copy.model, host=host, port="{port}")
+        env = {**engine_env(settings.SERVING_ENGINE_ENV), **env}  # the console's device visibility wins
     return ProcessSpec(key=copy.key, argv=argv, env=env, served_model=copy.deployment)
+
+
+def engine_env(items: Sequence[str]) -> dict[str, str]:
+    """``SERVING_ENGINE_ENV``'s KEY=VALUE items as a mapping (a malformed item is refused)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not key.strip().replace("_", "").isalnum():
+            raise ValueError(f"AIM_SERVING_ENGINE_ENV: {item!r} is not KEY=VALUE")
+        out[key.strip()] = value
+    return out
 
 
 def _status(s: ProcessStatus) -> CopyStatus:

@@ -240,8 +240,9 @@ def _session_members(sessions: Iterable[int]) -> dict[int, list[int]]:
 def _bindable(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # Servers set SO_REUSEADDR too: a port with only TIME_WAIT connections is usable, a listening one is not.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: with it Linux lets us bind a port another process has bound but does
+        # not listen on yet (vLLM binds its port ~30 s before it listens). A port with TIME_WAIT
+        # connections then looks taken too, and is skipped: that is only a lost port, never a clash.
         try:
             sock.bind((host, port))
         except OSError:
