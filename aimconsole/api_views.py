@@ -30,8 +30,8 @@ class TokenSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[ApiT
                                         help_text="Admins may create tokens for other users; default: yourself.")
     active = serializers.BooleanField(source="is_active", read_only=True)
     prefix = serializers.SerializerMethodField()
-    scopes = ScopesField(required=False, help_text="What the token is accepted for: api (default) and/or metrics "
-                                                   "(/metrics, for Prometheus). inference is reserved.")
+    scopes = ScopesField(required=False, help_text="What the token is accepted for: api (default), metrics "
+                                                   "(/metrics, for Prometheus) and/or inference (the gateway's /v1/).")
 
     class Meta:
         model = ApiToken

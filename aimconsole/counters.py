@@ -9,10 +9,12 @@ A write never fails or stalls what it counts: after a Redis error, writers skip 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -39,10 +41,15 @@ PLACEMENT_REASONS = (
     "no_gpu_model", "unschedulable", "exceeds_gpu", "tensor_parallel", "memory_mode",
     "no_free_partition", "not_allowed_model", "concurrent", "other",
 )
-REQUEST_RESULTS = ("ok", "error")
+# "cancelled": the client went away before the response ended (the gateway closed the
+# upstream request). Only "ok" and "error" requests enter the duration histogram.
+REQUEST_RESULTS = ("ok", "error", "cancelled")
 
 # Seconds. 2.0 is the latency SLO threshold the alert rules use (le="2.0").
 REQUEST_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0)
+# Seconds: time to first token (arrival to the first streamed token) and the gap between tokens.
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5)
 OPERATION_BUCKETS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 
 
@@ -169,3 +176,95 @@ def observe_requests(model: str, durations_s: Sequence[float], *, errors: Sequen
         _write(write, f"requests of {model}")
 
 
+
+
+# --- gateway request tallies (aggregated in memory by the inference gateway) -----------------
+
+@dataclass
+class RequestTally:
+    """Requests of one (model, emulated) pair aggregated in memory between two flushes.
+
+    Histograms are per-bucket counts (not cumulative), index ``len(BUCKETS)`` being +Inf; sums
+    are seconds. ``durations``: arrival to last byte of ``ok`` and ``error`` requests
+    (``cancelled`` ones are counted in ``results`` only: a client that went away says nothing
+    about the latency SLO). ``ttft``/``itl``: streamed requests only. Tokens come from the
+    upstream's ``usage`` (or a count of streamed chunks when it sent none)."""
+
+    results: dict[str, int] = field(default_factory=dict)
+    durations: list[int] = field(default_factory=lambda: [0] * (len(REQUEST_BUCKETS) + 1))
+    duration_sum: float = 0.0
+    ttft: list[int] = field(default_factory=lambda: [0] * (len(TTFT_BUCKETS) + 1))
+    ttft_sum: float = 0.0
+    itl: list[int] = field(default_factory=lambda: [0] * (len(ITL_BUCKETS) + 1))
+    itl_sum: float = 0.0
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    def observe(self, result: str, duration_s: float, *, ttft_s: float | None = None, prompt_tokens: int = 0,
+                generated_tokens: int = 0) -> None:
+        """One finished request (``result`` one of REQUEST_RESULTS)."""
+        result = result if result in REQUEST_RESULTS else "error"
+        self.results[result] = self.results.get(result, 0) + 1
+        if result != "cancelled":
+            self.durations[bisect.bisect_left(REQUEST_BUCKETS, duration_s)] += 1
+            self.duration_sum += duration_s
+        if ttft_s is not None:
+            self.ttft[bisect.bisect_left(TTFT_BUCKETS, ttft_s)] += 1
+            self.ttft_sum += ttft_s
+        self.prompt_tokens += max(0, int(prompt_tokens))
+        self.generated_tokens += max(0, int(generated_tokens))
+
+    def observe_gap(self, gap_s: float, times: int = 1) -> None:
+        """``times`` inter-token gaps of ``gap_s`` seconds each."""
+        self.itl[bisect.bisect_left(ITL_BUCKETS, gap_s)] += times
+        self.itl_sum += gap_s * times
+
+    def merge(self, other: RequestTally) -> None:
+        """Add ``other`` into this one (a flush that failed goes back into the next)."""
+        for k, v in other.results.items():
+            self.results[k] = self.results.get(k, 0) + v
+        for mine, theirs in ((self.durations, other.durations), (self.ttft, other.ttft), (self.itl, other.itl)):
+            for i, v in enumerate(theirs):
+                mine[i] += v
+        self.duration_sum += other.duration_sum
+        self.ttft_sum += other.ttft_sum
+        self.itl_sum += other.itl_sum
+        self.prompt_tokens += other.prompt_tokens
+        self.generated_tokens += other.generated_tokens
+
+
+def record_request_tallies(tallies: Mapping[tuple[str, bool], RequestTally], *, client: redis.Redis | None = None) -> bool:
+    """Add the gateway's tallies, keyed by (model catalog id, emulated), to the requests hash
+    in one MULTI/EXEC round trip (all or nothing, so the caller may keep a failed batch for
+    the next flush). Fields, besides ``observe_requests``' (``n`` results, ``b`` duration
+    buckets, ``s`` duration sum, ``t`` generated tokens): ``p`` prompt tokens, ``fb``/``fs``
+    time-to-first-token buckets and sum, ``ib``/``is`` inter-token-latency buckets and sum.
+    Returns False (and logs) when Redis did not take them; never raises for a Redis error."""
+    ints: dict[str, int] = {}
+    floats: dict[str, float] = {}
+    for (model, emulated), t in tallies.items():
+        base = f"{model[:MAX_MODEL_LABEL]}{SEP}{'true' if emulated else 'false'}"
+        for result, n in t.results.items():
+            ints[f"n{SEP}{base}{SEP}{result}"] = ints.get(f"n{SEP}{base}{SEP}{result}", 0) + n
+        for kind, buckets in (("b", t.durations), ("fb", t.ttft), ("ib", t.itl)):
+            for i, n in enumerate(buckets):
+                if n:
+                    ints[f"{kind}{SEP}{base}{SEP}{i}"] = ints.get(f"{kind}{SEP}{base}{SEP}{i}", 0) + n
+        for kind, value in (("t", t.generated_tokens), ("p", t.prompt_tokens)):
+            ints[f"{kind}{SEP}{base}"] = ints.get(f"{kind}{SEP}{base}", 0) + value
+        for kind, total in (("s", t.duration_sum), ("fs", t.ttft_sum), ("is", t.itl_sum)):
+            if total:
+                floats[f"{kind}{SEP}{base}"] = floats.get(f"{kind}{SEP}{base}", 0.0) + total
+    if not ints and not floats:
+        return True
+    try:
+        pipe = (client or redis_client()).pipeline(transaction=True)
+        for name, amount in ints.items():
+            pipe.hincrby(requests_key(), name, amount)
+        for name, total in floats.items():
+            pipe.hincrbyfloat(requests_key(), name, total)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("metrics: could not record gateway requests (%s); keeping them for the next flush", exc)
+        return False
+    return True

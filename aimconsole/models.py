@@ -69,15 +69,17 @@ def hash_token(key: str) -> str:
 class TokenScope(models.TextChoices):
     """What a token may be used for. A token is accepted only where one of its scopes is:
     ``api`` for /api/v1/, ``metrics`` for /metrics (so the credential a Prometheus server
-    holds cannot change the fleet). ``inference`` is reserved for the inference gateway and
-    is not issued yet."""
+    holds cannot change the fleet), ``inference`` for the inference gateway's /v1/ (so an
+    application calling models cannot change the fleet or read the metrics either; the
+    gateway caches a verdict for up to 30 s, so a revoked token stops working there within
+    that)."""
 
     API = "api", "REST API"
     METRICS = "metrics", "Prometheus /metrics"
-    INFERENCE = "inference", "Inference gateway (reserved)"
+    INFERENCE = "inference", "Inference gateway /v1/"
 
 
-ISSUABLE_SCOPES = (TokenScope.API, TokenScope.METRICS)
+ISSUABLE_SCOPES = (TokenScope.API, TokenScope.METRICS, TokenScope.INFERENCE)
 
 
 def default_token_scopes() -> list[str]:

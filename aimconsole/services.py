@@ -26,8 +26,6 @@ def check_scopes(scopes: Sequence[str]) -> list[str]:
     if len(set(scopes)) != len(scopes):
         raise ValidationError({"scopes": "a scope is listed twice"})
     for scope in scopes:
-        if scope == TokenScope.INFERENCE:
-            raise ValidationError({"scopes": "'inference' is reserved for the inference gateway and not issued yet"})
         if scope not in ISSUABLE_SCOPES:
             raise ValidationError({"scopes": f"unknown scope {scope!r}; choose from " + ", ".join(ISSUABLE_SCOPES)})
     return [str(scope) for scope in scopes]

@@ -19,10 +19,12 @@ agents, a gateway — adds to the same series and a console restart does not res
 
 * ``count_placement`` — placement decisions and failures by reason class, called by
   planning and serving where placements are decided.
-* ``observe_requests`` — model request counts, latency histogram and generated tokens: what
-  serves traffic calls it (the gateway later; today the emulated serving runtime through
-  ``serving.runtime.emulated.feed_emulated_serving``, once per telemetry sample on each
-  emulated node's agent).
+* ``observe_requests`` — model request counts, latency histogram and generated tokens: the
+  emulated serving runtime calls it through ``serving.runtime.emulated.feed_emulated_serving``,
+  once per telemetry sample on each emulated node's agent.
+* ``record_request_tallies`` — what the inference gateway (serving/gateway/) served, aggregated
+  in memory and flushed about once a second: the same request, duration and generated-token
+  series plus prompt tokens, time to first token and inter-token latency.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from aimconsole.access import metrics_access_required
 from aimconsole.counters import (
     GIB,
     GPU_HEALTH_STATES,
+    ITL_BUCKETS,
     MIB,
     OPERATION_ACTIVE_STATES,
     OPERATION_BUCKETS,
@@ -59,12 +62,13 @@ from aimconsole.counters import (
     REQUEST_BUCKETS,
     REQUEST_RESULTS,
     SEP,
+    TTFT_BUCKETS,
     placement_key,
     redis_client,
     requests_key,
 )
 from models.sizing import replica_gb_per_gpu
-from serving.models import Deployment
+from serving.models import Deployment, Replica
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +77,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Gathered:
-    """Everything one scrape reads: rows from 5 aggregate queries and one Redis round trip."""
+    """Everything one scrape reads: rows from 6 aggregate queries and one Redis round trip."""
 
     now: float
     nodes: list[tuple] = field(default_factory=list)
     gpus: list[tuple] = field(default_factory=list)
     partitions: list[tuple] = field(default_factory=list)
     deployments: list[dict] = field(default_factory=list)
+    copies: list[dict] = field(default_factory=list)
     operations: list[dict] = field(default_factory=list)
     snapshots: dict[str, dict] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=dict)
@@ -108,7 +113,7 @@ def operations_query():
 
 
 def gather(client: redis.Redis | None = None) -> Gathered:
-    """Read what one scrape needs: 5 database queries and one Redis pipeline."""
+    """Read what one scrape needs: 6 database queries and one Redis pipeline."""
     from partitions.models import GPU, Node, Partition
     from partitions.telemetry_store import snapshot_key
 
@@ -124,6 +129,8 @@ def gather(client: redis.Redis | None = None) -> Gathered:
         "slot__deployment__profile__gpus_needed", "slot__started_at"))
     data.deployments = list(Deployment.objects.order_by().values("state", "profile__model__hf_id").annotate(
         n=Count("pk"), replicas=Sum("replicas")))
+    data.copies = list(Replica.objects.order_by().values("deployment__profile__model__hf_id", "runtime", "state", "node__emulated")
+                       .annotate(n=Count("pk"), restarts=Sum("restarts")))
     data.operations = list(operations_query())
     names = [row[1] for row in data.nodes]
     try:
@@ -168,6 +175,7 @@ def build(data: Gathered) -> Iterator[Metric]:
     """The metric families for one scrape, from ``gather``'s rows."""
     yield from _node_families(data)
     yield from _deployment_families(data)
+    yield from _copy_families(data)
     yield from _operation_families(data)
     yield from _placement_families(data)
     yield from _request_families(data)
@@ -309,6 +317,20 @@ def _node_families(data: Gathered) -> Iterator[Metric]:
                 gpu_act, gpu_ecc, part_info, part_total, part_used, part_act, part_reserved)
 
 
+def _copy_families(data: Gathered) -> Iterator[Metric]:
+    """Running copies of replicas as the nodes' runtimes report them (serving.Replica)."""
+    L = ["model", "runtime", "state", "emulated"]
+    copies = GaugeMetricFamily("aim_replica_copies", "Replica copies by model, runtime, state (starting, ready, restarting, "
+                               "failed, stopped) and whether their node is emulated.", labels=L)
+    restarts = GaugeMetricFamily("aim_replica_copy_restarts", "Restarts of the current replica copies (their supervisor "
+                                 "restarted a crashed or unresponsive process), by model, runtime, state and emulated.", labels=L)
+    for row in sorted(data.copies, key=lambda r: (r["deployment__profile__model__hf_id"], r["runtime"], r["state"], r["node__emulated"])):
+        labels = [row["deployment__profile__model__hf_id"], row["runtime"], row["state"], _flag(row["node__emulated"])]
+        copies.add_metric(labels, float(row["n"]))
+        restarts.add_metric(labels, float(row["restarts"] or 0))
+    yield from (copies, restarts)
+
+
 def _deployment_families(data: Gathered) -> Iterator[Metric]:
     deployments = GaugeMetricFamily("aim_deployments", "Deployments by model and state.", labels=["model", "state"])
     replicas = GaugeMetricFamily("aim_deployment_replicas", "Replicas requested by deployments, by model and state.", labels=["model", "state"])
@@ -410,15 +432,34 @@ def _placement_families(data: Gathered) -> Iterator[Metric]:
     yield from (decisions, failures)
 
 
+def _histogram(entry: dict[str, float], kind: str, bounds: tuple[float, ...]) -> list[tuple[str, float]]:
+    """Cumulative Prometheus buckets from per-bucket counts ``<kind>\t<i>`` (i = len(bounds): +Inf)."""
+    cumulative = 0.0
+    buckets = []
+    for i, le in enumerate(bounds):
+        cumulative += entry.get(f"{kind}{SEP}{i}", 0.0)
+        buckets.append((floatToGoString(le), cumulative))
+    cumulative += entry.get(f"{kind}{SEP}{len(bounds)}", 0.0)
+    buckets.append(("+Inf", cumulative))
+    return buckets
+
+
 def _request_families(data: Gathered) -> Iterator[Metric]:
     L = ["model", "emulated"]
     requests = CounterMetricFamily(
         "aim_model_requests",
-        "Inference requests served, by model and result (ok, error); emulated=\"true\" for synthetic traffic of emulated replicas.",
+        "Inference requests served, by model and result (ok, error, cancelled: the client went away); "
+        "emulated=\"true\" for replicas on emulated nodes (and the synthetic traffic of emulated replicas).",
         labels=L + ["result"],
     )
     tokens = CounterMetricFamily("aim_model_generated_tokens", "Tokens generated, by model (throughput: rate of this).", labels=L)
-    latency = HistogramMetricFamily("aim_model_request_duration_seconds", "Request latency from arrival to the last byte, by model.", labels=L)
+    prompt = CounterMetricFamily("aim_model_prompt_tokens", "Prompt tokens of requests served through the gateway, by model.", labels=L)
+    latency = HistogramMetricFamily("aim_model_request_duration_seconds",
+                                    "Request latency from arrival to the last byte, by model (ok and error requests).", labels=L)
+    ttft = HistogramMetricFamily("aim_model_time_to_first_token_seconds",
+                                 "Streamed requests through the gateway: arrival to the first token sent, by model.", labels=L)
+    itl = HistogramMetricFamily("aim_model_inter_token_latency_seconds",
+                                "Streamed requests through the gateway: time between consecutive tokens, by model.", labels=L)
     series: dict[tuple[str, str], dict[str, float]] = {}
     for name, value in data.requests.items():
         parts = name.split(SEP)
@@ -429,18 +470,16 @@ def _request_families(data: Gathered) -> Iterator[Metric]:
         key = kind + (SEP + rest[0] if rest else "")
         entry[key] = float(value)
     for (model, flag), entry in sorted(series.items()):
+        labels = [model, flag]
         for result in REQUEST_RESULTS:
-            requests.add_metric([model, flag, result], entry.get(f"n{SEP}{result}", 0.0))
-        tokens.add_metric([model, flag], entry.get("t", 0.0))
-        cumulative = 0.0
-        buckets = []
-        for i, le in enumerate(REQUEST_BUCKETS):
-            cumulative += entry.get(f"b{SEP}{i}", 0.0)
-            buckets.append((floatToGoString(le), cumulative))
-        cumulative += entry.get(f"b{SEP}{len(REQUEST_BUCKETS)}", 0.0)
-        buckets.append(("+Inf", cumulative))
-        latency.add_metric([model, flag], buckets, entry.get("s", 0.0))
-    yield from (requests, tokens, latency)
+            requests.add_metric(labels + [result], entry.get(f"n{SEP}{result}", 0.0))
+        tokens.add_metric(labels, entry.get("t", 0.0))
+        latency.add_metric(labels, _histogram(entry, "b", REQUEST_BUCKETS), entry.get("s", 0.0))
+        if any(k.startswith(("fb", "ib", "p")) for k in entry):  # series the gateway feeds (not the emulated runtime's)
+            prompt.add_metric(labels, entry.get("p", 0.0))
+            ttft.add_metric(labels, _histogram(entry, "fb", TTFT_BUCKETS), entry.get("fs", 0.0))
+            itl.add_metric(labels, _histogram(entry, "ib", ITL_BUCKETS), entry.get("is", 0.0))
+    yield from (requests, tokens, prompt, latency, ttft, itl)
 
 
 class ConsoleCollector:

@@ -53,6 +53,10 @@ class WorkloadProvider(Protocol):
     def after_sample(self, *, node: Any, interval_s: float) -> None:
         """On the node's agent, after each telemetry sample."""
 
+    def shut_down(self, *, node: Any, reason: str) -> None:
+        """On the node's agent when it stops for good: stop what runs there (the database keeps
+        what should run, so the next agent starts it again)."""
+
 
 _PROVIDERS: list[WorkloadProvider] = []
 
@@ -94,6 +98,11 @@ def reconcile(*, node: Any) -> None:
 def supervise(*, node: Any) -> None:
     for provider in _PROVIDERS:
         provider.supervise(node=node)
+
+
+def shut_down(*, node: Any, reason: str) -> None:
+    for provider in _PROVIDERS:
+        provider.shut_down(node=node, reason=reason)
 
 
 def after_sample(*, node: Any, interval_s: float) -> None:

@@ -880,6 +880,22 @@ class DeploymentWorkloads:
     def supervise(self, *, node: Node) -> None:
         supervise_node(node=node)
 
+    def shut_down(self, *, node: Node, reason: str) -> None:
+        """Stop the node's serving processes (their slots stay bound: the next agent restarts
+        them) and record their copies stopped."""
+        from serving.runtime import runtime_for
+
+        runtime = runtime_for(node)
+        if runtime is None or runtime.name != "process":
+            return
+        from django.conf import settings as conf
+
+        from serving.runtime.process import root_for
+        from serving.runtime.supervisor import stop_recorded
+
+        stopped = stop_recorded(root_for(node.name), (), grace_s=conf.SERVING_STOP_GRACE_S)
+        Replica.objects.filter(node=node, key__in=stopped).update(state=Replica.State.STOPPED, endpoint="", reason=reason[:2000])
+
     def after_sample(self, *, node: Node, interval_s: float) -> None:
         from serving.runtime.emulated import feed_emulated_serving
 

@@ -65,9 +65,12 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     from serving.api.serializers import DeploymentSerializer
 
     deployment = get_object_or_404(Deployment.objects.with_related(), pk=pk)
+    from serving.traffic import model_traffic
+
     workloads = DeploymentSerializer(context={"request": request}).get_workloads(deployment)
     return render(request, "serving/deployment_detail.html", {
         "deployment": deployment, "workloads": workloads, "can_operate": request.user.has_perm("serving.delete_deployment"),
+        "traffic": model_traffic(deployment.profile.model.hf_id),
     })
 
 

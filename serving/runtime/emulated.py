@@ -98,8 +98,8 @@ def feed_emulated_serving(node: Any, client: redis.Redis | None = None, interval
     running emulated replicas served to the request metrics (labelled ``emulated="true"``).
     Real nodes are fed by their serving runtime/gateway instead. Returns requests recorded.
     Never raises (telemetry must go on)."""
-    if not node.emulated or not getattr(settings, "METRICS_EMULATED_REQUESTS", True):
-        return 0
+    if not node.emulated or node.serving_runtime != "emulated" or not getattr(settings, "METRICS_EMULATED_REQUESTS", True):
+        return 0  # replicas of the process runtime serve real requests: the gateway counts those
     from serving.services import running_replicas_by_model
 
     interval = interval_s if interval_s is not None else settings.TELEMETRY_INTERVAL_S

@@ -1,4 +1,4 @@
-"""API tokens: scopes (api, metrics; inference reserved), who may hold one, and how a refused
+"""API tokens: scopes (api, metrics, inference), who may hold one, and how a refused
 token is answered (401 with WWW-Authenticate, 403 for a token of the wrong scope)."""
 
 from __future__ import annotations
@@ -59,12 +59,16 @@ def test_tokens_default_to_the_api_scope(viewer):
     assert ApiToken.objects.get().scopes == ["api"]
 
 
-def test_the_inference_scope_is_reserved(viewer, api_client_for):
-    with pytest.raises(CommandError, match="reserved"):
-        call_command("create_token", "vera", "--scope", "inference", stdout=StringIO())
+def test_inference_tokens_are_issued_by_the_command_and_the_api_and_refused_by_the_api(viewer, api_client_for):
+    out = StringIO()
+    call_command("create_token", "vera", "--scope", "inference", stdout=out)
+    key = out.getvalue().strip()
+    assert ApiToken.objects.get().scopes == ["inference"]
     response = api_client_for(viewer).post("/api/v1/tokens/", {"name": "gw", "scopes": ["inference"]}, format="json")
-    assert response.status_code == 400 and "reserved" in response.json()["message"]
-    assert not ApiToken.objects.exists()
+    assert response.status_code == 201 and response.json()["scopes"] == ["inference"]
+    # A gateway credential is not an API credential.
+    refused = APIClient().get("/api/v1/nodes/", HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert refused.status_code == 403
 
 
 def test_the_api_creates_tokens_with_the_scopes_asked_for(viewer, api_client_for):

@@ -186,6 +186,39 @@ def test_request_metrics_are_cumulative_histograms(client, clean_metrics):
     assert samples(text, "aim_model_generated_tokens_total")[f'{{emulated="false",{lbl}}}'] == 1010.0
 
 
+def test_gateway_tallies_feed_the_request_families_and_their_own(client, clean_metrics):
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    tally = counters.RequestTally()
+    tally.observe("ok", 0.2, ttft_s=0.04, prompt_tokens=30, generated_tokens=12)
+    tally.observe("ok", 3.5, ttft_s=1.5, prompt_tokens=10, generated_tokens=100)
+    tally.observe("cancelled", 8.0, ttft_s=0.3, generated_tokens=4)
+    tally.observe_gap(0.02, 110)
+    assert counters.record_request_tallies({(model, True): tally})
+    assert counters.record_request_tallies({(model, True): tally})  # cumulative
+    text = scrape(client)
+    lbl = f'emulated="true",model="{model}"'
+    reqs = samples(text, "aim_model_requests_total")
+    assert reqs[f'{{{lbl},result="ok"}}'] == 4.0 and reqs[f'{{{lbl},result="cancelled"}}'] == 2.0
+    assert reqs[f'{{{lbl},result="error"}}'] == 0.0
+    assert samples(text, "aim_model_generated_tokens_total")[f"{{{lbl}}}"] == 232.0
+    assert samples(text, "aim_model_prompt_tokens_total")[f"{{{lbl}}}"] == 80.0
+    # Cancelled requests are counted, not timed.
+    assert samples(text, "aim_model_request_duration_seconds_count")[f"{{{lbl}}}"] == 4.0
+    ttft = samples(text, "aim_model_time_to_first_token_seconds_bucket")
+    assert ttft[f'{{emulated="true",le="0.05",model="{model}"}}'] == 2.0
+    assert ttft[f'{{emulated="true",le="+Inf",model="{model}"}}'] == 6.0
+    assert samples(text, "aim_model_inter_token_latency_seconds_count")[f"{{{lbl}}}"] == 220.0
+    assert samples(text, "aim_model_inter_token_latency_seconds_sum")[f"{{{lbl}}}"] == pytest.approx(4.4)
+
+
+def test_a_tally_flush_without_redis_says_so_and_raises_nothing(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    tally = counters.RequestTally()
+    tally.observe("ok", 0.1)
+    broken = __import__("redis").Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    assert counters.record_request_tallies({("m", False): tally}, client=broken) is False
+
+
 def test_without_redis_the_database_metrics_are_still_served(client, fleet, monkeypatch):
     import redis
 
@@ -359,8 +392,8 @@ def test_a_scrape_makes_no_hardware_call_and_a_constant_number_of_queries(client
     big_queries, big_text = count_queries()
     assert calls == []
     assert small_queries == big_queries, (small_queries, big_queries)
-    # the collector's own reads: 5 aggregate queries (the rest is the request: session/auth)
-    with django_assert_num_queries(5):
+    # the collector's own reads: 6 aggregate queries (the rest is the request: session/auth)
+    with django_assert_num_queries(6):
         list(metrics.ConsoleCollector().collect())
     assert len(big_text.splitlines()) > 5 * len(small_text.splitlines())
     assert len(samples(big_text, "aim_partition_memory_reserved_bytes")) == 2 * 5

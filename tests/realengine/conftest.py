@@ -80,3 +80,7 @@ def tiny_model(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> d
     assert done.returncode == 0, f"building the tiny model failed:\n{done.stdout}\n{done.stderr[-5000:]}"
     summary: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
     return summary
+
+
+# The gateway's fixtures (a uvicorn gateway thread on the committed test database, an inference key).
+from tests.serving.gateway.conftest import gw_db, inference_key, start_gateway  # noqa: E402,F401

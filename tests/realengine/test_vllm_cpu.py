@@ -274,6 +274,36 @@ def test_its_metrics_count_the_tokens_it_generated(client: httpx.Client) -> None
     assert after["vllm:num_requests_running"] == 0
 
 
+@pytest.mark.redis
+def test_a_completion_streams_through_the_gateway_with_its_usage_and_metrics(engine: Engine, start_gateway: Any) -> None:
+    """The console's inference gateway in front of the real engine: routed by deployment name
+    (rewritten to the served name), streamed, its usage passed on, and what it measured flushed
+    to the console's request metrics (real Redis)."""
+    from serving.traffic import model_traffic
+    from tests.serving.gateway.conftest import add_replica, make_deployment, make_node
+
+    deployment = make_deployment("tiny-chat")
+    add_replica(deployment, engine.base_url, served_model=SERVED_NAME, node=make_node("cpu-node", emulated=False))
+    gateway = start_gateway()
+    model = deployment.profile.model.hf_id
+    body = {"model": "tiny-chat", "prompt": "The console partitions", "max_tokens": MAX_TOKENS, "temperature": 0,
+            "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    with gateway.client() as client:
+        wait_for(lambda: client.get("/v1/models").json().get("data"), 30, "the gateway to list the deployment", interval=0.2)
+        events = sse_events(client, "/v1/completions", body)
+    chunks, usage = split_usage(events)
+    assert usage["completion_tokens"] == MAX_TOKENS and usage["prompt_tokens"] > 0
+    assert all(chunk["model"] == SERVED_NAME for chunk in chunks)
+
+    def flushed() -> Any:
+        found = [t for t in model_traffic(model) if not t.emulated]
+        return found[0] if found and found[0].results.get("ok") else None
+
+    traffic = wait_for(flushed, 30, "the gateway's metrics in Redis", interval=0.5)
+    assert traffic.results["ok"] == 1 and traffic.generated_tokens == MAX_TOKENS
+    assert traffic.prompt_tokens == usage["prompt_tokens"] and traffic.ttft_p50_s is not None
+
+
 def test_it_stops_on_sigterm_and_leaves_no_process(engine: Engine) -> None:
     # Last in the module: the engine fixture's teardown finds nothing left to stop.
     pid = engine.status.pid

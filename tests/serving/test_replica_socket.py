@@ -60,3 +60,15 @@ async def test_refusals_say_why(emulated, catalog, django_user_model):
     assert await outcome(communicator(f"/ws/deployments/{deployment.pk}/", nobody)) == 4403
     admin = await sync_to_async(django_user_model.objects.create_superuser)("root", password="x")
     assert await outcome(communicator("/ws/deployments/999999/", admin)) == 4404
+
+
+@pytest.mark.redis
+async def test_replica_copies_appear_in_the_metrics(emulated, catalog, redis_url, settings):
+    from observability.metrics import ConsoleCollector
+
+    settings.REDIS_URL = redis_url
+    await sync_to_async(deploy)(emulated.node)
+    families = {f.name: f for f in await sync_to_async(lambda: list(ConsoleCollector().collect()))()}
+    (sample,) = families["aim_replica_copies"].samples
+    assert sample.labels == {"model": "Qwen/Qwen2.5-0.5B-Instruct", "runtime": "emulated", "state": "ready", "emulated": "true"}
+    assert sample.value == 2.0

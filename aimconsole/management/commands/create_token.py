@@ -1,5 +1,7 @@
-"""``python manage.py create_token USERNAME [--name NAME] [--scope api|metrics ...]`` — print a
-new API token once. ``--scope metrics`` makes the token Prometheus sends to /metrics."""
+"""``python manage.py create_token USERNAME [--name NAME] [--scope api|metrics|inference ...]`` —
+print a new API token once. ``--scope metrics`` makes the token Prometheus sends to /metrics;
+``--scope inference`` the key applications send to the inference gateway
+(``Authorization: Bearer <key>`` on /v1/chat/completions, /v1/completions, /v1/models)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--name", default="cli")
         parser.add_argument("--scope", action="append", dest="scopes", choices=TokenScope.values,
-                            help="What the token is for (repeat for several): api (default), metrics.")
+                            help="What the token is for (repeat for several): api (default: the REST API), "
+                                 "metrics (Prometheus /metrics), inference (the inference gateway's /v1/).")
 
     def handle(self, *args, **options):
         user = get_user_model().objects.filter(username=options["username"]).first()

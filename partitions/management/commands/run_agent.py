@@ -25,6 +25,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from aimconsole.celery import app
+from partitions import workloads
 from partitions.agent import Agent
 from partitions.backends.errors import BackendError
 from partitions.dispatch import node_queue
@@ -53,16 +54,39 @@ def run_loops(node_name: str, lease: NodeLease, agent_pid: int) -> None:
         agent.stop()
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 class Command(BaseCommand):
     help = "Run the node agent for one node (Celery worker + telemetry sampler)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--node", required=True)
         parser.add_argument("--loglevel", default="INFO")
+        parser.add_argument("--stop-workloads-on-exit", action="store_true",
+                            help="stop the node's workloads (serving processes) when the agent stops (the demo: Ctrl-C "
+                                 "stops everything); by default they keep serving and the next agent adopts them")
         parser.add_argument("--lease-wait", type=float, default=None,
                             help="Seconds to wait for another agent's lease to lapse (default: one lease period and a bit)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options["stop_workloads_on_exit"]:
+            self.run_agent(**options)
+            return
+        # SIGTERM at any point (even while starting, before Celery installs its handlers) ends
+        # this process through the finally below, which stops the node's workloads.
+        me = os.getpid()
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        try:
+            self.run_agent(**options)
+        finally:
+            if os.getpid() == me:  # not in a forked child (the loops process, a pool worker)
+                node = Node.objects.filter(name=options["node"]).first()
+                if node is not None:
+                    workloads.shut_down(node=node, reason="the agent stopped (--stop-workloads-on-exit)")
+
+    def run_agent(self, **options: Any) -> None:
         name = options["node"]
         node = Node.objects.filter(name=name).first()
         if node is None:
