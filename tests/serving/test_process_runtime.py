@@ -198,3 +198,40 @@ def test_a_plan_moves_a_serving_replica_and_it_serves_where_the_plan_puts_it(pro
     assert process_node.state.compute_mode(0) == "CPX"
     deployment.refresh_from_db()
     assert deployment.state == "running"
+
+
+def test_stopping_a_deployment_while_a_request_streams_ends_it_cleanly_and_leaves_no_process(process_node, settings):
+    import threading
+
+    settings.ENGINE_EMULATOR_TIME_SCALE = 1.0  # a stream that lasts: 400 tokens at ~10 ms each
+    node = process_node.node
+    deployment = create_deployment(spec=DemandSpec(name="chat", profile=small_profile(), replicas=1))
+    (copy,) = tick_until(node, lambda: ready_copies(deployment, 1), "a ready copy")
+    outcome: dict[str, object] = {}
+    first = threading.Event()
+
+    def stream() -> None:
+        lines = []
+        try:
+            body = {"model": "chat", "prompt": "hello", "max_tokens": 400, "stream": True}
+            with httpx.stream("POST", f"{copy.endpoint}/v1/completions", json=body, timeout=30) as response:
+                for line in response.iter_lines():
+                    lines.append(line)
+                    first.set()
+            outcome["lines"] = lines
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+        first.set()
+
+    thread = threading.Thread(target=stream)
+    thread.start()
+    assert first.wait(20)
+    stop_deployment(deployment=deployment)
+    reconcile_node(node=node)  # returns once the process is gone (SIGTERM; SIGKILL after the grace)
+    thread.join(20)
+    assert not thread.is_alive()
+    assert not alive(copy.pid)
+    # The engine let the running sequence finish within its shutdown grace, or ended it: either way
+    # the stream closed with [DONE] (never a hang, never a half event).
+    lines = [line for line in outcome.get("lines", []) if line]
+    assert "error" not in outcome and lines[-1] == "data: [DONE]", outcome
