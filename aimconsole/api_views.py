@@ -1,4 +1,5 @@
-"""API tokens (create → key shown once, list, revoke) and the audit trail (admins)."""
+"""The API root (every resource with its URL), API tokens (create → key shown once, list,
+revoke) and the audit trail (admins)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,61 @@ import datetime
 from typing import Any, cast
 
 import django_filters
+import orjson
 from django.contrib.auth import get_user_model
+from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import mixins, permissions, serializers, status, viewsets
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
 
 from aimconsole import services
 from aimconsole.api import RejectUnknownFieldsMixin
 from aimconsole.audit import escape_control
 from aimconsole.models import ApiToken, AuditEvent, TokenScope
+from aimconsole.permissions import HasRole
+from aimconsole.renderers import ORJSONRenderer, _default
+
+
+class IndentedORJSONRenderer(ORJSONRenderer):
+    """ORJSONRenderer that indents when asked (the browsable API asks, with ``indent`` in the
+    renderer context); JSON clients still get compact bodies."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if data is None or not (renderer_context or {}).get("indent"):
+            return super().render(data, accepted_media_type, renderer_context)
+        return orjson.dumps(data, default=_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2)
+
+
+def _list_routes(patterns: list[Any], prefix: str) -> list[tuple[str, str]]:
+    """(path below the root, url name) of every router list route under these patterns."""
+    found = []
+    for p in patterns:
+        if isinstance(p, URLResolver):
+            found += _list_routes(p.url_patterns, prefix + str(p.pattern))
+        elif isinstance(p, URLPattern) and p.name and "list" in (getattr(p.callback, "actions", None) or {}).values():
+            found.append((prefix + str(p.pattern), p.name))
+    return found
+
+
+class ApiRootView(APIView):
+    """Every resource of the v1 API with its URL: the list routes of every app's router,
+    found in the URL configuration (a router added later appears without changing this)."""
+
+    permission_classes = (HasRole,)
+    renderer_classes = (IndentedORJSONRenderer, *[r for r in APIView.renderer_classes if r is not ORJSONRenderer])
+    schema = None  # not a resource: left out of the OpenAPI schema
+
+    def get(self, request: Request) -> Response:
+        root = request.resolver_match.route if request.resolver_match else "api/v1/"  # where this view is mounted
+        resources = {}
+        for path, name in _list_routes(get_resolver(getattr(request, "urlconf", None)).url_patterns, ""):
+            path = path.replace("^", "").replace("$", "")
+            if path.startswith(root) and path != root:
+                resources[path.removeprefix(root).strip("/")] = reverse(name, request=request)
+        return Response(dict(sorted(resources.items())))
 
 
 @extend_schema_field({"type": "array", "items": {"type": "string", "enum": list(TokenScope.values)}})

@@ -8,7 +8,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from aimconsole import audit_views, health
+from aimconsole import audit_views, health, search
 from aimconsole.login import LoginView
 from observability.metrics import metrics_view
 
@@ -33,11 +33,13 @@ urlpatterns = [
     path("", include("planning.urls")),
     path("", include("serving.urls")),
     path("dashboard/", include("partitions.dashboard_urls")),
+    path("", include("observability.urls")),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves Swagger UI's init script as a file: no inline script (CSP).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("audit/", audit_views.audit_log, name="audit-log"),
+    path("search/", search.search, name="search"),
 ]
 
 admin.site.site_header = "AIM Console administration"

@@ -20,14 +20,19 @@ from partitions.geometry import GPU_MODELS, SPECS
 # Upper bounds of the catalog's numbers: far above any published model (the largest context in
 # the catalog is 10M tokens, the most layers 126, the largest model 1T parameters), low enough
 # that sizing arithmetic and the database's integer columns cannot overflow. The API and admin
-# refuse values above them, and the OpenAPI schema states them.
+# refuse values above them, and the OpenAPI schema states them. Inputs within the bounds can
+# still be unservable (too big for any layout of sizing.MAX_GPUS GPUs): the admin's forms size
+# them before saving and show why.
 MAX_CONTEXT_TOKENS = 2**27  # 134,217,728
 MAX_LAYERS = 1024
 MAX_HEADS = 1024
 MAX_HEAD_DIM = 4096
 MAX_KV_LORA_RANK = 65536
-MAX_PARAMS_B = 100_000.0  # 100 T parameters
+MAX_PARAMS_B = 10_000.0  # 10 T parameters, ten times the largest model in the catalog
+MAX_BYTES_PER_WEIGHT = 8  # fp64; serving precisions are 0.5 (int4) to 4 (fp32)
 MAX_CONCURRENT_SEQUENCES = 65536
+
+PARAMS_BOUND_MESSAGE = "Ensure this value is less than or equal to %(limit_value)s (billions of parameters)."
 
 
 def validate_finite(value: float) -> None:
@@ -46,7 +51,7 @@ class Precision(models.Model):
     code = models.SlugField(max_length=16, unique=True)
     label = models.CharField(max_length=40)
     bytes_per_weight = models.DecimalField(
-        max_digits=4, decimal_places=2, validators=[MinValueValidator(0.01)]
+        max_digits=4, decimal_places=2, validators=[MinValueValidator(0.01), MaxValueValidator(MAX_BYTES_PER_WEIGHT)]
     )
     description = models.TextField(blank=True)
     sort_order = models.PositiveSmallIntegerField(default=0)
@@ -93,13 +98,13 @@ class InferenceModel(models.Model):
     modality = models.CharField(max_length=40, default="text")
     total_params_b = models.FloatField(
         "total parameters (billions)",
-        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B)],
+        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B, PARAMS_BOUND_MESSAGE)],
     )
     active_params_b = models.FloatField(
         "active parameters (billions)",
         null=True,
         blank=True,
-        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B)],
+        validators=[validate_finite, MinValueValidator(0.001), MaxValueValidator(MAX_PARAMS_B, PARAMS_BOUND_MESSAGE)],
         help_text="Mixture-of-experts models only; all weights stay resident regardless.",
     )
     context_length = models.PositiveIntegerField(

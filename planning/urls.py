@@ -8,6 +8,7 @@ app_name = "planning"
 urlpatterns = [
     path("fleet/gpus/<int:pk>/", views.gpu_editor, name="gpu-editor"),
     path("fleet/nodes/<str:name>/", views.node_editor, name="node-editor"),
+    path("plans/", views.plan_list, name="plan-list"),
     path("plans/<int:pk>/", views.plan_detail, name="plan-detail"),
     path("plans/<int:pk>/apply/", views.plan_apply, name="plan-apply"),
 ]

@@ -1,20 +1,28 @@
-"""Layout editors (GPU compute mode, node memory mode) with the what-if plan, and plans.
-Thin: parse input, call one service, render."""
+"""Layout editors (GPU compute mode, node memory mode) with the what-if plan, and plans (the
+list, with its CSV export, and each plan). Thin: parse input, call one service, render."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.db.models import FloatField, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Cast
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from aimconsole.text import escape_control
 from partitions import workloads
 from partitions.geometry import ComputeMode, MemoryMode, get_spec
 from partitions.models import GPU, Node
@@ -130,6 +138,86 @@ def node_editor(request: HttpRequest, name: str) -> HttpResponse:
                           context, status=400)
         return _render_plan(request, plan, "planning/node_editor.html", context)
     return render(request, "planning/node_editor.html", context)
+
+
+PLANS_PER_PAGE = 50
+
+
+class PlanFilterForm(forms.Form):
+    """The plans list's filters and sort, from the query string; every value checked."""
+
+    state = forms.ChoiceField(choices=[("", "any state"), *Plan.State.choices], required=False)
+    feasible = forms.ChoiceField(choices=[("", "feasible or not"), ("yes", "feasible"), ("no", "not feasible")], required=False)
+    by = forms.CharField(max_length=150, required=False, label="Requested by")
+    sort = forms.ChoiceField(choices=[("-created", "newest first"), ("created", "oldest first")], required=False)
+
+    def clean_by(self) -> str:
+        by: str = self.cleaned_data["by"]
+        if escape_control(by) != by:
+            raise ValidationError("control characters are not allowed")
+        return by
+
+    def plans(self) -> QuerySet[Plan]:
+        """The matching plans, in the chosen order; only the summary of each plan's result is
+        read (``feasible``, ``eta_s``), not the whole JSON."""
+        data = self.cleaned_data
+        plans = (Plan.objects.select_related("created_by").defer("request", "result")
+                 .annotate(feasible=KeyTransform("ok", "result"), eta_s=Cast(KeyTransform("eta_s", "result"), FloatField())))
+        if data["state"]:
+            plans = plans.filter(state=data["state"])
+        if data["feasible"]:
+            plans = plans.filter(result__ok=data["feasible"] == "yes")
+        if data["by"]:
+            plans = plans.filter(created_by__username=data["by"])
+        return plans.order_by(*(("created_at", "id") if data["sort"] == "created" else ("-created_at", "-id")))
+
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value a spreadsheet shows as text: a cell starting with = + - @ (or tab, CR) would be
+    read as a formula, so it gets a leading quote. Numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+class _Echo:
+    """A file for csv.writer that hands each row back, so rows stream instead of piling up."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _plans_csv(request: HttpRequest, plans: QuerySet[Plan]) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def rows() -> Iterator[str]:
+        yield writer.writerow(["id", "created_at", "requested_by", "state", "feasible", "eta_s", "applied_at", "url"])
+        for plan in plans.iterator(chunk_size=500):
+            yield writer.writerow([csv_cell(v) for v in (
+                plan.pk, plan.created_at.isoformat(), plan.created_by.get_username() if plan.created_by else "", plan.state,
+                {True: "yes", False: "no"}.get(plan.feasible, ""),  # type: ignore[attr-defined]
+                "" if plan.eta_s is None else plan.eta_s,  # type: ignore[attr-defined]
+                plan.applied_at.isoformat() if plan.applied_at else "",
+                request.build_absolute_uri(reverse("planning:plan-detail", args=[plan.pk])))])
+
+    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="plans.csv"'
+    return response
+
+
+def plan_list(request: HttpRequest) -> HttpResponseBase:
+    """Plans, newest first, 50 a page, filtered by state, feasibility and who asked; ``?format=csv``
+    exports every matching plan (same filters) instead."""
+    form = PlanFilterForm(request.GET)
+    if not form.is_valid():
+        return render(request, "planning/plan_list.html", {"form": form, "page": None}, status=400)
+    if request.GET.get("format") == "csv":
+        return _plans_csv(request, form.plans())
+    page = Paginator(form.plans(), PLANS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(request, "planning/plan_list.html", {"form": form, "page": page})
 
 
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:

@@ -17,7 +17,8 @@ from django.views.decorators.http import require_POST
 from models.models import ModelProfile
 from partitions.models import Node, Reconfiguration
 from planning import placement
-from planning.services import DemandSpec, fleet_state
+from planning.placement.reasons import count_reasons
+from planning.services import MAX_REPLICAS_PER_DEMAND, DemandSpec, fleet_state
 from serving.models import Deployment
 from serving.services import PlacementConflict, create_deployment, stop_deployment
 
@@ -101,13 +102,21 @@ def _form_errors(errors: Any) -> str:
     return "; ".join(f"{field}: {' '.join(str(m) for m in messages_)}" for field, messages_ in errors.items())
 
 
+def _field_errors(errors: Any) -> dict[str, str]:
+    """field -> its messages in one line, for the error shown next to each input."""
+    return {str(field): " ".join(str(m) for m in messages_) for field, messages_ in errors.items()}
+
+
 @permission_required("serving.add_deployment", raise_exception=True)
 def deployment_create(request: HttpRequest) -> HttpResponse:
     """The deployment form. POST validates with the API's serializer (one validation for pages
-    and API) before anything is written, then calls the same service as the API."""
+    and API) before anything is written, then calls the same service as the API. Errors are
+    per field (next to the input, and summed up above the form); a demand that does not fit
+    lists each distinct reason once with the number of replicas it concerns."""
     from serving.api.serializers import DeploymentCreateSerializer
 
-    context: dict[str, Any] = {"options": _profile_options(), "nodes": Node.objects.order_by("name"), "form": request.POST}
+    context: dict[str, Any] = {"options": _profile_options(), "nodes": Node.objects.order_by("name"), "form": request.POST,
+                               "max_replicas": MAX_REPLICAS_PER_DEMAND, "field_errors": {}}
     if request.method == "POST":
         # Only the serializer's fields (not the CSRF token); empty optional fields are absent.
         data: dict[str, Any] = {k: request.POST[k] for k in FORM_FIELDS if request.POST.get(k, "") != ""}
@@ -116,11 +125,17 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
         try:
             if not payload.is_valid():
                 raise ValidationError(payload.errors)
-            deployment = create_deployment(spec=DemandSpec(**payload.validated_data), requested_by=request.user)
+            spec = DemandSpec(**payload.validated_data)
+            deployment = create_deployment(spec=spec, requested_by=request.user)
         except ValidationError as exc:
-            context["error"] = _form_errors(exc.message_dict) if hasattr(exc, "error_dict") else "; ".join(exc.messages)
+            if hasattr(exc, "error_dict"):
+                context["error"] = _form_errors(exc.message_dict)
+                context["field_errors"] = _field_errors(exc.message_dict)
+            else:
+                context["error"] = "; ".join(exc.messages)
         except PlacementConflict as exc:
             context["conflict"] = exc
+            context["reasons"] = count_reasons(exc.reasons, of=spec.replicas)
         else:
             messages.success(request, f"Deployment {deployment.name} scheduled on {deployment.slots.count()} partition(s).")
             return redirect("serving:deployment-detail", pk=deployment.pk)

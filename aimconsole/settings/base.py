@@ -88,6 +88,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "aimconsole.roles.role_context",
+                "partitions.context_processors.fleet_alerts",
             ],
         },
     },

@@ -2,10 +2,44 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from planning.placement._state import SPX, _gib, _State
 from planning.placement.types import Demand, ReasonCode
+
+# At most this many distinct reasons are listed; the rest fold into one "other reasons" line.
+# One demand's replicas share one reason, so this only bites for reasons from many demands.
+MAX_LISTED_REASONS = 20
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    """One distinct reason and how many of the demand's replicas it left unplaced."""
+
+    reason: str
+    replicas: int
+    of: int
+    """The replicas asked for; at least ``replicas``."""
+
+    def __str__(self) -> str:
+        return f"{self.replicas} of {self.of} replica{'' if self.of == 1 else 's'}: {self.reason}"
+
+
+def count_reasons(reasons: Iterable[str], *, of: int, limit: int = MAX_LISTED_REASONS) -> tuple[ReasonCount, ...]:
+    """Identical reasons grouped with their counts, most frequent first (ties keep first
+    appearance): the bounded form of one-reason-per-replica lists for pages and API bodies.
+    ``of`` is the number of replicas asked for (raised to the total counted when smaller). At
+    most ``limit`` entries: beyond ``limit - 1`` distinct reasons the rest are counted together."""
+    counts = Counter(reasons)
+    total = max(of, sum(counts.values()))
+    # Counter keeps insertion order and most_common's sort is stable: ties stay in order.
+    ranked = counts.most_common()
+    if len(ranked) > limit:
+        rest = ranked[limit - 1:]
+        ranked = [*ranked[:limit - 1], (f"{len(rest)} other reasons", sum(n for _, n in rest))]
+    return tuple(ReasonCount(reason=r, replicas=n, of=total) for r, n in ranked)
 
 
 def unplaced_reason(st: _State, d: Demand, allow_repartition: bool) -> tuple[ReasonCode, str]:

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 
 from aimconsole.api import validation_error
 from planning.api.views import plan_body
+from planning.placement.reasons import count_reasons
 from planning.services import DemandSpec
 from serving.api.serializers import DeploymentCreateSerializer, DeploymentSerializer
 from serving.models import Deployment
@@ -40,7 +41,9 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
     @extend_schema(request=DeploymentCreateSerializer, responses={
         201: DeploymentSerializer,
         400: OpenApiResponse(description="Invalid request"),
-        409: OpenApiResponse(description="Does not fit the current layout: detail.reasons and detail.suggested_plan"),
+        409: OpenApiResponse(description="Does not fit the current layout: detail.reasons (one line per distinct "
+                                         "reason, with its replica count), detail.reasons_summary (the same as "
+                                         "{reason, replicas, of}) and detail.suggested_plan"),
     })
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = DeploymentCreateSerializer(data=request.data)
@@ -51,10 +54,16 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
         except DjangoValidationError as exc:
             raise validation_error(exc) from exc
         except PlacementConflict as exc:
+            # One line per distinct reason, counted ("8 of 8 replicas: needs ..."), never one
+            # per replica: the body stays small however many replicas were asked for.
+            counted = count_reasons(exc.reasons, of=spec.replicas)
+            reasons = [str(r) for r in counted]
             return Response({
                 "code": "unplaceable",
-                "message": f"{spec.name} does not fit the current layout: {exc}",
-                "detail": {"reasons": exc.reasons, "excluded": exc.excluded,
+                "message": f"{spec.name} does not fit the current layout: {'; '.join(reasons)}",
+                "detail": {"reasons": reasons,
+                           "reasons_summary": [{"reason": r.reason, "replicas": r.replicas, "of": r.of} for r in counted],
+                           "excluded": exc.excluded,
                            "suggested_plan": plan_body(exc.plan, request) if exc.plan else None},
             }, status=status.HTTP_409_CONFLICT)
         deployment = Deployment.objects.with_related().get(pk=deployment.pk)

@@ -29,9 +29,11 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "logout": (302, 405, 405, 405, 405),
     "catalog:model-list": EVERYONE_SIGNED_IN,
     "catalog:model-detail": EVERYONE_SIGNED_IN,
+    "observability:overview": EVERYONE_SIGNED_IN,
     "partitions:fleet": EVERYONE_SIGNED_IN,
     "planning:gpu-editor": EVERYONE_SIGNED_IN,
     "planning:node-editor": EVERYONE_SIGNED_IN,
+    "planning:plan-list": EVERYONE_SIGNED_IN,
     "planning:plan-detail": EVERYONE_SIGNED_IN,
     "planning:plan-apply": PAGE_POST_ONLY,
     "serving:operation-list": EVERYONE_SIGNED_IN,
@@ -42,6 +44,8 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "serving:deployment-stop": PAGE_POST_ONLY,
     "dashboard:dashboard": EVERYONE_SIGNED_IN,
     "audit-log": (302, 403, 403, 403, 200),
+    "search": EVERYONE_SIGNED_IN,
+    "api-root": API_READ,
     "api-schema": API_READ,
     "api-docs": API_READ,
     "model-list": API_READ, "model-detail": API_READ,
@@ -67,6 +71,7 @@ ADMIN_ANON = (302, 302, 302, 302)
 WS_EXPECTED = {
     "ws/operations/<int:pk>/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
     "ws/telemetry/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
+    "ws/deployments/<int:pk>/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
 }
 
 
@@ -192,8 +197,9 @@ def test_every_websocket_route_has_an_expectation_and_meets_it(world, route, dja
     from aimconsole.asgi import application
 
     assert {str(p.pattern) for p in websocket_urlpatterns} == set(WS_EXPECTED), "a WebSocket route has no expectation"
-    _, _, op = world
-    path = "/" + route.replace("<int:pk>", str(op.pk))
+    _, by_route, op = world
+    pk = by_route["deployment-detail"] if route.startswith("ws/deployments/") else op.pk
+    path = "/" + route.replace("<int:pk>", str(pk))
     users = {"anonymous": AnonymousUser(), "norole": django_user_model.objects.get(username="nora"),
              "viewer": django_user_model.objects.get(username="vera"), "operator": django_user_model.objects.get(username="otto"),
              "admin": django_user_model.objects.get(username="ada")}
@@ -250,8 +256,9 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "catalog:model-list": PAGE_READS, "catalog:model-detail": PAGE_READS,
     "partitions:fleet": _post(PAGE_OPERATOR_POST, EVERYONE_SIGNED_IN),  # POST: "mark healthy after check"
     "partitions:operation-detail": PAGE_READS,
+    "observability:overview": PAGE_READS,
     "planning:gpu-editor": PAGE_OPERATOR_FORM, "planning:node-editor": PAGE_OPERATOR_FORM,
-    "planning:plan-detail": PAGE_READS,
+    "planning:plan-list": PAGE_READS, "planning:plan-detail": PAGE_READS,
     "planning:plan-apply": PAGE_OPERATOR_ACTION,
     "serving:operation-list": PAGE_READS, "serving:deployment-list": PAGE_READS, "serving:deployment-detail": PAGE_READS,
     # The fleet has no room for another replica here: operators get the conflict page.
@@ -259,6 +266,8 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "serving:deployment-stop": PAGE_OPERATOR_ACTION,
     "dashboard:dashboard": PAGE_READS,
     "audit-log": _every((302, 403, 403, 403, 200)),
+    "search": PAGE_READS,
+    "api-root": _every((403, 403, 405, 405, 405)),
     "api-schema": _every((403, 403, 405, 405, 405)), "api-docs": _every((403, 403, 405, 405, 405)),
     "model-list": API_CATALOG_LIST, "model-detail": API_CATALOG_DETAIL,
     "profile-list": API_CATALOG_LIST, "profile-detail": API_CATALOG_DETAIL,
