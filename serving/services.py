@@ -451,13 +451,15 @@ def _apply_runtime(node: Node, runtime: Any, *, supervise: bool = False) -> bool
     for key, reason in bad.items():
         statuses[key] = _failed_status(key, reason)
     now = timezone.now()
-    changed = False
     existing = {r.key: r for r in Replica.objects.filter(node=node).exclude(state=STOPPED)}
+    groups = {key: group for key, group in _group_copies(slots).items() if key in statuses}
+    _prune_stopped_rows(node, now)
+    if not _needs_writing(runtime.name, groups, statuses, existing):
+        return False  # the usual tick: nothing to write, so no write transaction (SQLite has one writer)
+    changed = False
     with transaction.atomic():
-        for key, copy_slots in _group_copies(slots).items():
-            status = statuses.get(key)
-            if status is None:
-                continue
+        for key, copy_slots in groups.items():
+            status = statuses[key]
             row = existing.pop(key, None)
             changed |= _write_replica(node, runtime.name, row, copy_slots, status, now)
             ready_ids = [s.pk for s in copy_slots if s.started_at is None]
@@ -475,12 +477,45 @@ def _apply_runtime(node: Node, runtime: Any, *, supervise: bool = False) -> bool
             row.reason = (status.reason if status and status.reason else "its partitions were freed")[:2000]
             row.save(update_fields=["state", "endpoint", "reason", "updated_at"])
             changed = True
+        Deployment.objects.filter(pk__in={s.deployment_id for s in slots}, runtime="").update(runtime=runtime.name)
         if changed:
             from serving.events import publish_replicas_changed
 
             publish_replicas_changed({s.deployment_id for s in slots} | {r.deployment_id for r in existing.values()})
-    Replica.objects.filter(node=node, state=STOPPED, updated_at__lt=now - REPLICA_ROW_KEEP).delete()
     return changed
+
+
+def _needs_writing(runtime: str, groups: dict[str, list[DeploymentSlot]], statuses: dict[str, Any],
+                   existing: dict[str, Replica]) -> bool:
+    """Whether recording the runtime's statuses would change any row (checked in memory)."""
+    from serving.runtime.base import FAILED, READY
+
+    if set(existing) - set(groups):
+        return True  # a copy whose slots are gone: its row says stopped now
+    for key, copy_slots in groups.items():
+        status, row = statuses[key], existing.get(key)
+        deployment = copy_slots[0].deployment
+        if row is None or _changed_fields(row, _replica_values(runtime, status)):
+            return True
+        if not deployment.runtime:
+            return True
+        if status.state == READY and any(s.started_at is None for s in copy_slots):
+            return True
+        if status.state == FAILED and (any(s.started_at is not None for s in copy_slots)
+                                       or f"replica {copy_slots[0].replica} failed" not in deployment.state_message):
+            return True
+    return False
+
+
+_PRUNED_AT: dict[str, float] = {}
+
+
+def _prune_stopped_rows(node: Node, now: Any) -> None:
+    """Delete the node's stopped copies' rows older than REPLICA_ROW_KEEP, once a minute."""
+    if time.monotonic() - _PRUNED_AT.get(node.name, -1e9) < 60:
+        return
+    _PRUNED_AT[node.name] = time.monotonic()
+    Replica.objects.filter(node=node, state=Replica.State.STOPPED, updated_at__lt=now - REPLICA_ROW_KEEP).delete()
 
 
 # Stopped copies' rows stay this long (their reason is what an operator reads), then go.
@@ -540,14 +575,13 @@ def _copies(node: Node, slots: Sequence[DeploymentSlot]) -> tuple[dict[str, Any]
     return copies, bad
 
 
-def _write_replica(node: Node, runtime: str, row: Replica | None, slots: Sequence[DeploymentSlot], status: Any, now: Any) -> bool:
-    """Create or update one copy's row from its status; True when something changed."""
+def _replica_values(runtime: str, status: Any) -> dict[str, Any]:
+    """A copy's row fields from its runtime status."""
     from datetime import UTC, datetime
 
     def when(epoch: float | None) -> Any:
         return datetime.fromtimestamp(epoch, tz=UTC) if epoch else None
 
-    first = slots[0]
     values = {
         "state": status.state, "endpoint": status.endpoint, "pid": status.pid, "port": status.port,
         "restarts": status.restarts, "reason": status.reason[:2000], "runtime": runtime,
@@ -555,6 +589,21 @@ def _write_replica(node: Node, runtime: str, row: Replica | None, slots: Sequenc
     }
     if status.log_tail or status.state in ("failed", "restarting"):
         values["log_tail"] = status.log_tail[-8000:]
+    return values
+
+
+def _changed_fields(row: Replica, values: dict[str, Any]) -> list[str]:
+    """The fields ``values`` would change. Times of a copy already recorded in the same state
+    are kept (a runtime without memory of its own, the emulated one, reports "now" each time)."""
+    kept = row.state == values["state"]
+    return [f for f, v in values.items()
+            if getattr(row, f) != v and not (kept and f in ("started_at", "ready_at") and getattr(row, f) is not None)]
+
+
+def _write_replica(node: Node, runtime: str, row: Replica | None, slots: Sequence[DeploymentSlot], status: Any, now: Any) -> bool:
+    """Create or update one copy's row from its status; True when something changed."""
+    first = slots[0]
+    values = _replica_values(runtime, status)
     if row is None:
         Replica.objects.update_or_create(key=_copy_key(first.deployment_id, first.replica, slots), defaults={
             **values, "deployment_id": first.deployment_id, "replica": first.replica, "node": node,
@@ -563,7 +612,7 @@ def _write_replica(node: Node, runtime: str, row: Replica | None, slots: Sequenc
                             "logical_index": s.partition.logical_index} for s in slots],
         })
         return True
-    dirty = [field for field, value in values.items() if getattr(row, field) != value]
+    dirty = _changed_fields(row, values)
     if not dirty:
         return False
     for field in dirty:

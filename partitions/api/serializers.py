@@ -60,6 +60,7 @@ class NodeSerializer(serializers.ModelSerializer[Node]):
     memory_mode = _mode_field(MEMORY_CHOICES, "Node-level NPS mode; empty when its GPUs disagree or none was reported.")
     schedulable = serializers.BooleanField(read_only=True)
     gpu_count = serializers.SerializerMethodField()
+    runtime = _mode_field(Node.ServingRuntime.choices, "Its runtime setting; empty: the backend's default (serving_runtime).")
     serving_runtime = serializers.CharField(read_only=True, help_text="The runtime its replicas run on: its runtime setting, "
                                             "or the backend's default (blank: the console runs none there).")
 

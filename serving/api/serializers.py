@@ -4,6 +4,7 @@ import shlex
 
 from rest_framework import serializers
 
+from partitions.models import Node
 from planning.api.serializers import DemandSerializer
 from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove
 
@@ -57,6 +58,8 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     memory_required_gb = serializers.FloatField(source="profile.memory_required_gb", read_only=True)
     slots = DeploymentSlotSerializer(many=True, read_only=True)
     moves = ReplicaMoveSerializer(many=True, read_only=True)
+    runtime = serializers.ChoiceField(choices=Node.ServingRuntime.choices, allow_blank=True, read_only=True,
+                                      help_text="The runtime its replicas run on (empty until a node's agent started one).")
     copies = ReplicaSerializer(many=True, read_only=True, help_text="The replicas' running copies, as their nodes' runtimes report them.")
     workloads = serializers.SerializerMethodField(help_text="Per replica: env, devices, vLLM args, container fragment")
     pin_node = serializers.CharField(source="pin_node.name", read_only=True, default=None)

@@ -144,9 +144,13 @@ def test_the_demo_keeps_running_when_an_agent_is_killed_and_the_agent_comes_back
             console.get("/accounts/login/")
             console.post("/accounts/login/", data={"username": "admin", "password": password,
                                                    "csrfmiddlewaretoken": console.cookies["csrftoken"]})
-            listing = console.get("/api/v1/deployments/?name=demo-chat").json()
-            (deployment,) = listing["results"]
-            assert {c["state"] for c in deployment["copies"]} == {"ready"} and len(deployment["copies"]) == 2
+            def both_ready() -> dict | None:
+                (found,) = console.get("/api/v1/deployments/?name=demo-chat").json()["results"]
+                states = [c["state"] for c in found["copies"]]
+                return found if states == ["ready", "ready"] else None
+
+            deployment = wait_for(both_ready, 60, "both demo replicas ready", interval=0.5)
+            assert deployment["runtime"] == "process"
 
             def page_shows_latency() -> bool:
                 page = console.get(f"/deployments/{deployment['id']}/").text
