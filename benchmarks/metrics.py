@@ -145,10 +145,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     from models.models import ModelProfile
-    from models.services import load_catalog
+    from models.services import default_profiles, load_catalog
 
     load_catalog()
-    profiles = list(ModelProfile.objects.filter(gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1,
+    profiles = list(ModelProfile.objects.filter(default_profiles(), gpu_model="MI300X",
                                                 memory_required_gb__lte=24).select_related("model").order_by("pk")[:10])
     client = counters.redis_client()
     results = []

@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from aimconsole import audit
 from models import services, sizing
 from models.models import InferenceModel, ModelPrecision, ModelProfile, Precision
-from models.services import DEFAULT_CONCURRENT_SEQUENCES, DEFAULT_CONTEXT_TOKENS
+from models.services import DEFAULT_CONCURRENT_SEQUENCES, default_context_tokens, default_profiles
 from partitions.geometry import GPU_MODELS
 
 # The InferenceModel fields sizing reads, in the order an unattributed sizing error is shown on.
@@ -144,12 +144,13 @@ class InferenceModelForm(forms.ModelForm):
 
     def _profiles(self, precisions: Sequence[Precision]) -> list[ModelProfile]:
         """The profiles ``services.refresh_profiles`` will compute, unsaved, on the edited model."""
-        profiles = [ModelProfile(model=self.instance, precision=p, gpu_model=gpu, context_tokens=DEFAULT_CONTEXT_TOKENS,
+        context = default_context_tokens(self.instance.context_length)
+        profiles = [ModelProfile(model=self.instance, precision=p, gpu_model=gpu, context_tokens=context,
                                  concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES)
                     for p in precisions for gpu in GPU_MODELS]
         if self.instance.pk:
             custom = (ModelProfile.objects.filter(model_id=self.instance.pk, precision__in=precisions).select_related("precision")
-                      .exclude(context_tokens=DEFAULT_CONTEXT_TOKENS, concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES))
+                      .exclude(context_tokens=context, concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES))
             profiles += list(custom)
         for profile in profiles:
             profile.model = self.instance
@@ -170,7 +171,7 @@ class InferenceModelAdmin(admin.ModelAdmin):
         ("Transformer configuration (sizes the KV cache)", {"fields": (
             "num_layers", "num_attention_heads", "attention", "num_kv_heads", "head_dim",
             "kv_lora_rank", "qk_rope_head_dim", "config_confidence")}),
-        ("Computed fit (default profiles: 8192 tokens, 1 sequence)", {"fields": ("fit_table", "updated_at")}),
+        ("Computed fit (default profiles: 8192 tokens or the max context, 1 sequence)", {"fields": ("fit_table", "updated_at")}),
     )
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -182,9 +183,7 @@ class InferenceModelAdmin(admin.ModelAdmin):
     def fit_table(self, obj: InferenceModel) -> SafeString:
         if not obj.pk:
             return SafeString("Computed after the first save.")
-        profiles = obj.profiles.with_related().filter(
-            context_tokens=DEFAULT_CONTEXT_TOKENS, concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES
-        )
+        profiles = obj.profiles.with_related().filter(default_profiles())
         return SafeString(render_to_string("admin/catalog/fit_table.html", {"profiles": profiles}))
 
     def save_related(self, request: HttpRequest, form, formsets, change: bool) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import F, IntegerField, Q, Value
+from django.db.models.functions import Least
 from django.utils import timezone
 
 from aimconsole import audit
@@ -23,6 +25,22 @@ from partitions.geometry import GPU_MODELS, get_spec
 
 DEFAULT_CONTEXT_TOKENS = 8192
 DEFAULT_CONCURRENT_SEQUENCES = 1
+
+
+def default_context_tokens(context_length: int) -> int:
+    """Tokens per sequence a model's default profile is sized for: ``DEFAULT_CONTEXT_TOKENS``,
+    or the model's max context when that is shorter. The serve line clamps ``--max-model-len``
+    to the model's max, so a longer default would reserve KV cache no engine ever allocates."""
+    return min(DEFAULT_CONTEXT_TOKENS, context_length)
+
+
+def default_profiles() -> Q:
+    """Filter for ModelProfile: the default profile of each (model, precision, GPU model),
+    i.e. ``default_context_tokens(model.context_length)`` tokens x 1 sequence. Pages and
+    reads that show "the" profile of a model filter with this, not with 8192 tokens."""
+    return Q(concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
+             context_tokens=Least(Value(DEFAULT_CONTEXT_TOKENS), F("model__context_length"), output_field=IntegerField()))
+
 
 # Fields of InferenceModel copied from the data file, in the data file's names.
 _MODEL_FIELDS = (
@@ -93,13 +111,20 @@ def compute_profile(profile: ModelProfile, *, policy: sizing.SizingPolicy | None
 def refresh_profiles(*, model: InferenceModel, policy: sizing.SizingPolicy | None = None) -> int:
     """Make ``model``'s profiles match its precisions and recompute every one of them.
 
-    Ensures the default profile (8192 tokens, 1 sequence) for each offered precision on each
-    GPU model, drops profiles of precisions no longer offered, and recomputes all (custom
-    context/concurrency profiles included). Returns the number of rows written.
+    Ensures the default profile (``default_context_tokens`` tokens, 1 sequence) for each
+    offered precision on each GPU model, drops profiles of precisions no longer offered, and
+    recomputes all (custom context/concurrency profiles included). Returns the number of rows
+    written.
     """
     policy = policy or sizing_policy()
     precisions = list(model.precisions.all())
     model.profiles.exclude(precision__in=precisions).delete()
+    context = default_context_tokens(model.context_length)
+    if context < DEFAULT_CONTEXT_TOKENS:
+        # Defaults created before the default was capped at the model's max context (8192
+        # tokens for a 2048-token model): dropped unless a deployment still uses one (PROTECT).
+        model.profiles.filter(context_tokens=DEFAULT_CONTEXT_TOKENS, concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
+                              deployments__isnull=True).delete()
     existing = {
         (p.precision_id, p.gpu_model, p.context_tokens, p.concurrent_sequences): p
         for p in model.profiles.select_related("precision")
@@ -107,13 +132,13 @@ def refresh_profiles(*, model: InferenceModel, policy: sizing.SizingPolicy | Non
     written = 0
     for precision in precisions:
         for gpu_model in GPU_MODELS:
-            key = (precision.pk, gpu_model, DEFAULT_CONTEXT_TOKENS, DEFAULT_CONCURRENT_SEQUENCES)
+            key = (precision.pk, gpu_model, context, DEFAULT_CONCURRENT_SEQUENCES)
             if key not in existing:
                 existing[key] = ModelProfile(
                     model=model,
                     precision=precision,
                     gpu_model=gpu_model,
-                    context_tokens=DEFAULT_CONTEXT_TOKENS,
+                    context_tokens=context,
                     concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
                 )
     for profile in existing.values():

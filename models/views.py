@@ -8,13 +8,13 @@ from django.shortcuts import get_object_or_404, render
 
 from models.charts import fit_matrix
 from models.models import InferenceModel, ModelProfile, Precision
-from models.services import DEFAULT_CONCURRENT_SEQUENCES, DEFAULT_CONTEXT_TOKENS
+from models.services import default_profiles
 from partitions.geometry import GPU_MODELS, SPECS
 
 
 def model_list(request: HttpRequest) -> HttpResponse:
     """Every model with, per precision, the smallest partition mode that holds it on the
-    chosen GPU model (default profiles: 8192 tokens, 1 sequence)."""
+    chosen GPU model (default profiles: 8192 tokens or the model's max context, 1 sequence)."""
     query = request.GET.get("q", "").strip()[:100]
     gpu = request.GET.get("gpu", "MI300X")
     if gpu not in SPECS:
@@ -25,12 +25,7 @@ def model_list(request: HttpRequest) -> HttpResponse:
             Q(hf_id__icontains=query) | Q(name__icontains=query) | Q(vendor__icontains=query) | Q(family__icontains=query)
         )
     model_list = list(models)
-    profiles = ModelProfile.objects.filter(
-        model__in=model_list,
-        gpu_model=gpu,
-        context_tokens=DEFAULT_CONTEXT_TOKENS,
-        concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
-    ).select_related("precision")
+    profiles = ModelProfile.objects.filter(default_profiles(), model__in=model_list, gpu_model=gpu).select_related("precision")
     precisions = list(Precision.objects.all())
     return render(
         request,

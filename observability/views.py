@@ -17,7 +17,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from models.models import ModelProfile
-from models.services import DEFAULT_CONCURRENT_SEQUENCES, DEFAULT_CONTEXT_TOKENS
+from models.services import default_profiles
 from models.sizing import replica_gb_per_gpu
 from observability.overview import (
     GpuFacts,
@@ -63,8 +63,7 @@ def gather() -> OverviewInputs:
         ))
     needs = tuple(
         (row["gpu_model"], float(row["need"])) for row in ModelProfile.objects.order_by()
-        .filter(context_tokens=DEFAULT_CONTEXT_TOKENS, concurrent_sequences=DEFAULT_CONCURRENT_SEQUENCES,
-                computed_at__isnull=False, memory_required_gb__gt=0)
+        .filter(default_profiles(), computed_at__isnull=False, memory_required_gb__gt=0)
         .values("gpu_model").annotate(need=Min("memory_required_gb"))
     )
     # A failure refused before any work has no finished_at: its creation time dates it.

@@ -4,17 +4,27 @@ the workloads port (partitions/workloads.py)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
 from partitions import workloads
 from partitions.geometry import ComputeMode
 from partitions.models import GPU, Node, Partition, Reconfiguration
 from partitions.services.health import request_health_check
-from partitions.services.reconfiguration import OperationInProgress
+from partitions.services.reconfiguration import (
+    NodeRequest,
+    OperationInProgress,
+    request_node_reconfiguration,
+    request_reconfiguration,
+)
 
 
 def _can_operate(request: HttpRequest) -> bool:
@@ -95,4 +105,133 @@ def fleet(request: HttpRequest) -> HttpResponse:
 
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     op = get_object_or_404(Reconfiguration.objects.with_related(), pk=pk)
-    return render(request, "partitions/operation_detail.html", {"op": op, "steps": op.steps.all()})
+    can_operate = _can_operate(request)
+    can_retry_drain = can_operate and _refused_for_workloads(op)
+    return render(request, "partitions/operation_detail.html", {
+        "op": op, "steps": op.steps.all(), "can_operate": can_operate, "can_retry_drain": can_retry_drain,
+        "draining": _workloads_in_the_way(op) if can_retry_drain else [], "restore": _restore_of(op) if can_operate else None,
+    })
+
+
+# --- recovery actions: retry with drain, restore the previous layout ---------------------------
+# Both request a new operation through the request services, so validation and conflicts (an
+# operation in flight on the GPU or node) are theirs; the page only says what it will ask for.
+
+# The drain step's refusal when workloads use the affected partitions (partitions/reconfigure.py).
+WORKLOADS_PRESENT = "workloads_present"
+
+
+def _refused_for_workloads(op: Reconfiguration) -> bool:
+    return op.state == Reconfiguration.State.FAILED and op.error_code == WORKLOADS_PRESENT and not op.drain
+
+
+def _workloads_in_the_way(op: Reconfiguration) -> list[str]:
+    """What a retry with drain would stop now: the workloads on the partitions op changes."""
+    indices = [op.gpu_index] if op.kind == Reconfiguration.Kind.COMPUTE and op.gpu_index is not None \
+        else list(op.node.gpus.values_list("index", flat=True))
+    return workloads.workloads_on(node=op.node, gpu_indices=indices)
+
+
+@dataclass(frozen=True)
+class _Restore:
+    """What restoring an operation's previous layout asks for: a GPU's compute mode (compute
+    operations) or the node's memory mode, with every GPU's compute mode when they all had the
+    same one (node operations). ``current``: the hardware is there already (nothing to do)."""
+
+    memory_mode: str | None
+    compute_mode: str | None
+    describe: str
+    current: bool
+
+
+def _restore_of(op: Reconfiguration) -> _Restore | None:
+    """None: the operation has not finished, or recorded no previous layout to go back to."""
+    previous = (op.previous_layout or {}).get("gpus") or {}
+    if not op.is_terminal or not previous:
+        return None
+    if op.kind == Reconfiguration.Kind.COMPUTE:
+        compute = (previous.get(str(op.gpu_index)) or {}).get("compute_mode") or ""
+        if op.gpu is None or not compute:
+            return None
+        return _Restore(None, compute, compute, op.gpu.compute_mode == compute)
+    memories = {v.get("memory_mode") or "" for v in previous.values()}
+    computes = {v.get("compute_mode") or "" for v in previous.values()}
+    if len(memories) != 1 or "" in memories:
+        return None  # GPUs were in different NPS modes: no single node mode to go back to
+    memory = memories.pop()
+    compute = computes.pop() if len(computes) == 1 and "" not in computes else None
+    gpus = list(op.node.gpus.all())
+    current = op.node.memory_mode == memory and all(g.pending_memory_mode in ("", memory) for g in gpus) and (
+        compute is None or all(g.compute_mode == compute for g in gpus))
+    return _Restore(memory, compute, memory + (f" with {compute} on every GPU" if compute else ""), current)
+
+
+def _to_new_operations(request: HttpRequest, op: Reconfiguration, made: list[Reconfiguration], what: str) -> HttpResponse:
+    if not made:
+        return redirect("partitions:operation-detail", pk=op.pk)
+    messages.success(request, f"{what}: operation{'s' if len(made) > 1 else ''} {', '.join(f'#{o.pk}' for o in made)} requested.")
+    if len(made) == 1:
+        return redirect("partitions:operation-detail", pk=made[0].pk)
+    return redirect(f"{reverse('serving:operation-list')}?node={op.node.name}")
+
+
+def _request(request: HttpRequest, op: Reconfiguration, *, memory_mode: str | None, compute_mode: str | None,
+             drain: bool, reason: str) -> list[Reconfiguration] | None:
+    """One request through the services for op's GPU (compute) or node (memory); None when
+    refused (the reason is in the messages)."""
+    try:
+        if op.kind == Reconfiguration.Kind.COMPUTE:
+            if op.gpu is None:
+                raise ValidationError(f"GPU {op.gpu_index} of {op.node.name} is no longer in the inventory")
+            return [request_reconfiguration(gpu=op.gpu, compute_mode=compute_mode, drain=drain, reason=reason,
+                                            requested_by=request.user)]
+        made: NodeRequest = request_node_reconfiguration(node=op.node, memory_mode=memory_mode or "", compute_mode=compute_mode,
+                                                         drain=drain, reason=reason, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+        return None
+    except OperationInProgress as exc:
+        text = str(exc)
+        messages.error(request, f"{text[:1].upper()}{text[1:]}: wait for it to finish, then try again.")
+        return None
+    if not made.operations:
+        messages.info(request, made.message)
+    return made.operations
+
+
+@require_POST
+@permission_required("partitions.add_reconfiguration", raise_exception=True)
+def operation_retry_drain(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same change again, with drain: stop the workloads on the affected partitions instead
+    of refusing. Only for an operation refused because workloads were there."""
+    op = get_object_or_404(Reconfiguration.objects.select_related("node", "gpu"), pk=pk)
+    if not _refused_for_workloads(op):
+        messages.error(request, f"Operation #{op.pk} was not refused because workloads use its partitions: "
+                                "there is nothing to retry with drain.")
+        return redirect("partitions:operation-detail", pk=op.pk)
+    made = _request(request, op, memory_mode=op.target_memory_mode or None, compute_mode=op.target_compute_mode or None,
+                    drain=True, reason=f"retry of #{op.pk} with drain")
+    return _to_new_operations(request, op, made or [], f"Retrying #{op.pk} with drain")
+
+
+@require_POST
+@permission_required("partitions.add_reconfiguration", raise_exception=True)
+def operation_restore(request: HttpRequest, pk: int) -> HttpResponse:
+    """Request the layout a finished operation found before it ran: the GPU's previous compute
+    mode, or the node's previous memory mode. Refused when the hardware is there already."""
+    op = get_object_or_404(Reconfiguration.objects.select_related("node", "gpu"), pk=pk)
+    if not op.is_terminal:
+        messages.error(request, f"Operation #{op.pk} has not finished: restore its previous layout once it has.")
+        return redirect("partitions:operation-detail", pk=op.pk)
+    restore = _restore_of(op)
+    if restore is None:
+        messages.error(request, f"Operation #{op.pk} recorded no previous layout to restore.")
+        return redirect("partitions:operation-detail", pk=op.pk)
+    target = f"{op.node.name}/gpu{op.gpu_index}" if op.kind == Reconfiguration.Kind.COMPUTE else op.node.name
+    if restore.current:
+        messages.error(request, f"{target} is already in {restore.describe}, its layout before operation #{op.pk}: "
+                                "nothing to restore.")
+        return redirect("partitions:operation-detail", pk=op.pk)
+    made = _request(request, op, memory_mode=restore.memory_mode, compute_mode=restore.compute_mode, drain=False,
+                    reason=f"restore the layout before #{op.pk}")
+    return _to_new_operations(request, op, made or [], f"Restoring {target} to {restore.describe}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 
+from aimconsole.templatetags.console_tags import visible_controls
 from partitions.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, RefusingConsumer
 from serving import events
 from serving.models import Deployment
@@ -71,8 +72,11 @@ class DeploymentConsumer(RefusingConsumer):
         if deployment is None:
             return None
         copies = deployment.copies.select_related("node", "deployment").order_by("replica", "key")
+        # Text goes out with control/bidi characters as visible escapes, as the pages show it.
+        shown = visible_controls
         return {
-            "deployment": {"id": deployment.pk, "name": deployment.name, "state": deployment.state,
-                           "state_message": deployment.state_message},
-            "copies": [{**events.payload(c), "emulated": c.node.emulated, "log_tail": c.log_tail[-4000:]} for c in copies],
+            "deployment": {"id": deployment.pk, "name": shown(deployment.name), "state": deployment.state,
+                           "state_message": shown(deployment.state_message)},
+            "copies": [{**events.payload(c), "node": shown(c.node.name), "reason": shown(c.reason[:500]),
+                        "emulated": c.node.emulated, "log_tail": shown(c.log_tail[-4000:])} for c in copies],
         }

@@ -11,4 +11,5 @@ urlpatterns = [
     path("deployments/new/", views.deployment_create, name="deployment-create"),
     path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
     path("deployments/<int:pk>/stop/", views.deployment_stop, name="deployment-stop"),
+    path("deployments/<int:pk>/redeploy/", views.deployment_redeploy, name="deployment-redeploy"),
 ]

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from models.models import ModelProfile
+from models.services import default_profiles
 from partitions.models import Node, Reconfiguration
 from planning import placement
 from planning.placement.reasons import count_reasons
@@ -62,17 +63,34 @@ def deployment_list(request: HttpRequest) -> HttpResponse:
     })
 
 
-def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    from serving.api.serializers import DeploymentSerializer
+def _stop_summary(deployment: Deployment) -> dict[str, Any]:
+    """What "Stop" stops, for its confirmation: how many replicas hold partitions and on which
+    nodes (where a plan put them, for a deployment still waiting for its partitions)."""
+    slots = list(deployment.slots.all())
+    if slots:
+        return {"replicas": len({s.replica for s in slots}), "nodes": sorted({s.partition.gpu.node.name for s in slots}),
+                "planned": False}
+    planned = deployment.planned_slots or []
+    return {"replicas": len(planned), "planned": True,
+            "nodes": sorted({str(s.get("node")) for p in planned for s in p.get("slots", []) if s.get("node")})}
 
-    deployment = get_object_or_404(Deployment.objects.with_related(), pk=pk)
+
+def _render_detail(request: HttpRequest, deployment: Deployment, extra: dict[str, Any] | None = None,
+                   status: int = 200) -> HttpResponse:
+    from serving.api.serializers import DeploymentSerializer
     from serving.traffic import model_traffic
 
     workloads = DeploymentSerializer(context={"request": request}).get_workloads(deployment)
     return render(request, "serving/deployment_detail.html", {
         "deployment": deployment, "workloads": workloads, "can_operate": request.user.has_perm("serving.delete_deployment"),
-        "traffic": model_traffic(deployment.profile.model.hf_id),
-    })
+        "can_redeploy": request.user.has_perm("serving.add_deployment") and not deployment.is_active,
+        "stop": _stop_summary(deployment) if deployment.is_active else None,
+        "traffic": model_traffic(deployment.profile.model.hf_id), **(extra or {}),
+    }, status=status)
+
+
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return _render_detail(request, get_object_or_404(Deployment.objects.with_related(), pk=pk))
 
 
 def _profile_options() -> list[dict[str, Any]]:
@@ -86,7 +104,7 @@ def _profile_options() -> list[dict[str, Any]]:
     for slot in free:
         free_by_model[model_of[(slot.node, slot.gpu_index)]].append(slot.memory_gb)
     options = []
-    profiles = ModelProfile.objects.with_related().filter(gpu_model__in=models_in_fleet, context_tokens=8192, concurrent_sequences=1)
+    profiles = ModelProfile.objects.with_related().filter(default_profiles(), gpu_model__in=models_in_fleet)
     for profile in profiles.order_by("model__hf_id", "precision__sort_order", "gpu_model"):
         need = profile.replica_memory_gb
         fitting = sum(1 for gb in free_by_model[profile.gpu_model] if gb >= need)
@@ -150,3 +168,28 @@ def deployment_stop(request: HttpRequest, pk: int) -> HttpResponse:
     stop_deployment(deployment=deployment, reason=f"stopped by {request.user.get_username()}")
     messages.success(request, f"Deployment {deployment.name} stopped; its partitions are free.")
     return redirect("serving:deployment-detail", pk=pk)
+
+
+@require_POST
+@permission_required("serving.add_deployment", raise_exception=True)
+def deployment_redeploy(request: HttpRequest, pk: int) -> HttpResponse:
+    """A new deployment like a stopped (or failed) one: same name, profile, replicas, priority,
+    spread and pins, placed through the same service as the form. A name taken meanwhile or a
+    pin that no longer exists is refused with the service's message; a demand that no longer
+    fits shows the conflict on the old deployment's page, as the form shows it."""
+    old = get_object_or_404(Deployment.objects.with_related(), pk=pk)
+    if old.is_active:
+        messages.error(request, f"Deployment {old.name} is still {old.state}: only a stopped or failed deployment is redeployed.")
+        return redirect("serving:deployment-detail", pk=old.pk)
+    spec = DemandSpec(name=old.name, profile=old.profile, replicas=old.replicas, priority=old.priority, spread=old.spread,
+                      pin_node=old.pin_node, pin_gpu_index=old.pin_gpu_index)
+    try:
+        new = create_deployment(spec=spec, requested_by=request.user)
+    except ValidationError as exc:
+        messages.error(request, f"Cannot redeploy {old.name}: "
+                                + (_form_errors(exc.message_dict) if hasattr(exc, "error_dict") else "; ".join(exc.messages)))
+        return redirect("serving:deployment-detail", pk=old.pk)
+    except PlacementConflict as exc:
+        return _render_detail(request, old, {"conflict": exc, "reasons": count_reasons(exc.reasons, of=spec.replicas)}, status=409)
+    messages.success(request, f"Deployment {new.name} redeployed (like #{old.pk}) on {new.slots.count()} partition(s).")
+    return redirect("serving:deployment-detail", pk=new.pk)

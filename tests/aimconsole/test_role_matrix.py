@@ -38,10 +38,13 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "planning:plan-apply": PAGE_POST_ONLY,
     "serving:operation-list": EVERYONE_SIGNED_IN,
     "partitions:operation-detail": EVERYONE_SIGNED_IN,
+    "partitions:operation-retry-drain": PAGE_POST_ONLY,
+    "partitions:operation-restore": PAGE_POST_ONLY,
     "serving:deployment-list": EVERYONE_SIGNED_IN,
     "serving:deployment-create": (302, 403, 403, 200, 200),
     "serving:deployment-detail": EVERYONE_SIGNED_IN,
     "serving:deployment-stop": PAGE_POST_ONLY,
+    "serving:deployment-redeploy": PAGE_POST_ONLY,
     "dashboard:dashboard": EVERYONE_SIGNED_IN,
     "audit-log": (302, 403, 403, 403, 200),
     "search": EVERYONE_SIGNED_IN,
@@ -119,7 +122,9 @@ def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, mon
         "partition-detail": Partition.objects.first().pk, "planning:plan-detail": plan.pk, "plan-detail": plan.pk,
         "planning:plan-apply": plan.pk, "plan-apply": plan.pk, "partitions:operation-detail": op.pk,
         "reconfiguration-detail": op.pk, "serving:deployment-detail": deployment.pk, "deployment-detail": deployment.pk,
-        "serving:deployment-stop": deployment.pk, "token-detail": token.pk, "audit-event-detail": AuditEvent.objects.first().pk,
+        "serving:deployment-stop": deployment.pk, "serving:deployment-redeploy": deployment.pk,
+        "partitions:operation-retry-drain": op.pk, "partitions:operation-restore": op.pk,
+        "token-detail": token.pk, "audit-event-detail": AuditEvent.objects.first().pk,
     }
     return values, by_route, op
 
@@ -256,6 +261,8 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "catalog:model-list": PAGE_READS, "catalog:model-detail": PAGE_READS,
     "partitions:fleet": _post(PAGE_OPERATOR_POST, EVERYONE_SIGNED_IN),  # POST: "mark healthy after check"
     "partitions:operation-detail": PAGE_READS,
+    # The world's operation is in flight: operators are sent back to it with the reason.
+    "partitions:operation-retry-drain": PAGE_OPERATOR_ACTION, "partitions:operation-restore": PAGE_OPERATOR_ACTION,
     "observability:overview": PAGE_READS,
     "planning:gpu-editor": PAGE_OPERATOR_FORM, "planning:node-editor": PAGE_OPERATOR_FORM,
     "planning:plan-list": PAGE_READS, "planning:plan-detail": PAGE_READS,
@@ -264,6 +271,7 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     # The fleet has no room for another replica here: operators get the conflict page.
     "serving:deployment-create": _post((302, 403, 403, 409, 409), (302, 403, 403, 200, 200)),
     "serving:deployment-stop": PAGE_OPERATOR_ACTION,
+    "serving:deployment-redeploy": PAGE_OPERATOR_ACTION,  # the world's deployment runs: sent back to it
     "dashboard:dashboard": PAGE_READS,
     "audit-log": _every((302, 403, 403, 403, 200)),
     "search": PAGE_READS,

@@ -60,9 +60,9 @@ def test_admin_creates_a_model_and_its_profiles_appear(api_client_for, catalog, 
     response = api_client_for(admin_user).post("/api/v1/models/", NEW_MODEL, format="json")
     assert response.status_code == 201, response.json()
     profiles = ModelProfile.objects.filter(model__hf_id="acme/Tiny-2B")
-    # 2 precisions x 6 GPU models, default context and concurrency
+    # 2 precisions x 6 GPU models, default context (8192 tokens capped at its 4096) and concurrency
     assert profiles.count() == 12
-    assert set(profiles.values_list("context_tokens", "concurrent_sequences")) == {(8192, 1)}
+    assert set(profiles.values_list("context_tokens", "concurrent_sequences")) == {(4096, 1)}
 
 
 def test_profiles_follow_a_change_of_sizing_inputs(api_client_for, catalog, admin_user):

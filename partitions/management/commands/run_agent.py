@@ -19,8 +19,10 @@ import multiprocessing
 import os
 import signal
 import time
+import warnings
 from typing import Any
 
+from celery.exceptions import SecurityWarning
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
@@ -54,6 +56,16 @@ def run_loops(node_name: str, lease: NodeLease, agent_pid: int) -> None:
         agent.stop()
 
 
+def quiet_root_warning() -> None:
+    """Silence Celery's "running the worker with superuser privileges" SecurityWarning, and only
+    that one. On a real node the agent runs as root because amd-smi needs it to read and set
+    partitions; the warning would be printed at every start, by every agent, and says nothing
+    an operator can act on. The worker only accepts JSON, and Celery still refuses to run as
+    root with pickle (a SecurityError, not this warning), which stays as it is."""
+    warnings.filterwarnings("ignore", message="You're running the worker with superuser privileges",
+                            category=SecurityWarning)
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -71,6 +83,7 @@ class Command(BaseCommand):
                             help="Seconds to wait for another agent's lease to lapse (default: one lease period and a bit)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        quiet_root_warning()
         if not options["stop_workloads_on_exit"]:
             self.run_agent(**options)
             return
