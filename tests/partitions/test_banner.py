@@ -139,3 +139,13 @@ def test_the_banner_adds_at_most_one_query(client, viewer, settings, r):
     without, html = count()
     assert banner(html) is None
     assert with_banner - without <= 1, (with_banner, without)
+
+
+def test_the_banner_shows_a_node_name_with_control_characters_escaped(client, viewer, db):
+    from partitions.models import Node
+
+    Node.objects.create(name="emu-x", backend=Node.Backend.EMULATOR, emulated=True)
+    Node.objects.filter(name="emu-x").update(name="emu\u202ex")  # names are validated on input; the page must not trust rows
+    client.force_login(viewer)
+    page = client.get("/catalog/").content.decode()
+    assert "\u202e" not in page and "emu\\u202ex" in page
