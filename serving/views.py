@@ -3,63 +3,264 @@ Thin: parse input, call one service or query, render."""
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import ValidationError
-from django.db.models import Q
-from django.http import HttpRequest, HttpResponse
+from django.core.paginator import Paginator
+from django.db.models import CharField, Prefetch, Q, QuerySet, Value
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from aimconsole.text import escape_control
 from models.models import ModelProfile
 from models.services import default_profiles
 from partitions.models import Node, Reconfiguration
 from planning import placement
 from planning.placement.reasons import count_reasons
 from planning.services import MAX_REPLICAS_PER_DEMAND, DemandSpec, fleet_state
-from serving.models import Deployment
+from planning.views import csv_cell
+from serving.models import Deployment, DeploymentSlot, ReplicaMove
 from serving.services import PlacementConflict, create_deployment, stop_deployment
 
-# --- operations --------------------------------------------------------------------------------
+# --- operations ---------------------------------------------------------------------------------
 
-def operation_list(request: HttpRequest) -> HttpResponse:
-    q = request.GET
-    ops = Reconfiguration.objects.select_related("node", "requested_by").order_by("-created_at")
-    deployments = Deployment.objects.select_related("profile__model", "requested_by").order_by("-created_at")
-    if q.get("state"):
-        ops = ops.filter(state=q["state"])
-        deployments = deployments.filter(state=q["state"])
-    if q.get("node"):
-        ops = ops.filter(node__name=q["node"])
-        deployments = deployments.filter(Q(slots__partition__gpu__node__name=q["node"]) | Q(pin_node__name=q["node"])).distinct()
-    if q.get("plan"):
-        # A plan id the database can hold (a bigger one matches nothing rather than overflowing).
-        raw = q["plan"]
-        plan_id = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
-        ops = ops.filter(plan_id=plan_id) if plan_id is not None else ops.none()
-        deployments = (deployments.filter(Q(plan_id=plan_id) | Q(moves__plan_id=plan_id)).distinct() if plan_id is not None
-                       else deployments.none())
-    kind = q.get("kind", "")
+OPERATIONS_PER_PAGE = 50
+DEPLOYMENTS_PER_PAGE = 50
+_CSV_CHUNK = 500
+
+_CREATED_SORTS = [("-created", "newest first"), ("created", "oldest first")]
+_RECONFIGURATION, _DEPLOYMENT = "reconfiguration", "deployment"
+
+
+def _no_controls(value: str) -> str:
+    if escape_control(value) != value:
+        raise ValidationError("control characters are not allowed")
+    return value
+
+
+def _sort_headers(current: str, columns: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """For each sortable column, the ``sort`` its header link asks for (the other way round
+    when the list is sorted by it already) and its ``aria-sort`` and arrow ("" when not)."""
+    headers = {}
+    for column in columns:
+        if current == column:
+            headers[column] = {"next": f"-{column}", "aria": "ascending", "arrow": " ↑"}
+        elif current == f"-{column}":
+            headers[column] = {"next": column, "aria": "descending", "arrow": " ↓"}
+        else:
+            headers[column] = {"next": f"-{column}" if column == "created" else column, "aria": "", "arrow": ""}
+    return headers
+
+
+class OperationFilterForm(forms.Form):
+    """The operations list's filters and sort, from the query string; every value checked.
+
+    ``plan`` comes from links on a plan's page: a value that cannot be a plan id matches nothing
+    (and is shown as the plan chip), as a plan that is gone does."""
+
+    kind = forms.ChoiceField(choices=[("", "all"), (_RECONFIGURATION, "reconfigurations"), (_DEPLOYMENT, "deployments")],
+                             required=False)
+    state = forms.ChoiceField(choices=[("", "any"), *((s, s) for s in sorted(set(Reconfiguration.State.values)
+                                                                             | set(Deployment.State.values)))],
+                              required=False)
+    node = forms.ChoiceField(choices=[("", "any")], required=False)
+    plan = forms.CharField(required=False, strip=False)
+    sort = forms.ChoiceField(choices=_CREATED_SORTS, required=False)
+
+    def __init__(self, data: Any, *, nodes: list[str]) -> None:
+        super().__init__(data)
+        self.fields["node"].choices = [("", "any"), *((n, n) for n in nodes)]  # type: ignore[attr-defined]
+
+    def clean_plan(self) -> str:
+        return _no_controls(self.cleaned_data["plan"])
+
+    def _plan_id(self) -> int | None:
+        """The plan id asked for, if the value can be one the database holds (a bigger one
+        matches nothing rather than overflowing)."""
+        raw: str = self.cleaned_data["plan"]
+        return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+    def reconfigurations(self) -> QuerySet[Reconfiguration]:
+        data, ops = self.cleaned_data, Reconfiguration.objects.all()
+        if data["state"]:
+            ops = ops.filter(state=data["state"])
+        if data["node"]:
+            ops = ops.filter(node__name=data["node"])
+        if data["plan"]:
+            plan_id = self._plan_id()
+            ops = ops.filter(plan_id=plan_id) if plan_id is not None else ops.none()
+        return ops
+
+    def deployments(self) -> QuerySet[Deployment]:
+        # Subqueries rather than joins: a deployment with several slots on the node (or several
+        # moves of the plan) is listed once, with no DISTINCT inside the UNION.
+        data, deployments = self.cleaned_data, Deployment.objects.all()
+        if data["state"]:
+            deployments = deployments.filter(state=data["state"])
+        if data["node"]:
+            on_node = DeploymentSlot.objects.filter(partition__gpu__node__name=data["node"]).values("deployment_id")
+            deployments = deployments.filter(Q(pk__in=on_node) | Q(pin_node__name=data["node"]))
+        if data["plan"]:
+            plan_id = self._plan_id()
+            if plan_id is None:
+                deployments = deployments.none()
+            else:
+                moved = ReplicaMove.objects.filter(plan_id=plan_id).values("deployment_id")
+                deployments = deployments.filter(Q(plan_id=plan_id) | Q(pk__in=moved))
+        return deployments
+
+    def timeline(self) -> QuerySet[Any]:
+        """``(id, created_at, kind)`` of every matching operation of the kinds asked for, both
+        kinds in one ordered query, so that a page (or the count) is one query whatever the kinds."""
+        parts: list[QuerySet[Any, tuple[int, Any, str]]] = []
+        kind = self.cleaned_data["kind"]
+        if kind in ("", _RECONFIGURATION):
+            parts.append(self.reconfigurations().order_by()
+                         .annotate(op_kind=Value(_RECONFIGURATION, output_field=CharField()))
+                         .values_list("id", "created_at", "op_kind"))
+        if kind in ("", _DEPLOYMENT):
+            parts.append(self.deployments().order_by()
+                         .annotate(op_kind=Value(_DEPLOYMENT, output_field=CharField()))
+                         .values_list("id", "created_at", "op_kind"))
+        rows = parts[0].union(*parts[1:], all=True) if len(parts) > 1 else parts[0]
+        if self.cleaned_data["sort"] == "created":
+            return rows.order_by("created_at", "op_kind", "id")
+        return rows.order_by("-created_at", "-op_kind", "-id")
+
+
+def _operations(rows: Iterable[tuple[int, Any, str]]) -> tuple[list[Reconfiguration], list[Deployment]]:
+    """The rows of ``OperationFilterForm.timeline`` as objects, in its order: two queries at most."""
+    ids: dict[str, list[int]] = {_RECONFIGURATION: [], _DEPLOYMENT: []}
+    for pk, _, kind in rows:
+        ids[kind].append(pk)
+    ops = Reconfiguration.objects.select_related("node", "requested_by").in_bulk(ids[_RECONFIGURATION]) if ids[_RECONFIGURATION] else {}
+    deployments = (Deployment.objects.select_related("profile__model", "requested_by").in_bulk(ids[_DEPLOYMENT])
+                   if ids[_DEPLOYMENT] else {})
+    return ([ops[pk] for pk in ids[_RECONFIGURATION] if pk in ops],
+            [deployments[pk] for pk in ids[_DEPLOYMENT] if pk in deployments])
+
+
+class _Echo:
+    """A file for csv.writer that hands each row back, so rows stream instead of piling up."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_response(rows: Iterator[list[Any]], filename: str) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+    response = StreamingHttpResponse((writer.writerow([csv_cell(v) for v in row]) for row in rows),
+                                     content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _operations_csv(request: HttpRequest, timeline: QuerySet[Any]) -> StreamingHttpResponse:
+    def rows() -> Iterator[list[Any]]:
+        yield ["kind", "id", "created_at", "target", "state", "requested_by", "message", "url"]
+        chunk: list[tuple[int, Any, str]] = []
+        for row in chain(timeline.iterator(chunk_size=_CSV_CHUNK), [None]):
+            if row is not None:
+                chunk.append(row)
+                if len(chunk) < _CSV_CHUNK:
+                    continue
+            ops, deployments = _operations(chunk)
+            by_key: dict[tuple[str, int], Reconfiguration | Deployment] = {
+                **{(_RECONFIGURATION, op.pk): op for op in ops}, **{(_DEPLOYMENT, d.pk): d for d in deployments}}
+            for pk, _, kind in chunk:
+                obj = by_key.get((kind, pk))
+                if isinstance(obj, Reconfiguration):
+                    yield [kind, obj.pk, obj.created_at.isoformat(), obj.describe_target(), obj.state,
+                           obj.requested_by.get_username() if obj.requested_by else "", obj.error_message,
+                           request.build_absolute_uri(reverse("partitions:operation-detail", args=[obj.pk]))]
+                elif isinstance(obj, Deployment):
+                    yield [kind, obj.pk, obj.created_at.isoformat(), f"{obj.name} ({obj.profile.model.hf_id})", obj.state,
+                           obj.requested_by.get_username() if obj.requested_by else "", obj.state_message,
+                           request.build_absolute_uri(reverse("serving:deployment-detail", args=[obj.pk]))]
+            chunk = []
+
+    return _csv_response(rows(), "operations.csv")
+
+
+def operation_list(request: HttpRequest) -> HttpResponseBase:
+    """Reconfigurations and deployments, newest first, 50 a page across both kinds, filtered by
+    kind, state, node and plan; ``?format=csv`` exports every matching operation instead."""
+    nodes = list(Node.objects.order_by("name").values_list("name", flat=True))
+    form = OperationFilterForm(request.GET, nodes=nodes)
+    if not form.is_valid():
+        return render(request, "serving/operation_list.html", {"form": form, "page": None}, status=400)
+    if request.GET.get("format") == "csv":
+        return _operations_csv(request, form.timeline())
+    page = Paginator(form.timeline(), OPERATIONS_PER_PAGE).get_page(request.GET.get("page"))
+    operations, deployments = _operations(page.object_list)
     return render(request, "serving/operation_list.html", {
-        "operations": ops[:200] if kind in ("", "reconfiguration") else [],
-        "deployments": deployments[:200] if kind in ("", "deployment") else [],
-        "filters": q, "states": sorted(set(Reconfiguration.State.values) | set(Deployment.State.values)),
-        "nodes": Node.objects.order_by("name").values_list("name", flat=True),
+        "form": form, "page": page, "operations": operations, "deployments": deployments,
+        "sort_headers": _sort_headers(form.cleaned_data["sort"] or "-created", ("created",)),
     })
 
 
 # --- deployments ---------------------------------------------------------------------------------
 
-def deployment_list(request: HttpRequest) -> HttpResponse:
-    deployments = Deployment.objects.with_related().order_by("-created_at")
-    if request.GET.get("state"):
-        deployments = deployments.filter(state=request.GET["state"])
+class DeploymentFilterForm(forms.Form):
+    """The deployments list's filter and sort, from the query string; every value checked."""
+
+    state = forms.ChoiceField(choices=[("", "any"), *((s, s) for s in Deployment.State.values)], required=False)
+    sort = forms.ChoiceField(choices=[*_CREATED_SORTS, ("name", "name A-Z"), ("-name", "name Z-A"),
+                                      ("state", "state A-Z"), ("-state", "state Z-A")], required=False)
+
+    # Newest first among equals: names repeat across stopped deployments.
+    _ORDER = {"-created": ("-created_at", "-id"), "created": ("created_at", "id"),
+              "name": ("name", "-created_at", "-id"), "-name": ("-name", "-created_at", "-id"),
+              "state": ("state", "-created_at", "-id"), "-state": ("-state", "-created_at", "-id")}
+
+    def deployments(self, queryset: QuerySet[Deployment]) -> QuerySet[Deployment]:
+        data = self.cleaned_data
+        if data["state"]:
+            queryset = queryset.filter(state=data["state"])
+        return queryset.order_by(*self._ORDER[data["sort"] or "-created"])
+
+
+def _deployments_csv(request: HttpRequest, deployments: QuerySet[Deployment]) -> StreamingHttpResponse:
+    def rows() -> Iterator[list[Any]]:
+        yield ["id", "name", "model", "precision", "replicas", "priority", "state", "state_message", "partitions",
+               "emulated", "requested_by", "created_at", "url"]
+        for d in deployments.iterator(chunk_size=_CSV_CHUNK):
+            slots = list(d.slots.all())
+            yield [d.pk, d.name, d.profile.model.hf_id, d.profile.precision.code, d.replicas, d.priority, d.state,
+                   d.state_message,
+                   " ".join(f"{s.partition.gpu.node.name}/gpu{s.partition.gpu.index}/p{s.partition.index}" for s in slots),
+                   "yes" if any(s.partition.gpu.node.emulated for s in slots) else "no",
+                   d.requested_by.get_username() if d.requested_by else "", d.created_at.isoformat(),
+                   request.build_absolute_uri(reverse("serving:deployment-detail", args=[d.pk]))]
+
+    return _csv_response(rows(), "deployments.csv")
+
+
+def deployment_list(request: HttpRequest) -> HttpResponseBase:
+    """Deployments, newest first (or by name or state), 50 a page, filtered by state;
+    ``?format=csv`` exports every matching deployment instead."""
+    form = DeploymentFilterForm(request.GET)
+    context: dict[str, Any] = {"form": form, "can_operate": request.user.has_perm("serving.add_deployment")}
+    if not form.is_valid():
+        return render(request, "serving/deployment_list.html", {**context, "page": None}, status=400)
+    if request.GET.get("format") == "csv":
+        return _deployments_csv(request, form.deployments(Deployment.objects.select_related(
+            "profile__model", "profile__precision", "requested_by").prefetch_related(
+            Prefetch("slots", queryset=DeploymentSlot.objects.select_related("partition__gpu__node")
+                     .order_by("replica", "partition__logical_index")))))
+    page = Paginator(form.deployments(Deployment.objects.with_related()), DEPLOYMENTS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "serving/deployment_list.html", {
-        "deployments": deployments[:500], "can_operate": request.user.has_perm("serving.add_deployment"),
-        "states": Deployment.State.values, "filters": request.GET,
+        **context, "page": page, "sort_headers": _sort_headers(form.cleaned_data["sort"] or "-created", ("name", "state", "created")),
     })
 
 
