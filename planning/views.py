@@ -41,17 +41,90 @@ def _with_occupants(gpus: list[GPU]) -> None:
     workloads.attach_occupants([p for gpu in gpus for p in gpu.partitions.all()])
 
 
+def _listed(modes: Any) -> str:
+    return ", ".join(str(m) for m in modes)
+
+
+def _gpu_memory(gpu: GPU) -> tuple[str, str]:
+    """(the memory mode ``gpu``'s compute modes are checked against, or "" with why there is
+    none). The node's: the planner checks every change against the node-wide mode."""
+    node = gpu.node
+    if node.memory_mode:
+        return node.memory_mode, ""
+    if node.layout_problem:
+        return "", f"{node.name} reports no node-wide memory mode: {node.layout_problem}; set one for the whole node first."
+    if gpu.memory_mode:
+        return "", (f"{node.name} reports no node-wide memory mode (GPU {gpu.index} reports {gpu.memory_mode}); "
+                    "sync the node first.")
+    return "", (f"GPU {gpu.index} of {node.name} reports no memory mode; its compute modes cannot be checked "
+                "until a sync of the node reads one.")
+
+
+def _pair_refusal(gpu: GPU, compute: str, memory: str) -> str:
+    """Why ``gpu`` cannot run ``compute`` under ``memory``, with the compute modes it can run
+    there ("" when it can)."""
+    spec = get_spec(gpu.gpu_model)
+    if compute not in ComputeMode.__members__:
+        return f"{compute[:16]!r} is not a compute mode; {spec.model} modes: {_listed(spec.compute_modes)}."
+    valid = valid_compute_modes(gpu, memory)
+    if compute in valid:
+        return ""
+    if compute not in spec.compute_modes:
+        what = f"{spec.model} has no {compute} mode"
+    else:
+        what = f"{compute} is not valid under {memory} on {spec.model}"
+    if not valid:
+        return f"{what}; the hardware reports no compute mode valid under {memory}."
+    return f"{what}; compute modes valid under {memory}: {_listed(valid)}."
+
+
+def _gpu_refusal(gpu: GPU, compute: str) -> str:
+    """Why the GPU editor cannot preview ``compute`` for ``gpu`` ("" when it can), checked here
+    with the page's own values before the planner, whose sentence has no room for a missing
+    memory mode or an empty choice."""
+    if not compute:
+        return f"Choose a compute mode for GPU {gpu.index} of {gpu.node.name}."
+    if compute not in ComputeMode.__members__:
+        return _pair_refusal(gpu, compute, "")
+    memory, problem = _gpu_memory(gpu)
+    return problem or _pair_refusal(gpu, compute, memory)
+
+
+def _node_refusal(node: Node, memory: str, compute: str) -> str:
+    """Why the node editor cannot preview ``memory`` (+ ``compute``) for ``node`` ("" when it can
+    or when its GPUs differ in model: the planner then checks GPU by GPU)."""
+    if not memory:
+        return f"Choose a memory and compute mode pair for {node.name}."
+    models = {g.gpu_model for g in node.gpus.all() if g.gpu_model}
+    if len(models) != 1:
+        return ""
+    spec = get_spec(models.pop())
+    if memory not in MemoryMode.__members__:
+        return f"{memory[:16]!r} is not a memory mode; {spec.model} memory modes: {_listed(spec.memory_modes)}."
+    if MemoryMode(memory) not in spec.memory_modes:
+        return f"{spec.model} has no {memory} memory mode; its memory modes: {_listed(spec.memory_modes)}."
+    if compute:
+        for gpu in node.gpus.all():
+            problem = _pair_refusal(gpu, compute, memory)
+            if problem:
+                return problem
+    return ""
+
+
 def _gpu_choices(gpu: GPU) -> list[dict[str, Any]]:
     """Every compute mode, enabled only where valid under the node's memory mode."""
     spec = get_spec(gpu.gpu_model)
-    memory = gpu.memory_mode or gpu.node.memory_mode
-    valid = set(valid_compute_modes(gpu, memory))
+    memory, memory_problem = _gpu_memory(gpu)
+    valid = set(valid_compute_modes(gpu, memory)) if memory else set()
     choices = []
     for mode in ComputeMode:
         if mode not in spec.compute_modes:
             reason = f"{spec.model} has no {mode} mode"
+        elif memory_problem:
+            reason = memory_problem
         elif mode.value not in valid:
-            reason = f"not valid under {memory} (valid: {', '.join(sorted(valid, key=spec.compute_modes.index))})"
+            valid_here = ", ".join(sorted(valid, key=spec.compute_modes.index)) or "none reported by the hardware"
+            reason = f"not valid under {memory} (valid: {valid_here})"
         else:
             reason = ""
         count = spec.partition_count(mode) if mode in spec.compute_modes else 0
@@ -61,12 +134,16 @@ def _gpu_choices(gpu: GPU) -> list[dict[str, Any]]:
 
 
 def _node_choices(node: Node) -> list[dict[str, Any]]:
-    """(memory, compute) pairs for the node's GPU model, invalid ones disabled with the reason."""
-    models = {g.gpu_model for g in node.gpus.all() if g.gpu_model}
+    """(memory, compute) pairs for the node's GPU model, invalid ones disabled with the reason;
+    the node's current pair (its memory mode, the compute mode all its GPUs share) is ``current``."""
+    gpus = list(node.gpus.all())
+    models = {g.gpu_model for g in gpus if g.gpu_model}
     if len(models) != 1:
         return []
     spec = get_spec(models.pop())
     valid = {(str(c), str(m)) for c, m in spec.allowed_pairs()}
+    computes = {g.compute_mode for g in gpus}
+    current = (node.memory_mode, computes.pop()) if len(computes) == 1 else None
     choices = []
     for memory in MemoryMode:
         for compute in spec.compute_modes:
@@ -79,8 +156,15 @@ def _node_choices(node: Node) -> list[dict[str, Any]]:
             else:
                 reason = ""
             choices.append({"value": f"{memory.value}:{compute.value}", "memory": memory.value, "compute": compute.value,
-                            "enabled": not reason, "reason": reason})
+                            "enabled": not reason, "reason": reason, "current": (memory.value, compute.value) == current})
     return choices
+
+
+def _refused(request: HttpRequest, template: str, context: dict[str, Any], error: str) -> HttpResponse:
+    """The editor's refusal: 400, as the fragment for htmx (the editors' script swaps it in:
+    htmx drops 4xx answers by default) or the whole page."""
+    context["error"] = error
+    return render(request, "planning/_plan.html" if request.headers.get("HX-Request") else template, context, status=400)
 
 
 def _render_plan(request: HttpRequest, plan: Plan, template: str, extra: dict | None = None) -> HttpResponse:
@@ -111,13 +195,14 @@ def gpu_editor(request: HttpRequest, pk: int) -> HttpResponse:
     _with_occupants([gpu])
     context: dict[str, Any] = {"gpu": gpu, "node": gpu.node, "choices": _gpu_choices(gpu), "can_operate": _can_operate(request)}
     if request.method == "POST":
-        mode = request.POST.get("compute_mode", "")
+        mode = request.POST.get("compute_mode", "").strip().upper()
+        refusal = _gpu_refusal(gpu, mode)
+        if refusal:
+            return _refused(request, "planning/gpu_editor.html", context, refusal)
         try:
-            plan = create_plan(gpu_targets=[planner.GpuTarget(gpu.node.name, gpu.index, mode.upper())], requested_by=request.user)
+            plan = create_plan(gpu_targets=[planner.GpuTarget(gpu.node.name, gpu.index, mode)], requested_by=request.user)
         except (planner.PlanError, ValidationError) as exc:
-            context["error"] = "; ".join(getattr(exc, "messages", [str(exc)]))
-            return render(request, "planning/_plan.html" if request.headers.get("HX-Request") else "planning/gpu_editor.html",
-                          context, status=400)
+            return _refused(request, "planning/gpu_editor.html", context, "; ".join(getattr(exc, "messages", [str(exc)])))
         return _render_plan(request, plan, "planning/gpu_editor.html", context)
     return render(request, "planning/gpu_editor.html", context)
 
@@ -128,14 +213,15 @@ def node_editor(request: HttpRequest, name: str) -> HttpResponse:
     _with_occupants(list(node.gpus.all()))
     context: dict[str, Any] = {"node": node, "choices": _node_choices(node), "can_operate": _can_operate(request)}
     if request.method == "POST":
-        memory, _, compute = request.POST.get("pair", "").partition(":")
+        memory, _, compute = (part.strip() for part in request.POST.get("pair", "").upper().partition(":"))
+        refusal = _node_refusal(node, memory, compute)
+        if refusal:
+            return _refused(request, "planning/node_editor.html", context, refusal)
         try:
-            plan = create_plan(node_targets=[planner.NodeTarget(node.name, memory.upper(), compute.upper() or None)],
+            plan = create_plan(node_targets=[planner.NodeTarget(node.name, memory, compute or None)],
                                requested_by=request.user)
         except (planner.PlanError, ValidationError) as exc:
-            context["error"] = "; ".join(getattr(exc, "messages", [str(exc)]))
-            return render(request, "planning/_plan.html" if request.headers.get("HX-Request") else "planning/node_editor.html",
-                          context, status=400)
+            return _refused(request, "planning/node_editor.html", context, "; ".join(getattr(exc, "messages", [str(exc)])))
         return _render_plan(request, plan, "planning/node_editor.html", context)
     return render(request, "planning/node_editor.html", context)
 

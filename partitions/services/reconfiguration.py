@@ -78,10 +78,20 @@ def _check_pair(gpu: GPU, compute: str, memory: str) -> None:
     try:
         spec.layout(compute, memory, caps=_caps(gpu))
     except GeometryError:
-        valid = valid_compute_modes(gpu, memory)
-        raise ValidationError({"compute_mode": (
-            f"{spec.model} cannot run {compute} under {memory}; valid under {memory}: {', '.join(valid) or 'none'}"
-        )}) from None
+        # Say what is wrong with the values at hand: no memory mode read, a memory mode the
+        # model lacks, or no compute mode the hardware reports under it (never an empty list).
+        valid = valid_compute_modes(gpu, memory) if memory else []
+        if not memory:
+            message = (f"GPU {gpu.index} of {gpu.node.name} reports no memory mode; its compute modes cannot be "
+                       "checked until a sync of the node reads one")
+        elif memory not in spec.memory_modes:
+            message = f"{spec.model} has no {memory} memory mode; its memory modes: {', '.join(spec.memory_modes)}"
+        else:
+            what = (f"{spec.model} has no {compute} mode" if compute not in spec.compute_modes
+                    else f"{compute} is not valid under {memory} on {spec.model}")
+            message = (f"{what}; compute modes valid under {memory}: {', '.join(valid)}" if valid
+                       else f"{what}; the hardware reports no compute mode valid under {memory}")
+        raise ValidationError({"compute_mode": message}) from None
 
 
 def _active_conflict(node: Node, gpu: GPU | None) -> Reconfiguration | None:
