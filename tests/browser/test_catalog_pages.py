@@ -34,7 +34,7 @@ def test_sign_in_lands_on_the_catalog_with_the_fit_matrix(signed_in):
 
 def test_search_and_gpu_switch(signed_in):
     page = signed_in
-    page.fill("input[name=q]", "llama-3.3")
+    page.fill("form.filters input[name=q]", "llama-3.3")  # the catalog's filter, not the header's console search
     page.select_option("select[name=gpu]", "MI325X")
     page.click("form.filters button")
     rows = page.locator("#fit-matrix tbody tr")
