@@ -175,9 +175,13 @@ def _target_fleet(fleet: pl.Fleet, gpu_targets: Sequence[GpuTarget], node_target
             if (node.name, gpu.index) in gpu_target:
                 wanted = gpu_target[(node.name, gpu.index)].compute_mode.upper()
                 reason = "requested"
+            if not memory:
+                raise PlanError(f"{node.name}/gpu{gpu.index} ({spec.model}) reports no memory mode: the node's GPUs disagree "
+                                "or none was read; sync the node (or set its memory mode) before planning compute modes there")
             if (wanted, memory) not in {(str(c), str(m)) for c, m in allowed}:
-                valid = ", ".join(str(c) for c, m in allowed if str(m) == memory) or "none"
-                raise PlanError(f"{node.name}/gpu{gpu.index} ({spec.model}) cannot run {wanted} under {memory}; valid under {memory}: {valid}")
+                valid = ", ".join(str(c) for c, m in allowed if str(m) == memory)
+                hint = f"compute modes valid under {memory}: {valid}" if valid else f"{spec.model} has no compute mode under {memory}"
+                raise PlanError(f"{node.name}/gpu{gpu.index} ({spec.model}) cannot run {wanted} under {memory}; {hint}")
             if wanted != gpu.compute_mode or memory != node.memory_mode:
                 changes.append(GpuChange(node.name, gpu.index, gpu.compute_mode, wanted, node.memory_mode, memory, reason or "requested"))
             gpus.append(replace(gpu, compute_mode=wanted))

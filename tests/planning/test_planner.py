@@ -74,6 +74,14 @@ def test_a_node_target_in_the_current_memory_mode_without_a_compute_mode_changes
         planner.plan(fleet, node_targets=[planner.NodeTarget("a", "NPS1", "TPX")])
 
 
+def test_a_node_that_reports_no_memory_mode_is_named_and_not_garbled():
+    fleet = pl.Fleet(nodes=(node("a", ["SPX"], memory=""),))
+    with pytest.raises(planner.PlanError) as refused:
+        planner.plan(fleet, gpu_targets=[planner.GpuTarget("a", 0, "CPX")])
+    assert "a/gpu0 (MI300X) reports no memory mode" in str(refused.value)
+    assert "under ;" not in str(refused.value) and ": none" not in str(refused.value)
+
+
 def test_invalid_targets_name_the_valid_choices():
     fleet = pl.Fleet(nodes=(node("a", ["SPX"]),))
     with pytest.raises(planner.PlanError, match="valid under NPS4: QPX, CPX"):
