@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _django import free_port, start_redis  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 NGINX = os.environ.get("AIM_NGINX", "/usr/sbin/nginx")
 SERVED = "bench-llama-served"
@@ -51,11 +52,6 @@ HF_ID = "meta-llama/Llama-3.1-8B-Instruct"
 LEVELS = (1, 10, 50)
 ROUNDS = 3
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -74,23 +70,6 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
             raise SystemExit(f"timed out waiting for {url}")
         time.sleep(0.1)
 
-
-def start_redis() -> tuple[subprocess.Popen, str]:
-    import redis
-
-    from aimconsole import embedded
-
-    port = free_port()
-    proc = embedded.start_redis(port, Path(tempfile.mkdtemp(prefix="aim-bench-redis-")))
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc, url
 
 
 def ensure_nginx() -> str | None:

@@ -19,40 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aimconsole import embedded  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_redis() -> tuple[object, str]:
-    port = _free_port()
-    proc = embedded.start_redis(port, Path(tempfile.mkdtemp(prefix="aim-bench-redis-")))
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return proc, url
-
+from _django import start_redis  # noqa: E402
 
 REDIS_PROC, REDIS_URL = start_redis()
 os.environ["REDIS_URL"] = REDIS_URL

@@ -3,7 +3,6 @@ list, with its CSV export, and each plan). Thin: parse input, call one service, 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterator
 from functools import wraps
 from typing import Any
@@ -22,6 +21,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from aimconsole.csvexport import csv_response
 from aimconsole.text import escape_control
 from partitions import workloads
 from partitions.geometry import ComputeMode, MemoryMode, get_spec
@@ -258,40 +258,18 @@ class PlanFilterForm(forms.Form):
         return plans.order_by(*(("created_at", "id") if data["sort"] == "created" else ("-created_at", "-id")))
 
 
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A value a spreadsheet shows as text: a cell starting with = + - @ (or tab, CR) would be
-    read as a formula, so it gets a leading quote. Numbers are left as they are."""
-    if isinstance(value, str) and value.startswith(_FORMULA_PREFIXES):
-        return "'" + value
-    return value
-
-
-class _Echo:
-    """A file for csv.writer that hands each row back, so rows stream instead of piling up."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
 def _plans_csv(request: HttpRequest, plans: QuerySet[Plan]) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-
-    def rows() -> Iterator[str]:
-        yield writer.writerow(["id", "created_at", "requested_by", "state", "feasible", "eta_s", "applied_at", "url"])
+    def rows() -> Iterator[list[Any]]:
+        yield ["id", "created_at", "requested_by", "state", "feasible", "eta_s", "applied_at", "url"]
         for plan in plans.iterator(chunk_size=500):
-            yield writer.writerow([csv_cell(v) for v in (
+            yield [
                 plan.pk, plan.created_at.isoformat(), plan.created_by.get_username() if plan.created_by else "", plan.state,
                 {True: "yes", False: "no"}.get(plan.feasible, ""),  # type: ignore[attr-defined]
                 "" if plan.eta_s is None else plan.eta_s,  # type: ignore[attr-defined]
                 plan.applied_at.isoformat() if plan.applied_at else "",
-                request.build_absolute_uri(reverse("planning:plan-detail", args=[plan.pk])))])
+                request.build_absolute_uri(reverse("planning:plan-detail", args=[plan.pk]))]
 
-    response = StreamingHttpResponse(rows(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="plans.csv"'
-    return response
+    return csv_response(rows(), "plans.csv")
 
 
 def plan_list(request: HttpRequest) -> HttpResponseBase:

@@ -3,7 +3,6 @@ Thin: parse input, call one service or query, render."""
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -21,6 +20,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from aimconsole.csvexport import csv_response
 from aimconsole.text import escape_control
 from models.models import ModelProfile
 from models.services import default_profiles
@@ -28,7 +28,6 @@ from partitions.models import Node, Reconfiguration
 from planning import placement
 from planning.placement.reasons import count_reasons
 from planning.services import MAX_REPLICAS_PER_DEMAND, DemandSpec, fleet_state
-from planning.views import csv_cell
 from serving.models import Deployment, DeploymentSlot, ReplicaMove
 from serving.services import PlacementConflict, create_deployment, stop_deployment
 
@@ -150,21 +149,6 @@ def _operations(rows: Iterable[tuple[int, Any, str]]) -> tuple[list[Reconfigurat
             [deployments[pk] for pk in ids[_DEPLOYMENT] if pk in deployments])
 
 
-class _Echo:
-    """A file for csv.writer that hands each row back, so rows stream instead of piling up."""
-
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_response(rows: Iterator[list[Any]], filename: str) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-    response = StreamingHttpResponse((writer.writerow([csv_cell(v) for v in row]) for row in rows),
-                                     content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    return response
-
-
 def _operations_csv(request: HttpRequest, timeline: QuerySet[Any]) -> StreamingHttpResponse:
     def rows() -> Iterator[list[Any]]:
         yield ["kind", "id", "created_at", "target", "state", "requested_by", "message", "url"]
@@ -189,7 +173,7 @@ def _operations_csv(request: HttpRequest, timeline: QuerySet[Any]) -> StreamingH
                            request.build_absolute_uri(reverse("serving:deployment-detail", args=[obj.pk]))]
             chunk = []
 
-    return _csv_response(rows(), "operations.csv")
+    return csv_response(rows(), "operations.csv")
 
 
 def operation_list(request: HttpRequest) -> HttpResponseBase:
@@ -243,7 +227,7 @@ def _deployments_csv(request: HttpRequest, deployments: QuerySet[Deployment]) ->
                    d.requested_by.get_username() if d.requested_by else "", d.created_at.isoformat(),
                    request.build_absolute_uri(reverse("serving:deployment-detail", args=[d.pk]))]
 
-    return _csv_response(rows(), "deployments.csv")
+    return csv_response(rows(), "deployments.csv")
 
 
 def deployment_list(request: HttpRequest) -> HttpResponseBase:

@@ -96,3 +96,20 @@ def sign_in(page, console: Console, username: str, password: str) -> None:  # ty
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{console.url}/fleet/")
+
+
+@pytest.fixture
+def signed_in_operator(page, live_server, operator):  # type: ignore[no-untyped-def]
+    """Signed in to the live server as an operator; script errors and CSP refusals collected on
+    ``page.errors`` (the live server is WSGI, so the pages' WebSocket connections fail: not counted)."""
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text)
+            if message.type == "error" and "Content Security Policy" in message.text else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", "otto")
+    page.fill("#id_password", "pw-otto")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/fleet/")
+    page.errors = errors
+    return page

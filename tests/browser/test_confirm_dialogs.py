@@ -18,20 +18,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def signed_in(page, live_server, operator):  # type: ignore[no-untyped-def]
-    """Signed in as an operator; script errors and CSP refusals on ``page.errors`` (the live
-    server is WSGI, so the pages' WebSocket connections fail: not counted)."""
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text)
-            if message.type == "error" and "Content Security Policy" in message.text else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", "otto")
-    page.fill("#id_password", "pw-otto")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/fleet/")
-    page.errors = errors
-    return page
+def signed_in(signed_in_operator):  # type: ignore[no-untyped-def]
+    return signed_in_operator
 
 
 @pytest.fixture
