@@ -3,8 +3,9 @@
 ``AuditedModelAdmin`` records every create, change and delete made through a ModelAdmin with
 the fields that changed, before → after. Many-to-many privilege changes (group membership,
 permission grants) are recorded by ``audit.record_privilege_m2m`` whatever makes them, so
-the admin hooks leave them out. Users and groups get audited admins here; other apps opt in
-by deriving their ModelAdmin from ``AuditedModelAdmin`` (the GPU admin does, for health).
+the admin hooks leave them out. Users and groups are created, changed and deleted under
+model signals that record them wherever it happens (aimconsole/audit.py), so their admins
+record only password changes here; other apps opt in by deriving their ModelAdmin from ``AuditedModelAdmin`` (the GPU admin does, for health).
 """
 
 from __future__ import annotations
@@ -57,13 +58,18 @@ def _json_value(value: Any) -> Any:
 
 class AuditedModelAdmin(admin.ModelAdmin):
     """A ModelAdmin whose saves and deletes write audit rows ``<app>.<model>.create|update|delete``
-    in the admin's transaction."""
+    in the admin's transaction. ``audit_saves = False`` where model signals record them already
+    (users and groups: aimconsole/audit.py, whatever makes the change)."""
+
+    audit_saves = True
 
     def _action(self, verb: str) -> str:
         return f"{self.opts.app_label}.{self.opts.model_name}.{verb}"
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
+        if not self.audit_saves:
+            return
         before, after = _changes(obj, form, created=not change)
         if after or not change:
             audit.record(self._action("update" if change else "create"), obj=obj, before=before, after=after)
@@ -73,10 +79,16 @@ class AuditedModelAdmin(admin.ModelAdmin):
         return audit.snapshot(obj)
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        audit.record(self._action("delete"), obj=obj, before=self.audit_state(obj))
+        if self.audit_saves:
+            audit.record(self._action("delete"), obj=obj, before=self.audit_state(obj))
         super().delete_model(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        if not self.audit_saves:
+            # One by one, so each delete sends the post_delete signal the audit listens to.
+            for obj in queryset:
+                obj.delete()
+            return
         for obj in queryset:
             audit.record(self._action("delete"), obj=obj, before=self.audit_state(obj))
         super().delete_queryset(request, queryset)
@@ -86,9 +98,7 @@ User = get_user_model()
 
 
 class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
-    def audit_state(self, obj: Any) -> dict[str, Any]:
-        # Never the password hash.
-        return audit.snapshot(obj, fields=["username", "email", "is_active", "is_staff", "is_superuser"])
+    audit_saves = False  # created, changed and deleted users: the model signals (aimconsole/audit.py)
 
     def user_change_password(self, request: HttpRequest, id: str, form_url: str = "") -> HttpResponse:
         response = super().user_change_password(request, id, form_url)
@@ -99,7 +109,7 @@ class AuditedUserAdmin(AuditedModelAdmin, UserAdmin):
 
 
 class AuditedGroupAdmin(AuditedModelAdmin, GroupAdmin):
-    pass
+    audit_saves = False
 
 
 # Over-long credentials are refused before authenticating, here as on the console's page.

@@ -75,16 +75,6 @@ def validation_error(exc: DjangoValidationError) -> exceptions.ValidationError:
     return exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages})
 
 
-def api_not_found(request, exception=None):
-    """handler404: API paths get the API's JSON error shape, pages the HTML page."""
-    from django.http import JsonResponse
-    from django.views.defaults import page_not_found
-
-    if request.path.startswith("/api/"):
-        return JsonResponse({"code": "not_found", "message": f"No resource at {request.path}", "detail": None}, status=404)
-    return page_not_found(request, exception)
-
-
 def _first_message(detail: Any, field: str = "") -> str:
     if isinstance(detail, dict):
         for key, value in detail.items():

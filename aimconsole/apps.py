@@ -36,6 +36,9 @@ class AimConsoleConfig(AppConfig):
         # New models get permissions after every migrate; keep the role groups' grants in line.
         post_migrate.connect(_sync_roles, dispatch_uid="aimconsole.sync_roles")
         user_logged_in.connect(_audit_login, dispatch_uid="aimconsole.audit_login")
+        from aimconsole.preferences import on_login
+
+        user_logged_in.connect(on_login, dispatch_uid="aimconsole.preferences_login")
         user_login_failed.connect(_audit_login_failed, dispatch_uid="aimconsole.audit_login_failed")
         # Group membership and permission grants are privilege changes, however they are made.
         from django.db.models.signals import m2m_changed
@@ -44,3 +47,13 @@ class AimConsoleConfig(AppConfig):
 
         for through in privilege_relations():
             m2m_changed.connect(record_privilege_m2m, sender=through, dispatch_uid=f"aimconsole.audit_m2m.{through._meta.label}")
+        # So are users and groups created, changed (staff, superuser, active…) and deleted.
+        from django.db.models.signals import post_delete, post_save, pre_save
+
+        from aimconsole.audit import account_models, record_account_deleted, record_account_saved, remember_account_state
+
+        for model in account_models():
+            uid = model._meta.label_lower
+            pre_save.connect(remember_account_state, sender=model, dispatch_uid=f"aimconsole.audit_pre_save.{uid}")
+            post_save.connect(record_account_saved, sender=model, dispatch_uid=f"aimconsole.audit_save.{uid}")
+            post_delete.connect(record_account_deleted, sender=model, dispatch_uid=f"aimconsole.audit_delete.{uid}")

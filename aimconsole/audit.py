@@ -148,3 +148,68 @@ def record_privilege_m2m(sender: Any, instance: Any, action: str, reverse: bool,
         return
     for owner in related:  # the reverse side: e.g. group.user_set.add(user) is a change to each user
         record(f"{_PRIVILEGE_RELATIONS[field]}.{verb}", obj=owner, after={key: [_label(instance)]})
+
+
+# --- users and groups: created, changed, deleted ------------------------------------------------
+# Recorded from the model signals, so Django admin, the shell, ``createsuperuser`` and any
+# service alike leave a row (bulk ``QuerySet.update`` sends no signal: nothing in the console
+# changes users that way). Passwords are never read here: Django admin's password form
+# records ``auth.user.password_change`` itself.
+
+_AUDITED_FIELDS = {"auth.user": ("username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser"),
+                   "auth.group": ("name",)}
+_SKIP = object()
+
+
+def _audited_fields(instance: Any) -> tuple[str, ...]:
+    return _AUDITED_FIELDS.get(instance._meta.label_lower, ())
+
+
+def _values(instance: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: getattr(instance, name) for name in fields}
+
+
+def remember_account_state(sender: Any, instance: Any, raw: bool = False, update_fields: Any = None,
+                           **kwargs: Any) -> None:
+    """pre_save: keep the audited fields as stored, to diff after the save (one query, skipped
+    for saves that touch none of them, such as ``last_login`` on sign-in)."""
+    fields = _audited_fields(instance)
+    if raw or instance._state.adding or instance.pk is None:
+        instance._audit_before = None
+    elif update_fields is not None and not set(update_fields) & set(fields):
+        instance._audit_before = _SKIP
+    else:
+        instance._audit_before = type(instance)._base_manager.filter(pk=instance.pk).values(*fields).first()
+
+
+def record_account_saved(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    """post_save: ``auth.user.create`` / ``auth.group.create`` with the audited fields, or
+    ``….update`` with the ones that changed, before → after."""
+    if raw:
+        return
+    fields = _audited_fields(instance)
+    label = instance._meta.label_lower
+    before = getattr(instance, "_audit_before", None)
+    instance._audit_before = _SKIP
+    if created:
+        record(f"{label}.create", obj=instance, after=_values(instance, fields))
+        return
+    if before is _SKIP or before is None:
+        return
+    now = _values(instance, fields)
+    changed = [name for name in fields if before.get(name) != now[name]]
+    if changed:
+        record(f"{label}.update", obj=instance, before={n: before.get(n) for n in changed},
+               after={n: now[n] for n in changed})
+
+
+def record_account_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """post_delete: ``auth.user.delete`` / ``auth.group.delete`` with what the row held."""
+    record(f"{instance._meta.label_lower}.delete", obj=instance, before=_values(instance, _audited_fields(instance)))
+
+
+def account_models() -> tuple[Any, ...]:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
+    return (get_user_model(), Group)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from django.contrib.auth.decorators import permission_required
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -15,6 +14,7 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from aimconsole.models import AuditEvent
+from aimconsole.roles import permission_required
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,21 @@ class _Kind:
 
 def _kinds() -> dict[str, _Kind]:
     # Imported here: the audit page reads every app's objects, and the apps import aimconsole.
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
     from models.models import InferenceModel
     from partitions.models import GPU, Node, Reconfiguration
     from planning.models import Plan
     from serving.models import Deployment
 
+    user = get_user_model()
     return {
+        # Users and groups decide who may repartition GPUs: their entries open them in Django admin.
+        "auth.user": _Kind(lambda: user.objects.only(user.USERNAME_FIELD),
+                           lambda u: ObjectLink(reverse("admin:auth_user_change", args=[u.pk]), u.get_username())),
+        "auth.group": _Kind(lambda: Group.objects.only("name"),
+                            lambda g: ObjectLink(reverse("admin:auth_group_change", args=[g.pk]), g.name)),
         "partitions.node": _Kind(lambda: Node.objects.only("name"),
                                  lambda n: ObjectLink(reverse("planning:node-editor", args=[n.name]), n.name)),
         "partitions.gpu": _Kind(lambda: GPU.objects.select_related("node").only("index", "node__name"),
@@ -79,7 +88,7 @@ def attach_links(events: Iterable[AuditEvent]) -> None:
         event.link = link  # type: ignore[attr-defined]
 
 
-@permission_required("aimconsole.view_auditevent", raise_exception=True)
+@permission_required("aimconsole.view_auditevent")
 def audit_log(request: HttpRequest) -> HttpResponse:
     events = AuditEvent.objects.all()
     if request.GET.get("action"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 
@@ -130,3 +131,39 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+@functools.cache
+def known_timezones() -> frozenset[str]:
+    """The IANA zone names this server knows (``zoneinfo.available_timezones()``, read once)."""
+    import zoneinfo
+
+    return frozenset(zoneinfo.available_timezones())
+
+
+def validate_timezone(value: str) -> None:
+    """An IANA zone name the server knows, or empty (the server's ``TIME_ZONE``)."""
+    from django.core.exceptions import ValidationError
+
+    if value and value not in known_timezones():
+        raise ValidationError(f"{value!r} is not a known timezone: use an IANA name such as Europe/Paris or UTC.",
+                              code="invalid_timezone")
+
+
+class Theme(models.TextChoices):
+    AUTO = "auto", "Auto (follow the system)"
+    LIGHT = "light", "Light"
+    DARK = "dark", "Dark"
+
+
+class UserPreference(models.Model):
+    """How the console shows things to one user: the timezone of every time on the pages
+    (empty: ``settings.TIME_ZONE``) and the colour theme."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preference")
+    timezone = models.CharField(max_length=64, blank=True, validators=[validate_timezone],
+                                help_text="IANA timezone for times on the pages, e.g. Europe/Paris; empty: the server's.")
+    theme = models.CharField(max_length=8, choices=Theme.choices, default=Theme.AUTO)
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"

@@ -12,7 +12,11 @@ Django admin check the same thing (``user.has_perm``). Superusers hold every per
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import wraps
 from typing import Any
+
+from django.core.exceptions import PermissionDenied
 
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ROLES = (VIEWER, OPERATOR, ADMIN)
@@ -77,3 +81,64 @@ def user_role(user: Any) -> str | None:
 def role_context(request: Any) -> dict[str, Any]:
     """Template context processor: ``user_role`` for the navigation bar."""
     return {"user_role": user_role(getattr(request, "user", None))}
+
+
+# What each role adds, in the words the error pages use ("Operators can …").
+ROLE_ABILITIES = {
+    VIEWER: "read everything (pages, API, live views)",
+    OPERATOR: "repartition GPUs and nodes, run plans and deployments, import inventories",
+    ADMIN: "edit the catalog, read the audit trail and manage users and tokens",
+}
+
+
+def lowest_role_for(app_label: str, action: str) -> str | None:
+    """The lowest role holding ``action`` ("view", "add", "change", "delete") on the models of
+    ``app_label``, or None when no role does."""
+    for role in ROLES:
+        if action in role_permissions(role, app_label):
+            return role
+    return None
+
+
+def denial_message(user: Any, needed: str | None) -> str:
+    """Why a signed-in user was refused, naming the role that may: "Operators can repartition
+    GPUs …; you are a viewer — ask an admin for the operator role."."""
+    have = user_role(user) or "no role"
+    article = "an" if have[:1] in "aeiou" else "a"
+    you = f"you are {article} {have}" if have != "no role" else "your account has no role"
+    if needed is None or needed not in ROLES:
+        return f"This needs a role above yours; {you} — ask an admin."
+    return f"{needed.capitalize()}s can {ROLE_ABILITIES[needed]}; {you} — ask an admin for the {needed} role."
+
+
+def lowest_role_with(perm: str) -> str | None:
+    """The lowest role granted the permission ``"app_label.action_model"``, or None."""
+    app_label, _, codename = perm.partition(".")
+    action, _, model = codename.partition("_")
+    if model in _VIEW_ONLY_MODELS and action != "view":
+        return None
+    return lowest_role_for(app_label, action)
+
+
+class RoleRequired(PermissionDenied):
+    """A refusal that knows which role may (the 403 page names it)."""
+
+    def __init__(self, required_role: str | None, message: str = "") -> None:
+        super().__init__(message) if message else super().__init__()
+        self.required_role = required_role
+
+
+def permission_required(perm: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Like Django's ``permission_required(perm, raise_exception=True)``, but the refusal names
+    the lowest role holding ``perm`` (for the 403 page)."""
+
+    def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(view)
+        def checked(request: Any, *args: Any, **kwargs: Any) -> Any:
+            if not request.user.has_perm(perm):
+                raise RoleRequired(lowest_role_with(perm))
+            return view(request, *args, **kwargs)
+
+        return checked
+
+    return decorator

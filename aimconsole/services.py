@@ -59,3 +59,20 @@ def revoke_token(*, token: ApiToken) -> ApiToken:
         token.save(update_fields=["revoked_at"])
         audit.record("token.revoke", obj=token, before={"revoked_at": None}, after={"revoked_at": token.revoked_at.isoformat()})
     return token
+
+
+# --- user preferences (timezone, theme) --------------------------------------------------------
+
+def save_preferences(*, user: Any, timezone: str | None = None, theme: str | None = None) -> Any:
+    """Set the user's timezone and/or theme (None: keep). Validated by the model (a known IANA
+    zone, a known theme): ValidationError names the field and nothing is saved."""
+    from aimconsole.models import UserPreference
+
+    pref = UserPreference.objects.filter(user=user).first() or UserPreference(user=user)
+    if timezone is not None:
+        pref.timezone = timezone.strip()
+    if theme is not None:
+        pref.theme = theme
+    pref.full_clean(exclude=["user"])
+    pref.save()
+    return pref

@@ -8,7 +8,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from aimconsole import audit_views, health, search
+from aimconsole import audit_views, errors, health, preferences_views, search
 from aimconsole.login import LoginView
 from observability.metrics import metrics_view
 
@@ -22,6 +22,8 @@ api_v1 = [
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="partitions:fleet", permanent=False), name="home"),
+    # Browsers ask for /favicon.ico on pages that name no icon (Django admin's).
+    path("favicon.ico", errors.favicon, name="favicon"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
@@ -40,9 +42,13 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("audit/", audit_views.audit_log, name="audit-log"),
     path("search/", search.search, name="search"),
+    path("preferences/", preferences_views.preferences_page, name="preferences"),
+    path("preferences/theme/", preferences_views.theme_toggle, name="preferences-theme"),
 ]
 
 admin.site.site_header = "AIM Console administration"
 admin.site.site_title = "AIM Console"
 
-handler404 = "aimconsole.api.api_not_found"
+handler403 = "aimconsole.errors.permission_denied"
+handler404 = "aimconsole.errors.page_not_found"
+handler500 = "aimconsole.errors.server_error"

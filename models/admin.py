@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -55,6 +55,12 @@ def _sizing_failure(profiles: Sequence[ModelProfile], *, name_model: bool = Fals
             f"tokens x {profile.concurrent_sequences} sequence(s): {why}{more}")
 
 
+def _warn(request: HttpRequest, warnings: Iterable[str]) -> None:
+    """Show the save's sizing warnings (running deployments that no longer fit) above the page."""
+    for line in warnings:
+        messages.warning(request, line)
+
+
 class PrecisionForm(forms.ModelForm):
     class Meta:
         model = Precision
@@ -88,6 +94,7 @@ class PrecisionAdmin(admin.ModelAdmin):
         if change:
             for model in InferenceModel.objects.filter(precisions=obj):
                 services.refresh_profiles(model=model)
+            _warn(request, services.sizing_warnings(profile_ids=ModelProfile.objects.filter(precision=obj).values_list("pk", flat=True)))
 
 
 class ModelPrecisionInline(admin.TabularInline):
@@ -194,6 +201,8 @@ class InferenceModelAdmin(admin.ModelAdmin):
         audit.record("catalog.model." + ("update" if change else "create"), obj=form.instance,
                      before={k: str(form.initial.get(k)) for k in form.changed_data} if change else None,
                      after={k: str(form.cleaned_data.get(k)) for k in form.changed_data} or {"precisions": "changed"})
+        if change:
+            _warn(request, services.model_sizing_warnings(model=form.instance))
 
     def delete_model(self, request: HttpRequest, obj: InferenceModel) -> None:
         audit.record("catalog.model.delete", obj=obj, before=audit.snapshot(obj))
@@ -234,6 +243,8 @@ class ModelProfileAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: ModelProfile, form, change: bool) -> None:
         obj.save()  # results were computed (and checked) while the form was validated
         audit.record("catalog.profile." + ("update" if change else "create"), obj=obj, after=audit.snapshot(obj))
+        if change:
+            _warn(request, services.sizing_warnings(profile_ids=[obj.pk]))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ModelProfile]:
         return ModelProfile.objects.with_related().filter(pk__in=super().get_queryset(request).values("pk"))

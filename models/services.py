@@ -18,7 +18,7 @@ from django.db.models.functions import Least
 from django.utils import timezone
 
 from aimconsole import audit
-from models import sizing
+from models import dependents, sizing
 from models.catalog_data import load_catalog_data
 from models.models import InferenceModel, ModelPrecision, ModelProfile, Precision
 from partitions.geometry import GPU_MODELS, get_spec
@@ -145,6 +145,39 @@ def refresh_profiles(*, model: InferenceModel, policy: sizing.SizingPolicy | Non
         profile.model = model  # share the instance: one shape for all
         written += compute_profile(profile, policy=policy)
     return written
+
+
+def sizing_warnings(*, profile_ids: Iterable[int]) -> list[str]:
+    """After a save changed these profiles' sizing, in its transaction: what runs with them is
+    re-checked (``models.dependents``: serving marks what no longer fits degraded); returns the
+    warning for whoever saved ("1 running deployment no longer fits: ..."), or none."""
+    line = dependents.warning(dependents.profiles_changed(profile_ids=list(profile_ids)))
+    return [line] if line else []
+
+
+def model_sizing_warnings(*, model: InferenceModel) -> list[str]:
+    return sizing_warnings(profile_ids=model.profiles.values_list("pk", flat=True))
+
+
+def custom_profile(*, base: ModelProfile, context_tokens: int | None, concurrent_sequences: int | None) -> ModelProfile:
+    """The profile of ``base``'s model, precision and GPU model at this context and concurrency
+    (``None``: ``base``'s), created and sized if the catalog has none yet. Raises
+    ValidationError when it cannot be sized."""
+    context = context_tokens or base.context_tokens
+    sequences = concurrent_sequences or base.concurrent_sequences
+    if (context, sequences) == (base.context_tokens, base.concurrent_sequences):
+        return base
+    with transaction.atomic():
+        profile = ModelProfile.objects.with_related().filter(
+            model_id=base.model_id, precision_id=base.precision_id, gpu_model=base.gpu_model,
+            context_tokens=context, concurrent_sequences=sequences).first()
+        if profile is not None:
+            return profile
+        profile = ModelProfile(model=base.model, precision=base.precision, gpu_model=base.gpu_model,
+                               context_tokens=context, concurrent_sequences=sequences)
+        compute_profile(profile)
+        audit.record("catalog.profile.create", obj=profile, after=audit.snapshot(profile))
+    return profile
 
 
 @dataclass(frozen=True)

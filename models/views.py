@@ -25,8 +25,10 @@ def model_list(request: HttpRequest) -> HttpResponse:
             Q(hf_id__icontains=query) | Q(name__icontains=query) | Q(vendor__icontains=query) | Q(family__icontains=query)
         )
     model_list = list(models)
-    profiles = ModelProfile.objects.filter(default_profiles(), model__in=model_list, gpu_model=gpu).select_related("precision")
+    profiles = list(ModelProfile.objects.filter(default_profiles(), model__in=model_list, gpu_model=gpu).select_related("precision"))
     precisions = list(Precision.objects.all())
+    profile_ids = {(p.model_id, p.precision.code): p.pk for p in profiles}
+    matrix = fit_matrix(model_list, precisions, profiles, SPECS[gpu])
     return render(
         request,
         "catalog/model_list.html",
@@ -36,8 +38,11 @@ def model_list(request: HttpRequest) -> HttpResponse:
             "gpu_models": GPU_MODELS,
             "spec": SPECS[gpu],
             "precisions": precisions,
-            "matrix": fit_matrix(model_list, precisions, profiles, SPECS[gpu]),
+            # Each cell with the id of its profile, for its "Deploy" link (None: not offered).
+            "rows": [{"row": row, "cells": [(cell, profile_ids.get((row.model.pk, cell.precision))) for cell in row.cells]}
+                     for row in matrix],
             "total_models": InferenceModel.objects.count(),
+            "can_deploy": request.user.has_perm("serving.add_deployment"),
         },
     )
 
@@ -48,5 +53,5 @@ def model_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "catalog/model_detail.html",
-        {"model": model, "profiles": profiles, "specs": SPECS},
+        {"model": model, "profiles": profiles, "specs": SPECS, "can_deploy": request.user.has_perm("serving.add_deployment")},
     )

@@ -101,6 +101,7 @@ class Agent:
         self.redis = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
         self._backend: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._beat_loop: asyncio.AbstractEventLoop | None = None
         self.loops = [
             Loop(f"heartbeat-{node_name}", settings.AGENT_HEARTBEAT_S, self.heartbeat),
             Loop(f"telemetry-{node_name}", settings.TELEMETRY_INTERVAL_S, self.sample),
@@ -118,14 +119,25 @@ class Agent:
         agent took over is never renewed, and this agent stops)."""
         if self.lease is None:
             Node.objects.filter(name=self.node_name).update(agent_heartbeat_at=timezone.now())
+            self._publish_heartbeat()
             return
-        if self.lease_lost or renew_node_lease(self.lease, heartbeat=True):
+        if self.lease_lost:
+            return
+        if renew_node_lease(self.lease, heartbeat=True):
+            self._publish_heartbeat()
             return
         self.lease_lost = True
         log.critical("agent %s lost node %s's lease (token %s) to another agent; stopping",
                      self.lease.holder, self.node_name, self.lease.token)
         if self.on_lease_lost is not None:
             self.on_lease_lost()
+
+    def _publish_heartbeat(self) -> None:
+        """Tell the fleet pages (they show the agent down when the next one is late), on the
+        heartbeat thread's own event loop (the layer keeps its connections)."""
+        if self._beat_loop is None:
+            self._beat_loop = asyncio.new_event_loop()
+        events.publish_heartbeat(self.node_name, time.time(), loop=self._beat_loop)
 
     def reconcile(self) -> None:
         """Queue the reconciliation sync behind the node's operations."""
@@ -180,3 +192,6 @@ class Agent:
         if self._loop is not None:
             self._loop.close()
             self._loop = None
+        if self._beat_loop is not None:
+            self._beat_loop.close()
+            self._beat_loop = None

@@ -1,12 +1,16 @@
-"""Plotly figures of the live utilization dashboard. Pure Python (no Django): figure dicts the
-page hands to Plotly.js through ``json_script``, trace names and colors shared with
-``static/partitions/dashboard.js`` (which adds one trace per partition or GPU it sees and
-extends it with every telemetry update), and the rows of the page's no-JavaScript table.
+"""Plotly figures of the utilization dashboard. Pure Python (no Django): figure dicts the page
+hands to Plotly.js through ``json_script``, the palette and thresholds shared with
+``static/partitions/dashboard.js``, and the rows of the page's no-JavaScript table.
 
-Series: GFX activity (%) and VRAM used (GiB) per partition; power (W) and hotspot temperature
-(°C) per GPU. On a partitioned GPU only the primary partition reports activity, so a secondary
-partition's activity is derived from the primary's per-XCP busy (partitions/telemetry.py);
-such traces are named ``... (derived)``.
+The page draws bounded frames (partitions/aggregate.py): one line per node (fleet), per GPU
+(a node) or per partition (one GPU, a deployment), at most ``aggregate.MAX_SERIES`` per chart,
+plus a heatmap of activity (rows: partitions grouped by node and GPU, or coarser at scale;
+columns: time). Legends are HTML tables beside the charts (last, mean, max), tooltips show only
+the trace near the cursor, and thresholds are Plotly shapes.
+
+On a partitioned GPU only the primary partition reports activity, so a secondary partition's
+activity is derived from the primary's per-XCP busy (partitions/telemetry.py): only activity
+carries ``(derived)``; VRAM is measured on each partition.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 MIB_PER_GIB = 1024  # amd-smi's "MB" are MiB; the console shows GiB (2**30 bytes)
-MAX_POINTS = 300  # per trace, kept by the page (extendTraces' maxPoints)
+MAX_POINTS = 300  # per trace and heatmap columns, kept by the page (the live window)
 STALE_AFTER_INTERVALS = 3  # no new sample for 3 x interval_s: the view is stale
+
+# Thresholds drawn as dashed lines.
+ACTIVITY_BUSY_PCT = 90.0
+VRAM_FULL_PCT = 90.0
+TEMPERATURE_LIMIT_C = 95.0  # MI300X hotspot: throttling starts around 100 °C
 
 # One color per series, in the order the page discovers them: a partition gets the same color
 # in the activity and VRAM charts, a GPU the same color in the power and temperature charts.
@@ -73,8 +82,20 @@ def empty_trace(name: str, color: str, *, key: str = "") -> dict[str, Any]:
     return trace
 
 
+def threshold(y: float, label: str, color: str = "#c0392b") -> dict[str, Any]:
+    """A dashed horizontal line across the plot at ``y`` (a Plotly shape), labelled."""
+    return {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+            "line": {"color": color, "width": 1, "dash": "dash"},
+            "label": {"text": label, "textposition": "end", "font": {"size": 10, "color": color}}}
+
+
+def time_title(tz_name: str) -> str:
+    return f"time ({tz_name})"
+
+
 def _layout(title: str, y_title: str, *, y_range: list[float] | None = None,
-            legend_title: str = "", subtitle: str = "") -> dict[str, Any]:
+            legend_title: str = "", subtitle: str = "", tz_name: str = "UTC",
+            shapes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     text = title + (f"<br><sub>{subtitle}</sub>" if subtitle else "")
     yaxis: dict[str, Any] = {"title": {"text": y_title}, "zeroline": True, "rangemode": "tozero",
                              "gridcolor": "#e6e9ef"}
@@ -83,51 +104,82 @@ def _layout(title: str, y_title: str, *, y_range: list[float] | None = None,
         yaxis.pop("rangemode")
     layout: dict[str, Any] = {
         "title": {"text": text, "x": 0.01, "xanchor": "left", "font": {"size": 15}},
-        "xaxis": {"title": {"text": "time (local)"}, "type": "date", "gridcolor": "#e6e9ef",
+        "xaxis": {"title": {"text": time_title(tz_name)}, "type": "date", "gridcolor": "#e6e9ef",
                   "tickformat": "%H:%M:%S", "nticks": 6, "tickangle": 0, "automargin": True},
         "yaxis": yaxis,
         "colorway": list(PALETTE),
-        "showlegend": True,
-        "legend": {"orientation": "v", "font": {"size": 11}},
+        "showlegend": False,  # the legend is a table beside the chart (last, mean, max)
+        "shapes": shapes or [],
         "margin": {"l": 60, "r": 10, "t": 72 if subtitle else 44, "b": 44},
         "paper_bgcolor": "#ffffff",
         "plot_bgcolor": "#ffffff",
         "font": {"family": "system-ui, -apple-system, Segoe UI, Roboto, Helvetica Neue, Arial, sans-serif",
                  "color": "#1d2330"},
-        "hovermode": "x unified",
+        "hovermode": "closest",  # only the trace near the cursor
+        "hoverlabel": {"namelength": -1},
         "uirevision": "live",  # keep the user's zoom while points are appended
     }
-    if legend_title:
-        layout["legend"]["title"] = {"text": legend_title}
+    del legend_title  # legends are tables on the page
     return layout
 
 
-def activity_figure() -> dict[str, Any]:
+def activity_figure(tz_name: str = "UTC", subject: str = "per partition") -> dict[str, Any]:
     return {"data": [], "layout": _layout(
-        "GFX activity per partition (%)", "GFX activity (%)", y_range=[0, 100],
-        subtitle=DERIVED_NOTE, legend_title="(derived): from per-XCP busy")}
+        f"GFX activity {subject} (%)", "GFX activity (%)", y_range=[0, 105], subtitle=DERIVED_NOTE, tz_name=tz_name,
+        shapes=[threshold(ACTIVITY_BUSY_PCT, f"busy {ACTIVITY_BUSY_PCT:.0f} %")])}
 
 
-def vram_figure() -> dict[str, Any]:
-    return {"data": [], "layout": _layout("VRAM used per partition (GiB)", "VRAM used (GiB)")}
+def vram_figure(tz_name: str = "UTC", *, percent: bool = False, total_gib: float | None = None,
+                subject: str = "per partition") -> dict[str, Any]:
+    """VRAM used: GiB per partition (the partition's total as a threshold when known), or
+    percent of the total for aggregated lines (nodes, GPUs)."""
+    if percent:
+        return {"data": [], "layout": _layout(
+            f"VRAM used {subject} (% of total)", "VRAM used (%)", y_range=[0, 105], tz_name=tz_name,
+            shapes=[threshold(VRAM_FULL_PCT, f"{VRAM_FULL_PCT:.0f} %")])}
+    shapes = [threshold(total_gib, f"VRAM total {total_gib:g} GiB")] if total_gib else []
+    return {"data": [], "layout": _layout(f"VRAM used {subject} (GiB)", "VRAM used (GiB)", tz_name=tz_name, shapes=shapes)}
 
 
-def power_figure() -> dict[str, Any]:
-    return {"data": [], "layout": _layout("Power per GPU (W)", "power (W)")}
+def power_figure(tz_name: str = "UTC", subject: str = "per GPU") -> dict[str, Any]:
+    return {"data": [], "layout": _layout(f"Power {subject} (W)", "power (W)", tz_name=tz_name)}
 
 
-def temperature_figure() -> dict[str, Any]:
-    return {"data": [], "layout": _layout("Hotspot temperature per GPU (°C)", "hotspot temperature (°C)")}
+def temperature_figure(tz_name: str = "UTC", subject: str = "per GPU") -> dict[str, Any]:
+    return {"data": [], "layout": _layout(
+        f"Hotspot temperature {subject} (°C)", "hotspot temperature (°C)", tz_name=tz_name,
+        shapes=[threshold(TEMPERATURE_LIMIT_C, f"limit {TEMPERATURE_LIMIT_C:.0f} °C")])}
 
 
-def figures() -> dict[str, dict[str, Any]]:
-    """The four initial (empty) figures, keyed as in CHARTS."""
+# What one line is, per series level of the frames (partitions/aggregate.py).
+SUBJECTS = {
+    "node": ("mean per node", "per node", "per node (sum of GPUs)", "per node (max of GPUs)"),
+    "gpu": ("mean per GPU", "per GPU", "per GPU", "per GPU"),
+    "partition": ("per partition", "per partition", "per GPU", "per GPU"),
+}
+
+
+def figures(tz_name: str = "UTC", *, level: str = "partition", vram_total_gib: float | None = None) -> dict[str, dict[str, Any]]:
+    """The four initial (empty) line figures, keyed as in CHARTS, plus the heatmap, for a view
+    whose lines are ``level`` (node, gpu or partition)."""
+    activity, vram, power, temperature = SUBJECTS.get(level, SUBJECTS["partition"])
     return {
-        "activity": activity_figure(),
-        "vram": vram_figure(),
-        "power": power_figure(),
-        "temperature": temperature_figure(),
+        "activity": activity_figure(tz_name, activity),
+        "vram": vram_figure(tz_name, percent=level != "partition", total_gib=vram_total_gib, subject=vram),
+        "power": power_figure(tz_name, power),
+        "temperature": temperature_figure(tz_name, temperature),
+        "heatmap": heatmap_figure(tz_name),
     }
+
+
+def heatmap_figure(tz_name: str = "UTC") -> dict[str, Any]:
+    layout = _layout("GFX activity heatmap (%)", "", tz_name=tz_name)
+    layout["yaxis"] = {"autorange": "reversed", "type": "category", "automargin": True, "tickfont": {"size": 9}}
+    layout["margin"] = {"l": 110, "r": 10, "t": 44, "b": 44}
+    return {"data": [{"type": "heatmap", "x": [], "y": [], "z": [], "zmin": 0, "zmax": 100, "colorscale": "Viridis",
+                      "hoverongaps": False, "colorbar": {"title": {"text": "%"}, "thickness": 12},
+                      "hovertemplate": "%{y}<br>%{x}<br>%{z:.1f} %<extra></extra>"}],
+            "layout": layout}
 
 
 def mib_to_gib(value: float | None) -> float | None:
@@ -148,7 +200,7 @@ def latest_rows(snapshots: Mapping[str, Mapping[str, Any]], now: float | None = 
             parts = list(gpu.get("partitions") or ())
             for position, part in enumerate(parts):
                 rows.append({
-                    "name": trace_name(node, gpu["index"], part["index"], derived=bool(part.get("derived"))),
+                    "name": trace_name(node, gpu["index"], part["index"]),
                     "node": node,
                     "gpu": gpu["index"],
                     "partition": part["index"],

@@ -130,3 +130,94 @@ class TelemetryConsumer(RefusingConsumer):
 
         names = [self.node] if self.node else await database_sync_to_async(lambda: list(Node.objects.values_list("name", flat=True)))()
         return await read_snapshots(names)
+
+
+class FleetConsumer(RefusingConsumer):
+    """What changed in the fleet (``/ws/fleet/``): ``{"type": "fleet.update", "nodes": {name:
+    {"gpus": [indices] | null}}, "heartbeats": {name: unix seconds}}``. The page refetches the
+    named cards (null: the whole node). Coalesced per connection like TelemetryConsumer: at
+    most one message per ``MIN_INTERVAL_S``, merging the GPUs named per node (a whole-node
+    change absorbs its GPUs) and keeping the latest heartbeat."""
+
+    MIN_INTERVAL_S = 0.5
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
+            await self.refuse(CLOSE_FORBIDDEN)
+            return
+        self.nodes: dict[str, set[int] | None] = {}
+        self.beats: dict[str, float] = {}
+        self.flush_task: asyncio.Task | None = None
+        self.last_sent = 0.0
+        self.group = events.FLEET_GROUP
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        task = getattr(self, "flush_task", None)
+        if task is not None:
+            task.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass  # read-only stream
+
+    async def fleet_changed(self, event: dict[str, Any]) -> None:
+        node, gpus = str(event.get("node", "")), event.get("gpus")
+        if node in self.nodes and self.nodes[node] is None:
+            pass  # the whole node is due already
+        elif gpus is None:
+            self.nodes[node] = None
+        else:
+            self.nodes.setdefault(node, set()).update(int(i) for i in gpus)  # type: ignore[union-attr]
+        self._schedule()
+
+    async def fleet_heartbeat(self, event: dict[str, Any]) -> None:
+        self.beats[str(event.get("node", ""))] = float(event.get("at") or 0.0)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.flush_task is None or self.flush_task.done():
+            self.flush_task = asyncio.ensure_future(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(max(0.0, self.last_sent + self.MIN_INTERVAL_S - time.monotonic()))
+        nodes, beats = self.nodes, self.beats
+        self.nodes, self.beats = {}, {}
+        if nodes or beats:
+            self.last_sent = time.monotonic()
+            await self.send_json({"type": "fleet.update",
+                                  "nodes": {name: {"gpus": None if gpus is None else sorted(gpus)} for name, gpus in nodes.items()},
+                                  "heartbeats": beats})
+
+
+class UserConsumer(RefusingConsumer):
+    """The signed-in user's notices (``/ws/me/``): an operation or deployment they started
+    reached a final state. Each notice is sent as it comes (they are rare), for toasts."""
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return
+        self.group = events.user_group(user.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        pass
+
+    async def user_notice(self, event: dict[str, Any]) -> None:
+        from aimconsole.templatetags.console_tags import visible_controls
+
+        await self.send_json({**event, "title": visible_controls(event.get("title", "")),
+                              "message": visible_controls(event.get("message", ""))})

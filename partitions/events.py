@@ -113,3 +113,85 @@ def publish_telemetry(node_name: str, snapshot: dict[str, Any], *, loop: asyncio
     event: TelemetryEvent = {"type": "telemetry.snapshot", "node": node_name, "snapshot": snapshot}
     _send(node_telemetry_group(node_name), dict(event), loop)
     _send(FLEET_TELEMETRY_GROUP, dict(event), loop)
+
+
+# --- the live fleet and per-user notices ------------------------------------------------------
+# ``fleet``: "these nodes (GPUs) changed" (layout, operation state, health, occupants); the
+# fleet page refetches their server-rendered cards. ``fleet`` also carries agent heartbeats.
+# ``user.<id>``: notices for one signed-in user (their operation or deployment finished), shown
+# as toasts on every console page. Both are published after the transaction commits (a
+# rolled-back change announces nothing) and never raise.
+
+FLEET_GROUP = "fleet"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+class FleetChangedEvent(TypedDict):
+    type: Literal["fleet.changed"]
+    node: str
+    gpus: list[int] | None  # None: the whole node (memory mode, agent, every GPU)
+
+
+class UserNoticeEvent(TypedDict):
+    type: Literal["user.notice"]
+    kind: str  # "operation" | "deployment"
+    state: str
+    level: str  # "ok" | "bad" | "info"
+    title: str
+    message: str
+    url: str
+
+
+def _after_commit(send: Any) -> None:
+    from django.db import transaction
+
+    try:
+        transaction.on_commit(send)
+    except Exception as exc:  # no database connection usable: send now rather than never
+        log.warning("could not defer a fleet event: %s", exc)
+        send()
+
+
+def publish_fleet_changed(node_name: str, gpu_indices: Any = None) -> None:
+    """After commit: node ``node_name`` changed (only ``gpu_indices`` of it, when given)."""
+    gpus = None if gpu_indices is None else sorted({int(i) for i in gpu_indices})
+    event: FleetChangedEvent = {"type": "fleet.changed", "node": node_name, "gpus": gpus}
+    _after_commit(lambda: _send(FLEET_GROUP, dict(event)))
+
+
+def publish_heartbeat(node_name: str, at: float, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """An agent's heartbeat (Unix seconds): the fleet page flips the node to "agent down"
+    by itself when the next one is late."""
+    _send(FLEET_GROUP, {"type": "fleet.heartbeat", "node": node_name, "at": at}, loop)
+
+
+NOTICE_LEVELS = {"succeeded": "ok", "running": "ok", "failed": "bad", "rolled_back": "bad", "degraded": "bad"}
+
+
+def publish_user_notice(user_id: int | None, *, kind: str, state: str, title: str, message: str = "", url: str = "") -> None:
+    """After commit: tell user ``user_id`` (nobody when None) that something they started
+    reached ``state``."""
+    if not user_id:
+        return
+    event: UserNoticeEvent = {"type": "user.notice", "kind": kind, "state": state,
+                              "level": NOTICE_LEVELS.get(state, "info"), "title": title[:200],
+                              "message": message[:500], "url": url}
+    _after_commit(lambda: _send(user_group(int(user_id)), dict(event)))
+
+
+def publish_operation_changed(op: Any) -> None:
+    """An operation's state changed: the fleet shows it on its GPU (compute) or node (memory);
+    a finished one is announced to whoever requested it."""
+    gpus = [op.gpu_index] if op.kind == "compute" and op.gpu_index is not None else None
+    publish_fleet_changed(op.node.name, gpus)
+    if op.is_terminal and getattr(op, "requested_by_id", None):
+        from django.urls import reverse
+
+        said = {"succeeded": "succeeded", "failed": "failed", "rolled_back": "was rolled back"}.get(op.state, op.state)
+        publish_user_notice(op.requested_by_id, kind="operation", state=op.state,
+                            title=f"Operation #{op.pk} {said}", message=op.describe_target() + (
+                                f": {op.error_message[:300]}" if op.error_message else ""),
+                            url=reverse("partitions:operation-detail", args=[op.pk]))

@@ -4,6 +4,12 @@ amd-smi reports per logical device, and on a partitioned GPU (ROCm >= 6.4.1) onl
 primary partition carries power, temperature and activity — its ``gfx_activity`` is the
 whole GPU's. Per-partition activity is therefore **derived** from the primary's per-XCP
 ``gfx_busy_inst`` (the mean of the XCCs in that partition's XCP) and marked ``derived``.
+Only activity is derived: VRAM used is measured on each logical device.
+
+VRAM total: on a partitioned GPU the primary partition prints the **whole GPU's** total (and,
+before ROCm 6.4.1, so does every partition), the secondaries their share. A partition's
+total is therefore its share: what it reports when that is below the whole GPU's, else the
+whole GPU's total divided by the partition count (as the fleet page's geometry says).
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(present) / len(present), 1) if present else None
 
 
+def _partition_total(reported: int | None, whole: int | None, share: int | None) -> int | None:
+    """A partition's VRAM total: its own figure unless it is the whole GPU's (see above)."""
+    if share is None:  # unpartitioned, or the primary reports no total
+        return reported
+    if reported is None or (whole is not None and reported >= whole):
+        return share
+    return reported
+
+
 def shape(node: str, ts: float, metrics: Sequence[Metrics], layout: Sequence[PartitionRef], *,
           emulated: bool, interval_s: float) -> dict[str, Any]:
     """A JSON-safe snapshot: ``gpus[].partitions[]`` with activity (derived where needed),
@@ -46,6 +61,8 @@ def shape(node: str, ts: float, metrics: Sequence[Metrics], layout: Sequence[Par
         parts.sort(key=lambda r: r.partition_index)
         primary = by_logical.get(parts[0].logical_index)
         partitioned = len(parts) > 1
+        whole = primary.vram_total_mb if primary is not None else None
+        share = whole // len(parts) if whole is not None and partitioned else None
         shaped = []
         for ref in parts:
             m = by_logical.get(ref.logical_index)
@@ -62,7 +79,7 @@ def shape(node: str, ts: float, metrics: Sequence[Metrics], layout: Sequence[Par
                 "gfx_activity": activity,
                 "derived": derived,
                 "vram_used_mb": m.vram_used_mb if m else None,
-                "vram_total_mb": m.vram_total_mb if m else None,
+                "vram_total_mb": _partition_total(m.vram_total_mb if m else None, whole, share),
             })
         out.append({
             "index": gpu_index,

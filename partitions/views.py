@@ -4,8 +4,12 @@ the workloads port (partitions/workloads.py)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
+import redis
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -15,9 +19,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from partitions import workloads
+from partitions import fleetcards, workloads
 from partitions.geometry import ComputeMode
-from partitions.models import GPU, Node, Partition, Reconfiguration
+from partitions.models import AGENT_STALE_AFTER, GPU, Node, Partition, Reconfiguration
 from partitions.services.health import request_health_check
 from partitions.services.reconfiguration import (
     NodeRequest,
@@ -52,55 +56,143 @@ def _mark_healthy(request: HttpRequest) -> HttpResponse:
     return redirect(f"{request.path}#node-{gpu.node.name}")
 
 
-def fleet(request: HttpRequest) -> HttpResponse:
-    """Every node → GPU → partition with the model on it; filters by node, GPU model, compute
-    mode and free capacity. A fixed number of queries whatever the fleet size. POST: the
-    "mark healthy after check" button of an unhealthy GPU."""
-    if request.method == "POST":
-        return _mark_healthy(request)
-    q = request.GET
-    partitions = Partition.objects.order_by("index")
-    gpus = GPU.objects.order_by("index").prefetch_related(Prefetch("partitions", queryset=partitions))
-    nodes = Node.objects.order_by("name").prefetch_related(Prefetch("gpus", queryset=gpus))
-    if q.get("node"):
-        nodes = nodes.filter(name__icontains=q["node"][:63])
+class FleetFilters(forms.Form):
+    """The fleet page's filters; an invalid value is shown inline and that filter is not
+    applied. Compute modes are validated against every mode the console knows; the page
+    offers only those some GPU is in."""
+
+    node = forms.CharField(required=False, max_length=63, label="Node")
+    gpu_model = forms.CharField(required=False, max_length=64, label="GPU")
+    mode = forms.ChoiceField(required=False, label="Mode", choices=[("", "any"), *((m.value, m.value) for m in ComputeMode)])
+    free = forms.FloatField(required=False, min_value=0, max_value=100_000, label="Free ≥ (GiB)")
+
+    def applied(self) -> dict[str, Any]:
+        """The valid, non-empty filters."""
+        self.is_valid()
+        return {name: value for name, value in getattr(self, "cleaned_data", {}).items()
+                if name not in self.errors and value not in ("", None, 0, 0.0)}
+
+
+def _snapshots(names: list[str]) -> dict[str, Any] | None:
+    """The nodes' latest telemetry; None when Redis cannot be read."""
+    from partitions.telemetry_store import read_snapshots_sync
+
+    try:
+        return read_snapshots_sync(names)
+    except redis.RedisError:
+        return None
+
+
+def _fleet_rows(nodes: list[Node], applied: dict[str, Any], *, node_filtered: bool) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Each node's row with its shown GPU cards: partitions with occupant and memory bars, the
+    GPU's health and operation. A fixed number of queries (and one Redis MGET)."""
+    from partitions.context_processors import telemetry_stale_after_s
+
     active = list(Reconfiguration.objects.active().select_related("node"))
     busy_gpu = {op.gpu_id: op for op in active if op.gpu_id}
     busy_node = {op.node_id: op for op in active if op.kind == Reconfiguration.Kind.MEMORY}
-    try:
-        min_free = float(q.get("free") or 0)
-    except ValueError:
-        min_free = 0.0
-    rows = []
-    node_list = list(nodes)
-    all_parts = [p for node in node_list for gpu in node.gpus.all() for p in gpu.partitions.all()]
+    all_parts = [p for node in nodes for gpu in node.gpus.all() for p in gpu.partitions.all()]
     held = workloads.attach_occupants(all_parts)
-    totals: dict[str, float] = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0}
-    for node in node_list:
+    snapshots = _snapshots([n.name for n in nodes])
+    now, stale_after = time.time(), telemetry_stale_after_s()
+    min_free = float(applied.get("free") or 0.0)
+    filtering = bool(applied.get("gpu_model") or applied.get("mode") or min_free)
+    totals: dict[str, float] = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0, "allocated_gb": 0.0, "memory_gb": 0.0}
+    rows = []
+    for node in nodes:
+        snapshot = (snapshots or {}).get(node.name)
+        ts = snapshot.get("ts") if isinstance(snapshot, dict) else None
+        age = now - ts if isinstance(ts, int | float) else None
+        samples = {g.get("index"): g for g in (snapshot or {}).get("gpus") or [] if isinstance(g, dict)}
         shown = []
         for gpu in node.gpus.all():
-            if q.get("gpu_model") and gpu.gpu_model != q["gpu_model"]:
+            if applied.get("gpu_model") and gpu.gpu_model != applied["gpu_model"]:
                 continue
-            if q.get("mode") and gpu.compute_mode != q["mode"]:
+            if applied.get("mode") and gpu.compute_mode != applied["mode"]:
                 continue
-            parts = list(gpu.partitions.all())
+            parts: list[Any] = list(gpu.partitions.all())  # rows carrying ``occupant`` and ``memory`` for the template
             free_gb = sum(p.memory_gb or 0.0 for p in parts if p.pk not in held)
             if free_gb < min_free:
                 continue
-            shown.append({"gpu": gpu, "partitions": parts, "free_gb": free_gb,
-                          "operation": busy_gpu.get(gpu.pk) or busy_node.get(node.pk)})
+            sample = samples.get(gpu.index)
+            readings = {p.get("index"): p for p in (sample or {}).get("partitions") or [] if isinstance(p, dict)}
+            fresh = age is not None and age <= stale_after
+            for part in parts:
+                used_mb = (readings.get(part.index) or {}).get("vram_used_mb") if fresh else None
+                part.memory = fleetcards.partition_memory(
+                    total_gb=part.memory_gb, allocated_gb=part.occupant.memory_gb if part.occupant else 0.0,
+                    used_mb=used_mb if isinstance(used_mb, int | float) else None)
+            memory = fleetcards.gpu_memory([p.memory for p in parts])
+            health = fleetcards.gpu_health(marked=gpu.health, marked_reason=gpu.health_reason, agent_alive=node.agent_alive,
+                                           snapshot_age_s=age, stale_after_s=stale_after, sample=sample)
+            shown.append({"gpu": gpu, "partitions": parts, "free_gb": free_gb, "memory": memory, "health": health,
+                          "cpx": len(parts) > 2, "operation": busy_gpu.get(gpu.pk) or busy_node.get(node.pk)})
             totals["gpus"] += 1
             totals["partitions"] += len(parts)
             totals["free_gb"] += free_gb
             totals["used"] += sum(1 for p in parts if p.pk in held)
-        if shown or not (q.get("gpu_model") or q.get("mode") or min_free):
-            rows.append({"node": node, "gpus": shown, "operation": busy_node.get(node.pk)})
+            totals["allocated_gb"] += memory.allocated_gb
+            totals["memory_gb"] += memory.total_gb
+        if shown or not (filtering or node_filtered):
+            rows.append({"node": node, "gpus": shown, "operation": busy_node.get(node.pk),
+                         "heartbeat": node.agent_heartbeat_at.timestamp() if node.agent_heartbeat_at else "",
+                         "telemetry_unavailable": snapshots is None})
+    return rows, totals
+
+
+def _fleet_nodes(name: str | None = None, name_contains: str | None = None) -> list[Node]:
+    partitions = Partition.objects.order_by("index")
+    gpus = GPU.objects.order_by("index").prefetch_related(Prefetch("partitions", queryset=partitions))
+    nodes = Node.objects.order_by("name").prefetch_related(Prefetch("gpus", queryset=gpus))
+    if name is not None:
+        nodes = nodes.filter(name=name)
+    if name_contains:
+        nodes = nodes.filter(name__icontains=name_contains)
+    return list(nodes)
+
+
+def _card_context(request: HttpRequest) -> dict[str, Any]:
+    return {"can_operate": _can_operate(request), "can_mark_healthy": request.user.has_perm("partitions.change_gpu"),
+            "can_deploy": request.user.has_perm("serving.add_deployment"), "AGENT_STALE_S": int(AGENT_STALE_AFTER.total_seconds())}
+
+
+def fleet(request: HttpRequest) -> HttpResponse:
+    """Every node → GPU → partition with the model on it; filters by node, GPU model, compute
+    mode and free capacity. A fixed number of queries whatever the fleet size. POST: the
+    "mark healthy after check" button of an unhealthy GPU. The cards are the same templates
+    the live update fetches (``fleet_node_card``, ``fleet_gpu_card``)."""
+    if request.method == "POST":
+        return _mark_healthy(request)
+    form = FleetFilters(request.GET)
+    applied = form.applied()
+    rows, totals = _fleet_rows(_fleet_nodes(name_contains=applied.get("node")), applied, node_filtered=bool(applied.get("node")))
+    modes = set(GPU.objects.exclude(compute_mode="").values_list("compute_mode", flat=True).distinct())
     return render(request, "partitions/fleet.html", {
-        "rows": rows, "totals": totals, "filters": q, "can_operate": _can_operate(request),
-        "can_mark_healthy": request.user.has_perm("partitions.change_gpu"),
+        "rows": rows, "totals": totals, "filters": request.GET, "form": form, "filtered": bool(applied) or bool(form.errors),
         "gpu_models": sorted({g for g in GPU.objects.values_list("gpu_model", flat=True).distinct() if g}),
-        "compute_modes": [m.value for m in ComputeMode],
+        "compute_modes": [m.value for m in ComputeMode if m.value in modes],
+        **_card_context(request),
     })
+
+
+def fleet_node_card(request: HttpRequest, name: str) -> HttpResponse:
+    """One node's section of the fleet page (HTML fragment, the page's filters in the query),
+    for the live update; empty when the node is gone or no longer matches."""
+    applied = FleetFilters(request.GET).applied()
+    rows, _ = _fleet_rows(_fleet_nodes(name=name), applied, node_filtered=False)
+    if not rows:
+        return HttpResponse("")
+    return render(request, "partitions/_node_card.html", {"row": rows[0], **_card_context(request)})
+
+
+def fleet_gpu_card(request: HttpRequest, name: str, index: int) -> HttpResponse:
+    """One GPU's card of the fleet page (HTML fragment), as ``fleet_node_card``."""
+    applied = FleetFilters(request.GET).applied()
+    rows, _ = _fleet_rows(_fleet_nodes(name=name), applied, node_filtered=False)
+    cell = next((c for row in rows for c in row["gpus"] if c["gpu"].index == index), None)
+    if cell is None:
+        return HttpResponse("")
+    return render(request, "partitions/_gpu_card.html", {"row": rows[0], "cell": cell, **_card_context(request)})
 
 
 def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
@@ -110,7 +202,31 @@ def operation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "partitions/operation_detail.html", {
         "op": op, "steps": op.steps.all(), "can_operate": can_operate, "can_retry_drain": can_retry_drain,
         "draining": _workloads_in_the_way(op) if can_retry_drain else [], "restore": _restore_of(op) if can_operate else None,
+        "layout_rows": _layout_rows(op),
     })
+
+
+def _layout_rows(op: Reconfiguration) -> list[dict[str, Any]]:
+    """Per GPU the operation touches: its layout before (``previous_layout``; blank until the
+    run read it), the target, and now (the inventory)."""
+    previous = (op.previous_layout or {}).get("gpus") or {}
+    gpus = {g.index: g for g in op.node.gpus.prefetch_related("partitions")}
+    indices = [op.gpu_index] if op.kind == Reconfiguration.Kind.COMPUTE and op.gpu_index is not None \
+        else sorted(set(gpus) | {int(i) for i in previous if str(i).isdigit()})
+    rows = []
+    for index in indices:
+        before = previous.get(str(index)) or {}
+        gpu = gpus.get(index)
+        rows.append({
+            "index": index, "gpu": gpu,
+            "before_compute": before.get("compute_mode") or "", "before_memory": before.get("memory_mode") or "",
+            "target_compute": op.target_compute_mode or (before.get("compute_mode") or (gpu.compute_mode if gpu else "")),
+            "target_memory": op.target_memory_mode or (before.get("memory_mode") or (gpu.memory_mode if gpu else "") or op.node.memory_mode),
+            "keeps_compute": not op.target_compute_mode,
+            "now_compute": gpu.compute_mode if gpu else "", "now_memory": (gpu.memory_mode or op.node.memory_mode) if gpu else "",
+            "partitions": len(gpu.partitions.all()) if gpu else 0,
+        })
+    return rows
 
 
 # --- recovery actions: retry with drain, restore the previous layout ---------------------------

@@ -31,6 +31,7 @@ class Occupant:
     name: str
     state: str
     url: str = ""
+    memory_gb: float | None = None  # what the replica holds there (its profile's per-device share); None: unknown
 
 
 class WorkloadProvider(Protocol):

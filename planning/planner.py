@@ -21,6 +21,7 @@ from typing import Any
 
 from partitions.geometry import GeometryError, get_spec
 from planning import placement as pl
+from planning.placement.reasons import count_reasons
 
 
 class PlanError(ValueError):
@@ -77,6 +78,9 @@ class NodeChange:
     from_memory: str
     to_memory: str
     gpus_touched: tuple[int, ...]  # blast radius: the driver reloads for all of them
+    # The compute mode every GPU of the node gets with it (a suggested change); None: as asked
+    # in the request's node target, or each GPU's own.
+    compute_mode: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class PlanResult:
     solver_optimal: bool = False
     solver_note: str = ""
     excluded: tuple[pl.Excluded, ...] = ()  # nodes/GPUs placement left out, with the reason
+    # What would place the rest but needs someone first (e.g. a memory-mode change on a busy node).
+    hints: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -251,6 +257,20 @@ def plan(
         ))
     explicit = bool(gpu_targets or node_targets)
     result = _place(target, [*moved_demands, *demands], not explicit, exact_time_budget_s, deadline)
+    hints: list[str] = []
+    new_keys = {d.key for d in demands}
+    if not explicit and any(u.deployment in new_keys for u in result.unplaced):
+        # Placement never changes a node's memory mode; a plan may, on a node nothing runs on.
+        chosen, hints = _memory_mode_search(target, list(demands), result, deadline)
+        if chosen:
+            target = _with_memory_modes(target, chosen)
+            result = _place(target, [*moved_demands, *demands], True, exact_time_budget_s, deadline)
+            for node_name, memory, compute in chosen:
+                node = next(n for n in fleet.nodes if n.name == node_name)
+                node_changes.append(NodeChange(node_name, node.memory_mode, memory, tuple(g.index for g in node.gpus), compute))
+                changes.extend(GpuChange(node_name, g.index, g.compute_mode, compute, node.memory_mode, memory, "memory mode change")
+                               for g in node.gpus)
+            target = _unlocked(target, fleet)
 
     moved_keys = {_moved_key(d, r) for d, r in displaced_keys}
     moved_to = {a.deployment: a.slots for a in result.assignments if a.deployment in moved_keys}
@@ -261,7 +281,6 @@ def plan(
         first = replicas[(deployment, replica)][0]
         displaced.append(Displaced(deployment, replica, first.priority, first.node, first.gpu_index, first.partition_index,
                                    moved_to.get(key), None if key in moved_to else why.get(key, "no partition left")))
-    new_keys = {d.key for d in demands}
     assignments = tuple(a for a in result.assignments if a.deployment in new_keys)
     unplaced = tuple(u for u in result.unplaced if u.deployment in new_keys)
 
@@ -290,6 +309,10 @@ def plan(
     if node_changes:
         warnings.append("a memory-mode change reloads the driver for every GPU of the node: "
                         + ", ".join(f"{nc.node} ({len(nc.gpus_touched)} GPUs)" for nc in node_changes))
+    suggested = [nc for nc in node_changes if nc.compute_mode]
+    if suggested:
+        warnings.append("no compute-mode change alone places it; this plan changes the memory mode of idle node(s): "
+                        + ", ".join(f"{nc.node} ({nc.from_memory} → {nc.to_memory}, {nc.compute_mode})" for nc in suggested))
     lost = [d for d in displaced if d.to is None]
     if lost:
         warnings.append(f"{len(lost)} running replica(s) would have no partition afterwards")
@@ -298,8 +321,138 @@ def plan(
         assignments=assignments, unplaced=unplaced, capacity=capacity, steps=steps, eta_s=eta,
         blast_radius={node: tuple(sorted(indices)) for node, indices in sorted(blast.items())},
         durations=durations, warnings=tuple(warnings), solver=result.solver, solver_optimal=result.optimal,
-        solver_note=result.solver_note, excluded=result.excluded,
+        solver_note=result.solver_note, excluded=result.excluded, hints=tuple(hints),
     )
+
+
+# A plan for new demand tries memory-mode changes on at most this many nodes, and names at most
+# this many busy nodes whose change would help (each try is one heuristic placement).
+MAX_SUGGESTED_NODE_CHANGES = 4
+MAX_BUSY_HINTS = 3
+MAX_BUSY_NODES_TRIED = 16
+
+
+def _node_pairs(node: pl.NodeState) -> list[tuple[str, str]]:
+    """(memory, compute) pairs other than the node's memory mode that every GPU of ``node`` can
+    run ([] when the node cannot change its memory mode: unschedulable, mixed or unknown models,
+    a model whose memory mode is fixed)."""
+    if not node.schedulable or not node.gpus or not all(g.schedulable for g in node.gpus):
+        return []
+    models = {g.gpu_model for g in node.gpus}
+    if len(models) != 1:
+        return []
+    try:
+        spec = get_spec(models.pop())
+    except GeometryError:
+        return []
+    if not spec.memory_switchable:
+        return []
+    common: set[tuple[str, str]] | None = None
+    for g in node.gpus:
+        pairs = {(str(m), str(c)) for c, m in spec.allowed_pairs(g.caps)}
+        common = pairs if common is None else common & pairs
+    order = {str(c): i for i, c in enumerate(spec.modes_by_partition_size())}
+    return sorted((p for p in common or () if p[0] != node.memory_mode), key=lambda p: (p[0], order.get(p[1], 0)))
+
+
+def _with_memory_modes(fleet: pl.Fleet, chosen: Sequence[tuple[str, str, str]]) -> pl.Fleet:
+    """``fleet`` with these nodes in (memory, compute), their GPUs held to that compute mode (caps
+    allow only it: the node's change sets it, placement may not change it again)."""
+    by_name = {name: (memory, compute) for name, memory, compute in chosen}
+    nodes = []
+    for n in fleet.nodes:
+        if n.name not in by_name:
+            nodes.append(n)
+            continue
+        memory, compute = by_name[n.name]
+        nodes.append(replace(n, memory_mode=memory, gpus=tuple(replace(g, compute_mode=compute, caps={compute: (memory,)})
+                                                               for g in n.gpus)))
+    return replace(fleet, nodes=tuple(nodes))
+
+
+def _unlocked(fleet: pl.Fleet, original: pl.Fleet) -> pl.Fleet:
+    """``fleet`` with each GPU's caps as in ``original`` (after ``_with_memory_modes``)."""
+    caps = {(n.name, g.index): g.caps for n in original.nodes for g in n.gpus}
+    return replace(fleet, nodes=tuple(replace(n, gpus=tuple(replace(g, caps=caps[(n.name, g.index)]) for g in n.gpus))
+                                      for n in fleet.nodes))
+
+
+def _placed(result: pl.Placement, keys: set[str]) -> int:
+    return sum(1 for a in result.assignments if a.deployment in keys)
+
+
+def _gpu_ranges(indices: Sequence[int]) -> str:
+    """"0–3, 5" for [0, 1, 2, 3, 5]."""
+    parts: list[str] = []
+    run: list[int] = []
+    for i in sorted(indices):
+        if run and i != run[-1] + 1:
+            parts.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(i)
+    if run:
+        parts.append(f"{run[0]}–{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ", ".join(parts)
+
+
+def _memory_mode_search(fleet: pl.Fleet, demands: list[pl.Demand], base: pl.Placement,
+                        deadline: float | None) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Memory-mode changes that place more of ``demands`` than ``base`` does: greedily, the
+    (node, memory, compute) that places the most, on nodes nothing runs on (NPS is node-wide: the
+    driver reloads for all its GPUs), at most MAX_SUGGESTED_NODE_CHANGES. Nodes that are alike
+    (model, modes, GPUs, caps) are tried once. Then, if replicas are still left, the busy nodes
+    whose change would place more, named with what runs there (hints). Heuristic placement only."""
+    keys = {d.key for d in demands}
+    asked = sum(d.replicas for d in demands)
+    busy_on: dict[str, dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for o in fleet.occupants:
+        busy_on[o.node][o.gpu_index].add(o.deployment)
+    pairs = {n.name: _node_pairs(n) for n in fleet.nodes}
+    chosen: list[tuple[str, str, str]] = []
+    placed = _placed(base, keys)
+    current = fleet
+
+    def attempt(f: pl.Fleet) -> int:
+        return _placed(_place(f, demands, True, 0, deadline), keys)
+
+    while placed < asked and len(chosen) < MAX_SUGGESTED_NODE_CHANGES:
+        taken = {c[0] for c in chosen}
+        seen: set[Any] = set()
+        best: tuple[int, tuple[str, str, str]] | None = None
+        for n in current.nodes:
+            if n.name in taken or n.name in busy_on or not pairs[n.name]:
+                continue
+            signature = (n.memory_mode, tuple((g.gpu_model, g.compute_mode, tuple(sorted((g.caps or {}).items()))) for g in n.gpus))
+            if signature in seen:
+                continue
+            seen.add(signature)
+            for memory, compute in pairs[n.name]:
+                got = attempt(_with_memory_modes(current, [(n.name, memory, compute)]))
+                if got > placed and (best is None or got > best[0]):
+                    best = (got, (n.name, memory, compute))
+        if best is None:
+            break
+        placed = best[0]
+        chosen.append(best[1])
+        current = _with_memory_modes(current, [best[1]])
+    hints: list[str] = []
+    if placed < asked:
+        busy = sorted((n for n in current.nodes if n.name in busy_on and pairs[n.name]),
+                      key=lambda n: (sum(len(d) for d in busy_on[n.name].values()), n.name))[:MAX_BUSY_NODES_TRIED]
+        for n in busy:
+            emptied = replace(current, occupants=tuple(o for o in current.occupants if o.node != n.name))
+            for memory, compute in pairs[n.name]:
+                got = attempt(_with_memory_modes(emptied, [(n.name, memory, compute)]))
+                if got > placed:
+                    names = sorted({d for ds in busy_on[n.name].values() for d in ds})
+                    gpus = list(busy_on[n.name])
+                    which = f"GPUs {_gpu_ranges(gpus)} are" if len(gpus) > 1 else f"GPU {gpus[0]} is"
+                    hints.append(f"node {n.name} would fit {got - placed} more replica(s) in {compute}/{memory}, but {which} "
+                                 f"busy: stop {', '.join(names)} first")
+                    break
+            if len(hints) >= MAX_BUSY_HINTS:
+                break
+    return chosen, hints
 
 
 def _place(fleet: pl.Fleet, demands: Sequence[pl.Demand], allow_repartition: bool, exact_time_budget_s: float | None,
@@ -419,4 +572,21 @@ def summary(result: PlanResult) -> dict[str, Any]:
         "capacity": [c.__dict__ for c in result.capacity],
         "steps": [s.__dict__ for s in result.steps],
         "warnings": list(result.warnings),
+        "hints": list(result.hints),
+        "unplaced_summary": unplaced_summary(result),
     }
+
+
+def unplaced_summary(result: PlanResult) -> list[dict[str, Any]]:
+    """Per demand with replicas left unplaced: how many were asked, how many fit, and each
+    distinct reason with its count ("3 of 8 fit; 5 of 8 replicas: needs 48 GiB…"), bounded."""
+    placed = Counter(a.deployment for a in result.assignments)
+    reasons: dict[str, list[str]] = defaultdict(list)
+    for u in result.unplaced:
+        reasons[u.deployment].append(u.reason)
+    out = []
+    for deployment, texts in reasons.items():
+        asked = placed[deployment] + len(texts)
+        out.append({"deployment": deployment, "asked": asked, "placed": placed[deployment],
+                    "reasons": [{"reason": r.reason, "replicas": r.replicas} for r in count_reasons(texts, of=asked)]})
+    return out

@@ -1,7 +1,9 @@
 """The fleet as placement sees it, and plans: what-if results kept, then applied.
 
 ``fleet_state`` reads the fleet in a fixed number of queries; ``fingerprint`` changes whenever
-anything planning looked at changes, so a plan made on an old fleet is refused (``StalePlan``).
+anything planning looked at changes; a plan keeps the fingerprint of its scope (``plan_scope``:
+the GPUs it repartitions or puts replicas on), so a plan whose ground changed is refused
+(``StalePlan``) while changes elsewhere leave it applicable; ``replan`` redoes it.
 ``create_plan`` runs the pure planner (planning/planner.py) and keeps the result; ``apply_plan``
 turns it into reconfigurations (partitions) and hands the replicas to the app that runs them
 (the ``occupancy`` port: serving creates and moves deployments there).
@@ -134,20 +136,60 @@ def _node_problem(node: Node, busy: dict[int, int]) -> str:
     return ""
 
 
-def fingerprint(fleet: placement.Fleet) -> str:
+def fingerprint(fleet: placement.Fleet, scope: dict[str, Any] | None = None) -> str:
     """Changes whenever a mode, capability, health, occupant (or where it runs) or operation that
-    planning looked at changes."""
+    planning looked at changes. With ``scope`` (``plan_scope``): only on the scope's GPUs and
+    their nodes (a GPU that disappeared counts as a change)."""
+    gpus = None if scope is None else {(node, index) for node, index in scope.get("gpus", [])}
+    names = None if gpus is None else {node for node, _ in gpus}
+    nodes = [n for n in sorted(fleet.nodes, key=lambda n: n.name) if names is None or n.name in names]
     data = {
         "nodes": [
             [n.name, n.memory_mode, n.schedulable, [
                 [g.index, g.gpu_model, g.compute_mode, g.schedulable, sorted((k, list(v)) for k, v in (g.caps or {}).items())]
-                for g in n.gpus]]
-            for n in sorted(fleet.nodes, key=lambda n: n.name)
+                for g in n.gpus if gpus is None or (n.name, g.index) in gpus]]
+            for n in nodes
         ],
         "occupants": sorted([o.deployment, o.replica, o.node, o.gpu_index, o.partition_index, o.priority, o.memory_gb]
-                            for o in fleet.occupants),
+                            for o in fleet.occupants if gpus is None or (o.node, o.gpu_index) in gpus),
     }
+    if gpus is not None:
+        data["scope"] = sorted(gpus)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def plan_scope(result: dict[str, Any]) -> dict[str, Any]:
+    """What a plan (its ``planner.summary``) stands on: the GPUs it repartitions (every GPU of a
+    node whose memory mode changes), the GPUs its replicas go to and the GPUs they leave. The plan
+    stays valid while those GPUs, their nodes' memory modes and the replicas on them stay as
+    they were; a change elsewhere does not invalidate it (it may make a better plan possible:
+    re-plan to find out)."""
+    gpus: set[tuple[str, int]] = set()
+    for nc in result.get("node_changes", []):
+        gpus.update((nc["node"], i) for i in nc["gpus_touched"])
+    gpus.update((c["node"], c["gpu_index"]) for c in result.get("gpu_changes", []))
+    for a in result.get("assignments", []):
+        gpus.update((s["node"], s["gpu_index"]) for s in a["slots"])
+    for d in result.get("displaced", []):
+        gpus.add((d["node"], d["gpu_index"]))
+        gpus.update((s["node"], s["gpu_index"]) for s in d.get("to") or [])
+    return {"gpus": [list(g) for g in sorted(gpus)]}
+
+
+def _scoped_fleet(scope: dict[str, Any] | None) -> placement.Fleet:
+    if scope is None:
+        return fleet_state()
+    return fleet_state(nodes=Node.objects.filter(name__in={node for node, _ in scope.get("gpus", [])}))
+
+
+def is_stale(plan: Plan, fleet: placement.Fleet | None = None) -> bool:
+    """Whether what ``plan`` stands on changed since it was made (or it is no longer a draft).
+    Plans made before scopes were kept compare the whole fleet. ``fleet``: a fleet read once
+    for several plans (else the plan's nodes are read)."""
+    if plan.state != Plan.State.DRAFT:
+        return plan.state == Plan.State.STALE
+    scope = (plan.result or {}).get("scope")
+    return fingerprint(fleet if fleet is not None else _scoped_fleet(scope), scope) != plan.fingerprint
 
 
 # --- demands ------------------------------------------------------------------------------------
@@ -161,14 +203,22 @@ class DemandSpec:
     replicas: int
     priority: int = 0
     spread: bool = False
+    """Hard spread (one replica per GPU); True also when ``spread_mode`` is "hard"."""
     pin_node: Node | None = None
     pin_gpu_index: int | None = None
+    spread_mode: str = ""
+    """"none", "soft" (different GPUs while there are some, then sharing) or "hard"; "": from ``spread``."""
+
+    @property
+    def spread_choice(self) -> str:
+        return self.spread_mode or ("hard" if self.spread else "none")
 
     def demand(self) -> placement.Demand:
         return placement.Demand(
             key=self.name, memory_gb=self.profile.replica_memory_gb, replicas=self.replicas, priority=self.priority,
             gpu_models=(self.profile.gpu_model,), tensor_parallel=self.profile.gpus_needed,
-            pin_node=self.pin_node.name if self.pin_node else None, pin_gpu=self.pin_gpu_index, spread=self.spread,
+            pin_node=self.pin_node.name if self.pin_node else None, pin_gpu=self.pin_gpu_index,
+            spread=self.spread_choice == "hard", soft_spread=self.spread_choice == "soft",
         )
 
 
@@ -232,7 +282,7 @@ class PlanRequest:
             "gpus": [t.__dict__ for t in self.gpu_targets],
             "nodes": [t.__dict__ for t in self.node_targets],
             "demands": [
-                {"name": d.name, "profile": d.profile.pk, "replicas": d.replicas, "priority": d.priority, "spread": d.spread,
+                {"name": d.name, "profile": d.profile.pk, "replicas": d.replicas, "priority": d.priority, "spread": d.spread_choice,
                  "pin_node": d.pin_node.name if d.pin_node else None, "pin_gpu_index": d.pin_gpu_index}
                 for d in self.demands
             ],
@@ -258,10 +308,26 @@ def create_plan(*, gpu_targets: Sequence[planner.GpuTarget] = (), node_targets: 
                           exact_time_budget_s=exact_time_budget_s(), deadline=deadline)
     if demands:
         counters.count_placement("plan", result)
+    summary = planner.summary(result)
+    summary["scope"] = plan_scope(summary)
     return Plan.objects.create(
-        request=request.to_json(), result=planner.summary(result), fingerprint=fingerprint(fleet),
+        request=request.to_json(), result=summary, fingerprint=fingerprint(fleet, summary["scope"]),
         created_by=_user(requested_by),
     )
+
+
+def replan(*, plan: Plan, requested_by: Any = None) -> Plan:
+    """A new plan with ``plan``'s inputs, on the fleet as it is now (through the API's
+    serializer: inputs that are no longer valid, such as a profile since deleted, are refused the
+    same way). The old plan, if still a draft, becomes stale once the new one is made."""
+    from planning.api.serializers import PlanCreateSerializer, plan_inputs  # the one validation path
+
+    payload = PlanCreateSerializer(data=plan.request)
+    if not payload.is_valid():
+        raise ValidationError({"request": f"plan #{plan.pk}'s inputs are no longer valid: {payload.errors}"})
+    new = create_plan(**plan_inputs(payload.validated_data), requested_by=requested_by)
+    Plan.objects.filter(pk=plan.pk, state=Plan.State.DRAFT).update(state=Plan.State.STALE)
+    return new
 
 
 @dataclass
@@ -281,7 +347,7 @@ def apply_plan(*, plan: Plan, requested_by: Any = None) -> AppliedPlan:
         if plan.state != Plan.State.DRAFT:
             raise StalePlan(f"plan #{plan.pk} is {plan.state}; make a new plan")
         list(Node.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
-        stale = fingerprint(fleet_state()) != plan.fingerprint
+        stale = is_stale(plan)
         if not stale:
             return _apply(plan, user)
     Plan.objects.filter(pk=plan.pk).update(state=Plan.State.STALE)
@@ -297,7 +363,8 @@ def _apply(plan: Plan, user: Any) -> AppliedPlan:
     node_targets = {t["node"]: t for t in plan.request.get("nodes", [])}
     for change in result["node_changes"]:
         node = Node.objects.get(name=change["node"])
-        compute = (node_targets.get(change["node"]) or {}).get("compute_mode")
+        # As asked in the request's node target, else the compute mode a suggested change chose.
+        compute = (node_targets.get(change["node"]) or {}).get("compute_mode") or change.get("compute_mode")
         reconfigurations.append(request_reconfiguration(
             node=node, memory_mode=change["to_memory"], compute_mode=compute, drain=True,
             reason=f"plan #{plan.pk}", requested_by=user, plan=plan,

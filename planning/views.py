@@ -28,8 +28,9 @@ from partitions.geometry import ComputeMode, MemoryMode, get_spec
 from partitions.models import GPU, Node
 from partitions.services.reconfiguration import OperationInProgress, valid_compute_modes
 from planning import planner
+from planning.api.serializers import SPREAD_MODES
 from planning.models import Plan
-from planning.services import StalePlan, apply_plan, create_plan
+from planning.services import MAX_PLAN_DEMANDS, StalePlan, apply_plan, create_plan, fleet_state, is_stale, replan
 
 
 def _can_operate(request: HttpRequest) -> bool:
@@ -281,12 +282,37 @@ def plan_list(request: HttpRequest) -> HttpResponseBase:
     if request.GET.get("format") == "csv":
         return _plans_csv(request, form.plans())
     page = Paginator(form.plans(), PLANS_PER_PAGE).get_page(request.GET.get("page"))
+    drafts = [p.pk for p in page if p.state == Plan.State.DRAFT]
+    if drafts:
+        fleet = fleet_state()  # one read for the page's drafts; each compares its own scope
+        stale = {p.pk for p in Plan.objects.filter(pk__in=drafts).only("pk", "state", "fingerprint", "result")
+                 if is_stale(p, fleet)}
+        for p in page:
+            p.is_stale = p.pk in stale  # type: ignore[attr-defined]
     return render(request, "planning/plan_list.html", {"form": form, "page": page})
 
 
 def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
     plan = get_object_or_404(Plan, pk=pk)
-    return render(request, "planning/plan_detail.html", {"plan": plan, "result": plan.result, "can_operate": _can_operate(request)})
+    return render(request, "planning/plan_detail.html", {"plan": plan, "result": plan.result, "can_operate": _can_operate(request),
+                                                         "stale": is_stale(plan)})
+
+
+@require_POST
+@permission_required("planning.add_plan", raise_exception=True)  # POST /api/v1/plans/{id}/replan/
+def plan_replan(request: HttpRequest, pk: int) -> HttpResponse:
+    """One-click re-plan: the same inputs on the fleet as it is now; opens the new plan."""
+    plan = get_object_or_404(Plan, pk=pk)
+    try:
+        new = replan(plan=plan, requested_by=request.user)
+    except planner.PlanError as exc:
+        messages.error(request, str(exc))
+        return redirect("planning:plan-detail", pk=plan.pk)
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+        return redirect("planning:plan-detail", pk=plan.pk)
+    messages.success(request, f"Plan #{new.pk}: plan #{plan.pk}'s inputs on the fleet as it is now.")
+    return redirect("planning:plan-detail", pk=new.pk)
 
 
 @require_POST
@@ -306,3 +332,159 @@ def plan_apply(request: HttpRequest, pk: int) -> HttpResponse:
     if len(applied.reconfigurations) == 1:
         return redirect("partitions:operation-detail", pk=applied.reconfigurations[0].pk)
     return redirect(f"{reverse('serving:operation-list')}?plan={plan.pk}")
+
+
+# --- composing a what-if plan ------------------------------------------------------------------
+
+# Rows of each kind the compose page takes (more are refused with a message, not computed).
+MAX_COMPOSE_ROWS = {"gpu": 64, "node": 64, "demand": MAX_PLAN_DEMANDS}
+ROW_FIELDS = {
+    "gpu": ("gpu", "compute_mode"),
+    "node": ("node", "memory_mode", "compute_mode"),
+    "demand": ("name", "profile", "replicas", "priority", "spread", "pin_node"),
+}
+# The fields that make a row count (a demand row with only its default replicas is empty).
+ROW_KEYS = {"gpu": ("gpu",), "node": ("node",), "demand": ("name", "profile")}
+BODY_KEY = {"gpu": "gpus", "node": "nodes", "demand": "demands"}
+MAX_DATALIST_GPUS = 2000
+
+
+def _row_count(request: HttpRequest, kind: str) -> int:
+    raw = request.POST.get(f"{kind}_rows", "")
+    count = int(raw) if raw.isdigit() and len(raw) < 5 else (1 if kind == "demand" else 0)
+    return max(0, min(count, MAX_COMPOSE_ROWS[kind]))
+
+
+def _compose_rows(request: HttpRequest) -> dict[str, list[dict[str, Any]]]:
+    """The rows as posted (values cut to 200 characters), an empty one added or one removed
+    when those buttons were pressed."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    remove = request.POST.get("remove", "")
+    for kind, fields in ROW_FIELDS.items():
+        kept = []
+        for i in range(_row_count(request, kind)):
+            if remove == f"{kind}-{i}":
+                continue
+            kept.append({"values": {f: request.POST.get(f"{kind}-{i}-{f}", "").strip()[:200] for f in fields}, "errors": {}})
+        if request.POST.get("add") == kind and len(kept) < MAX_COMPOSE_ROWS[kind]:
+            kept.append({"values": dict.fromkeys(fields, ""), "errors": {}})
+        rows[kind] = kept
+    return rows
+
+
+def _row_body(kind: str, values: dict[str, str]) -> dict[str, Any]:
+    """One row in the API's request body (PlanCreateSerializer); empty optional fields absent."""
+    if kind == "gpu":
+        node, _, index = values["gpu"].rpartition("/")
+        body: dict[str, Any] = {"node": node or values["gpu"], "compute_mode": values["compute_mode"]}
+        if index:
+            body["gpu_index"] = index
+        return body
+    body = {k: v for k, v in values.items() if v != ""}
+    if kind == "demand":
+        body.setdefault("replicas", "1")
+    return body
+
+
+def _attach_errors(rows: dict[str, list[dict[str, Any]]], used: dict[str, list[int]], errors: Any) -> list[str]:
+    """Put the serializer's errors next to the rows they are about; returns the others."""
+    general: list[str] = []
+    for kind, key in BODY_KEY.items():
+        found = errors.get(key) if isinstance(errors, dict) else None
+        if found is None:
+            continue
+        items = found.items() if isinstance(found, dict) else enumerate(found)
+        for index, item in items:
+            if isinstance(item, dict) and str(index).isdigit() and int(index) < len(used[kind]):
+                row = rows[kind][used[kind][int(index)]]
+                for field, messages_ in item.items():
+                    row["errors"][field] = " ".join(str(m) for m in messages_)
+            else:
+                general.append(f"{key}: {' '.join(str(m) for m in (item if isinstance(item, list) else [item]))}")
+    for field, messages_ in (errors.items() if isinstance(errors, dict) else []):
+        if field not in BODY_KEY.values():
+            general.append(" ".join(str(m) for m in messages_))
+    return general
+
+
+def _attach_plan_error(rows: dict[str, list[dict[str, Any]]], message: str) -> bool:
+    """A planner refusal names its node (and GPU) first: show it on that row; False if none matches."""
+    for kind, field in (("gpu", "gpu"), ("node", "node")):
+        for row in rows[kind]:
+            name = row["values"][field]
+            if name and (message.startswith(f"{name.replace('/', '/gpu')} ") or message.startswith(f"{name}/")
+                         or message.startswith(f"{name} ") or f"{name!r}" in message):
+                row["errors"]["compute_mode" if kind == "gpu" else "memory_mode"] = message
+                return True
+    return False
+
+
+def _compose_choices() -> dict[str, Any]:
+    """What the compose page's pickers offer: nodes, GPUs (as node/index), modes and the
+    catalog's default profiles of the GPU models in the fleet, grouped by model."""
+    from models.models import ModelProfile
+    from models.services import default_profiles
+
+    gpus = list(GPU.objects.select_related("node").order_by("node__name", "index")[:MAX_DATALIST_GPUS])
+    models_in_fleet = set(GPU.objects.exclude(gpu_model="").values_list("gpu_model", flat=True).distinct())
+    profiles = (ModelProfile.objects.with_related().filter(default_profiles(), gpu_model__in=models_in_fleet)
+                .order_by("model__hf_id", "precision__sort_order", "gpu_model"))
+    groups: dict[str, list[Any]] = {}
+    for profile in profiles:
+        groups.setdefault(profile.model.hf_id, []).append(profile)
+    return {
+        "nodes": list(Node.objects.order_by("name").values_list("name", flat=True)),
+        "gpus": gpus, "gpus_cut": len(gpus) == MAX_DATALIST_GPUS,
+        "compute_modes": [m.value for m in ComputeMode], "memory_modes": [m.value for m in MemoryMode],
+        "profile_groups": sorted(groups.items()), "spread_modes": SPREAD_MODES,
+    }
+
+
+@_post_needs("planning.add_plan")  # POST /api/v1/plans/
+def plan_compose(request: HttpRequest) -> HttpResponse:
+    """Compose a what-if plan over several GPUs, nodes and new demands (the API's request body
+    as rows). "Preview" validates the rows with the API's serializer and makes the plan through
+    the same service (a draft, kept, applicable from here or its page); errors go next to the row
+    that caused them. Without JS, "Add a … row" buttons post the form back with one more row."""
+    from planning.api.serializers import PlanCreateSerializer, plan_inputs
+
+    context: dict[str, Any] = {"can_operate": _can_operate(request), "max_rows": MAX_COMPOSE_ROWS, **_compose_choices()}
+    if request.method != "POST":
+        context["rows"] = {"gpu": [], "node": [], "demand": [{"values": dict.fromkeys(ROW_FIELDS["demand"], ""), "errors": {}}]}
+        return render(request, "planning/compose.html", context)
+    rows = _compose_rows(request)
+    context["rows"] = rows
+    if request.POST.get("add") or request.POST.get("remove"):
+        return render(request, "planning/compose.html", context)
+    used: dict[str, list[int]] = {kind: [] for kind in ROW_FIELDS}
+    body: dict[str, list[dict[str, Any]]] = {key: [] for key in BODY_KEY.values()}
+    for kind, kind_rows in rows.items():
+        for i, row in enumerate(kind_rows):
+            if any(row["values"][k] for k in ROW_KEYS[kind]):
+                used[kind].append(i)
+                body[BODY_KEY[kind]].append(_row_body(kind, row["values"]))
+    payload = PlanCreateSerializer(data=body)
+    errors: list[str] = []
+    if not payload.is_valid():
+        errors = _attach_errors(rows, used, payload.errors)
+    else:
+        try:
+            plan = create_plan(**plan_inputs(payload.validated_data), requested_by=request.user)
+        except planner.PlanError as exc:
+            if not _attach_plan_error(rows, str(exc)):
+                errors = [str(exc)]
+        except ValidationError as exc:
+            if hasattr(exc, "error_dict"):
+                for field, messages_ in exc.message_dict.items():
+                    targets = [rows["demand"][i] for i in used["demand"]] if field in ROW_FIELDS["demand"] else []
+                    for row in targets[:1] if field != "name" else targets:
+                        row["errors"][field] = " ".join(messages_)
+                    if not targets:
+                        errors.append(f"{field}: {' '.join(messages_)}")
+            else:
+                errors = list(exc.messages)
+        else:
+            context.update(plan=plan, result=plan.result)
+            return render(request, "planning/compose.html", context)
+    context["errors"] = errors or ["Some rows cannot be planned; see the messages next to them."]
+    return render(request, "planning/compose.html", context, status=400)

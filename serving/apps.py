@@ -10,7 +10,8 @@ class ServingConfig(AppConfig):
     def ready(self) -> None:
         # Serving implements the ports that the lower layers define: the workloads a drain
         # stops and the fleet page shows (partitions), and the replicas that placement sees and
-        # that applying a plan moves (planning).
+        # that applying a plan moves (planning), ...
+        from models import dependents
         from partitions import workloads
         from planning import occupancy
         from serving.services import DeploymentWorkloads
@@ -18,3 +19,5 @@ class ServingConfig(AppConfig):
         provider = DeploymentWorkloads()
         workloads.register(provider)
         occupancy.register(provider)
+        # ... and the catalog's: what runs with a profile whose sizing an admin changed.
+        dependents.register(provider)

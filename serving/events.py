@@ -9,6 +9,9 @@ missed an event catches up on its next periodic read):
 - Channel-layer group ``serving.deployment.<id>`` per deployment: the WebSocket consumers of
   deployment pages (``/ws/deployments/<id>/``, serving/consumers.py), which re-read and send
   the deployment's copies. Event ``{"type": "replicas.changed", "deployment": id}``.
+- The fleet page's group (partitions/events.py ``publish_fleet_changed``): the nodes these
+  deployments are on, so their cards show the new occupants; and, for a deployment's state
+  change (``publish_deployment_state``), a toast for the user who requested it.
 
 Publishing never raises and never blocks for long: a broken Redis must not stop an agent from
 supervising its replicas.
@@ -85,3 +88,56 @@ def _publish(ids: list[int]) -> None:
                 async_to_sync(layer.group_send)(deployment_group(pk), {"type": "replicas.changed", "deployment": pk})
     except Exception:  # noqa: BLE001 — best-effort, as above
         log.warning("could not publish replica changes to the channel layer", exc_info=True)
+    _publish_fleet(ids)
+
+
+def _nodes_of(ids: list[int]) -> set[str]:
+    """The nodes where these deployments hold partitions or have copies (one query each)."""
+    from serving.models import DeploymentSlot, Replica
+
+    return (set(DeploymentSlot.objects.filter(deployment_id__in=ids).values_list("partition__gpu__node__name", flat=True))
+            | set(Replica.objects.filter(deployment_id__in=ids).values_list("node__name", flat=True)))
+
+
+def _publish_fleet(ids: list[int]) -> None:
+    """The fleet page shows what occupies each partition: refresh the nodes these deployments
+    are on (partitions' fleet group, partitions/events.py)."""
+    from partitions import events as fleet_events
+
+    try:
+        names = _nodes_of(ids)
+    except Exception:  # noqa: BLE001 — best-effort: the database may be busy; the page catches up on reload
+        log.warning("could not find the nodes of deployments %s for the fleet", ids, exc_info=True)
+        return
+    for name in sorted(names):
+        fleet_events.publish_fleet_changed(name)
+
+
+# Deployment states announced to the user who requested the deployment (a toast).
+NOTIFIED_STATES = ("running", "degraded", "failed", "stopped")
+
+
+def publish_deployment_state(deployment: Any, before: str) -> None:
+    """After commit: deployment went from ``before`` to its current state. The fleet refreshes
+    its nodes (the occupant's state shows there) and the requester gets a toast when it
+    reached running, degraded, failed or stopped. Never raises."""
+    state, pk, user_id = deployment.state, deployment.pk, getattr(deployment, "requested_by_id", None)
+    if state == before:
+        return
+    name, message = deployment.name, (deployment.state_message or "")[:300]
+
+    def send() -> None:
+        from django.urls import reverse
+
+        from partitions import events as fleet_events
+
+        _publish_fleet([pk])
+        if state in NOTIFIED_STATES and user_id:
+            said = {"running": "is running", "degraded": "is degraded", "failed": "failed", "stopped": "stopped"}[state]
+            fleet_events.publish_user_notice(user_id, kind="deployment", state=state, title=f"Deployment {name} {said}",
+                                             message=message, url=reverse("serving:deployment-detail", args=[pk]))
+
+    try:
+        transaction.on_commit(send)
+    except Exception:  # noqa: BLE001 — best-effort, as above
+        log.warning("could not announce deployment %s's state", pk, exc_info=True)

@@ -79,11 +79,13 @@ def workload_spec(
     memory_required_gb: float,
     max_model_len: int,
     served_model_name: str | None = None,
+    max_num_seqs: int | None = None,
 ) -> WorkloadSpec:
     """The isolation settings and serving arguments for one replica on ``bindings``.
 
     ``memory_required_gb`` is the per-partition need (for tensor parallelism: per GPU).
-    All bindings must be on one node.
+    ``max_num_seqs``: the sequences served at once that the KV cache was sized for
+    (``--max-num-seqs``; None leaves the engine's default). All bindings must be on one node.
     """
     if not bindings:
         raise IsolationError("a replica needs at least one partition")
@@ -92,6 +94,8 @@ def workload_spec(
         raise IsolationError(f"a replica's partitions must be on one node, got {sorted(nodes)}")
     if max_model_len <= 0:
         raise IsolationError("max_model_len must be positive")
+    if max_num_seqs is not None and max_num_seqs <= 0:
+        raise IsolationError("max_num_seqs must be positive")
     ordered = sorted(bindings, key=lambda b: b.logical_index)
     indices = ",".join(str(b.logical_index) for b in ordered)
     smallest = min(b.memory_gb for b in ordered)
@@ -109,6 +113,8 @@ def workload_spec(
         "--gpu-memory-utilization", f"{utilization:.2f}",
         "--max-model-len", str(max_model_len),
     ]
+    if max_num_seqs is not None:
+        args += ["--max-num-seqs", str(max_num_seqs)]
     if served_model_name:
         args += ["--served-model-name", served_model_name]
     devices = ("/dev/kfd", *(f"/dev/dri/{b.render_node}" for b in ordered if b.render_node))

@@ -72,6 +72,10 @@ class Deployment(models.Model):
     runtime = models.CharField(max_length=12, choices=Runtime.choices, blank=True,
                                help_text="The runtime its replicas run on (the nodes' runtime when it was bound).")
     planned_slots = models.JSONField(default=list, blank=True, help_text="Where a plan puts the replicas before the partitions exist.")
+    sizing_snapshot = models.JSONField(
+        default=dict, blank=True,
+        help_text="The profile's sizing when the deployment was placed (memory_required_gb, replica_memory_gb, "
+                  "gpus_needed, parameters, context, precision...): what its partitions were chosen for.")
     plan = models.ForeignKey("planning.Plan", on_delete=models.SET_NULL, null=True, blank=True, related_name="deployments")
     requested_by = models.ForeignKey("auth.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

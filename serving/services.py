@@ -27,11 +27,14 @@ from django.db.models import Count
 from django.utils import timezone
 
 from aimconsole import audit, counters
+from models.dependents import Misfit
+from models.models import ModelProfile
 from partitions.models import Node, Partition
 from partitions.workloads import Occupant
 from planning import occupancy, placement, planner
 from planning.models import Plan
 from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, validate_demands
+from serving import events
 from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove, describe_slots
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,7 @@ def _transition(deployment: Deployment, target: str, message: str = "") -> None:
     deployment.state_message = message[:2000]
     deployment.save(update_fields=["state", "state_message", "updated_at"])
     audit.record(f"deployment.{target}", obj=deployment, before={"state": before}, after={"state": target, "message": message[:500]})
+    events.publish_deployment_state(deployment, before)
 
 
 def _say(deployment: Deployment, message: str) -> None:
@@ -121,6 +125,88 @@ def _node_lock(node: Node) -> threading.RLock:
 
 def _move_wait_s() -> float:
     return min(float(getattr(settings, "SERVING_MOVE_START_WAIT_S", MOVE_START_WAIT_S)), settings.RECONFIGURATION_LEASE_S / 2)
+
+
+# --- sizing ---------------------------------------------------------------------------------
+
+# Marks the part of a deployment's state message that says its sizing no longer fits.
+SIZING_MARK = "no longer fits its partitions"
+
+
+def sizing_snapshot(profile: ModelProfile) -> dict[str, Any]:
+    """The sizing a deployment is placed with (kept on the row: an admin's later edit of the
+    model is compared with it, and its replicas stay counted by the GPUs it was placed on)."""
+    model, precision = profile.model, profile.precision
+    return {
+        "model": model.hf_id, "precision": precision.code, "bytes_per_weight": float(precision.bytes_per_weight),
+        "gpu_model": profile.gpu_model, "total_params_b": model.total_params_b, "num_layers": model.num_layers,
+        "context_tokens": profile.context_tokens, "concurrent_sequences": profile.concurrent_sequences,
+        "weights_gb": profile.weights_gb, "kv_cache_gb": profile.kv_cache_gb, "overhead_gb": profile.overhead_gb,
+        "memory_required_gb": profile.memory_required_gb, "gpus_needed": profile.gpus_needed,
+        "per_gpu_gb": profile.per_gpu_gb, "replica_memory_gb": profile.replica_memory_gb,
+    }
+
+
+def _placed_gpus(deployment: Deployment) -> int:
+    """The GPUs (partitions) per replica the deployment was placed with: its snapshot's, else
+    (rows older than snapshots) its profile's now."""
+    return int((deployment.sizing_snapshot or {}).get("gpus_needed") or deployment.profile.gpus_needed or 1)
+
+
+def _sizing_misfit(deployment: Deployment, partition_gb: dict[int, list[float]]) -> Misfit | None:
+    """Whether the profile's sizing now fits the partitions its replicas hold (``partition_gb``:
+    replica -> memory of each partition it holds): None, or what no longer fits."""
+    profile = deployment.profile
+    need = profile.replica_memory_gb
+    gpus = profile.gpus_needed or 1
+    smallest = [min(gbs) for gbs in partition_gb.values() if gbs and min(gbs) > 0]
+    if not smallest:
+        return None
+    have = min(smallest)
+    held = min(len(gbs) for gbs in partition_gb.values() if gbs)
+    details = []
+    if gpus > held:
+        details.append(f"it now needs {gpus} GPUs per replica, its replicas have {held}")
+    if need <= have + 1e-6 and not details:
+        return None
+    placed = (deployment.sizing_snapshot or {}).get("replica_memory_gb")
+    if placed is not None:
+        details.append(f"placed for {float(placed):.4g} GiB")
+    return Misfit(name=deployment.name, need_gb=need, have_gb=have, detail="; ".join(details))
+
+
+def _sizing_message(misfit: Misfit) -> str:
+    return f"{SIZING_MARK} since its model's sizing changed: {misfit.describe().removeprefix(misfit.name + ' ')}"
+
+
+def recheck_sizing(*, profile_ids: Sequence[int]) -> list[Misfit]:
+    """After the catalog changed these profiles: mark the bound deployments that their current
+    sizing no longer fits ``degraded`` (and the ones that fit again ``running``), in the
+    caller's transaction; returns what no longer fits."""
+    with transaction.atomic():
+        deployments = list(Deployment.objects.filter(profile_id__in=profile_ids, state__in=BOUND)
+                           .select_related("profile__model", "profile__precision").order_by("name"))
+        if not deployments:
+            return []
+        memory = _slot_memory([d.pk for d in deployments])
+        misfits = [m for d in deployments if (m := _sizing_misfit(d, memory.get(d.pk, {}))) is not None]
+        settle_deployments(only=[d.pk for d in deployments])
+    return misfits
+
+
+def _slot_memory(ids: Sequence[int]) -> dict[int, dict[int, list[float]]]:
+    """deployment -> replica -> memory (GiB) of each partition its active slots hold (its
+    retiring ones while it has none: a replica moving make-before-break)."""
+    active: dict[int, dict[int, list[float]]] = {}
+    retiring: dict[int, dict[int, list[float]]] = {}
+    for dep_id, replica, state, gb in DeploymentSlot.objects.filter(deployment_id__in=ids).values_list(
+            "deployment_id", "replica", "state", "partition__memory_gb"):
+        into = active if state == ACTIVE_SLOT else retiring
+        into.setdefault(dep_id, {}).setdefault(replica, []).append(float(gb or 0.0))
+    for dep_id, replicas in retiring.items():
+        for replica, gbs in replicas.items():
+            active.setdefault(dep_id, {}).setdefault(replica, gbs)
+    return active
 
 
 # --- direct creation -------------------------------------------------------------------------
@@ -197,7 +283,7 @@ def _bind_placed(spec: DemandSpec, fleet: placement.Fleet, assignments: Sequence
             name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority, spread=spec.spread,
             pin_node=spec.pin_node, pin_gpu_index=spec.pin_gpu_index, state=Deployment.State.SCHEDULED,
             state_message="partitions bound; waiting for the node agent to start it",
-            requested_by=_user(requested_by),
+            requested_by=_user(requested_by), sizing_snapshot=sizing_snapshot(spec.profile),
         )
         try:
             _bind(deployment, assignments)
@@ -219,6 +305,7 @@ def _bind(deployment: Deployment, assignments: Sequence[placement.Assignment]) -
                     deployment=deployment, replica=assignment.replica,
                     partition=_partition(slot.node, slot.gpu_index, slot.partition_index),
                 )
+        events.publish_replicas_changed([deployment.pk])
 
 
 def stop_deployment(*, deployment: Deployment, reason: str = "stopped by request") -> Deployment:
@@ -249,10 +336,14 @@ def apply_plan_deployments(*, plan: Plan, result: dict[str, Any], user: Any) -> 
     by_key: dict[str, list[dict[str, Any]]] = {}
     for assignment in result["assignments"]:
         by_key.setdefault(assignment["deployment"], []).append(assignment)
+    profiles = ModelProfile.objects.with_related().in_bulk([demands[name]["profile"] for name in by_key])
     for name, assignments in by_key.items():
         d = demands[name]
         deployments.append(Deployment.objects.create(
-            name=name, profile_id=d["profile"], replicas=d["replicas"], priority=d["priority"], spread=d["spread"],
+            sizing_snapshot=sizing_snapshot(profiles[d["profile"]]) if d["profile"] in profiles else {},
+            # spread: a boolean in older plans, "none" | "soft" | "hard" since soft spread (hard is the stored flag)
+            name=name, profile_id=d["profile"], replicas=d["replicas"], priority=d["priority"],
+            spread=d["spread"] is True or d["spread"] == "hard",
             pin_node=Node.objects.filter(name=d["pin_node"]).first() if d["pin_node"] else None,
             pin_gpu_index=d["pin_gpu_index"], plan=plan, requested_by=user,
             planned_slots=[{"replica": a["replica"], "slots": a["slots"]} for a in assignments],
@@ -479,9 +570,8 @@ def _apply_runtime(node: Node, runtime: Any, *, supervise: bool = False) -> bool
             changed = True
         Deployment.objects.filter(pk__in={s.deployment_id for s in slots}, runtime="").update(runtime=runtime.name)
         if changed:
-            from serving.events import publish_replicas_changed
 
-            publish_replicas_changed({s.deployment_id for s in slots} | {r.deployment_id for r in existing.values()})
+            events.publish_replicas_changed({s.deployment_id for s in slots} | {r.deployment_id for r in existing.values()})
     return changed
 
 
@@ -723,7 +813,7 @@ def _serving_suffix(serving: int, replicas: int) -> str:
     return f"{serving} of {replicas} replicas serving"
 
 
-def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
+def settle_deployments(*, notes: dict[int, list[str]] | None = None, only: Sequence[int] | None = None) -> None:
     """Make each bound deployment's state say what its slots say.
 
     A replica is held when its active slots (or, while it moves make-before-break, its old
@@ -731,12 +821,20 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
     ``running``: every replica serving. ``degraded``: some replica not held (drained, between
     the stop and the start of a move, or its partitions removed from the inventory, e.g. by an
     import), with which and why. ``failed``: no replica held and no move bringing one back;
-    what is left of its slots is freed. ``scheduled`` stays until every replica started."""
+    what is left of its slots is freed. ``scheduled`` stays until every replica started.
+    Replicas are counted by the GPUs the deployment was placed with (its sizing snapshot); when
+    its profile's sizing now needs more than its partitions have (an admin edited the model),
+    it is ``degraded`` with the numbers (``SIZING_MARK``) until the sizing fits again.
+    ``only``: settle these deployments (default: every bound one)."""
     notes = notes or {}
-    deployments = list(Deployment.objects.filter(state__in=BOUND).select_related("profile"))
+    bound = Deployment.objects.filter(state__in=BOUND).select_related("profile")
+    if only is not None:
+        bound = bound.filter(pk__in=only)
+    deployments = list(bound)
     if not deployments:
         return
     ids = [d.pk for d in deployments]
+    memory = _slot_memory(ids)
     held: dict[int, Counter[tuple[int, str]]] = {pk: Counter() for pk in ids}
     started: dict[int, Counter[tuple[int, str]]] = {pk: Counter() for pk in ids}
     for dep_id, replica, state, started_at in DeploymentSlot.objects.filter(deployment_id__in=ids).values_list(
@@ -752,8 +850,10 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
             "deployment_id", "replica", "reason"):
         failed.setdefault(dep_id, []).append(f"replica {replica} failed: {reason}")
     for deployment in deployments:
-        need = deployment.profile.gpus_needed or 1
+        need = _placed_gpus(deployment)
         h, s, moves = held[deployment.pk], started[deployment.pk], moving[deployment.pk]
+        misfit = _sizing_misfit(deployment, memory.get(deployment.pk, {}))
+        sizing_note = _sizing_message(misfit) if misfit else ""
 
         replicas = range(deployment.replicas)
         missing = [r for r in replicas if not _covers(h, r, need)]
@@ -768,9 +868,10 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
         else:
             target = deployment.state  # bound, starting: scheduled stays scheduled, degraded until it runs
         lost = [r for r in missing if r not in moves]
-        if failed.get(deployment.pk) and target != Deployment.State.FAILED:
+        if (failed.get(deployment.pk) or misfit) and target != Deployment.State.FAILED:
             target = Deployment.State.DEGRADED
-        if target == deployment.state and not moves and not failed.get(deployment.pk) and (
+        sizing_said = (sizing_note in deployment.state_message) if misfit else (SIZING_MARK not in deployment.state_message)
+        if target == deployment.state and not moves and not failed.get(deployment.pk) and sizing_said and (
                 target != Deployment.State.DEGRADED or deployment.state_message.endswith(_serving_suffix(serving, deployment.replicas))):
             continue  # nothing new to say
         if target == Deployment.State.RUNNING:
@@ -784,8 +885,8 @@ def settle_deployments(*, notes: dict[int, list[str]] | None = None) -> None:
             if target == Deployment.State.FAILED:
                 message = "no replica holds its partitions: " + "; ".join(extra)
             else:
-                message = "; ".join(filter(None, [_moves_message(deployment, []), *failed.get(deployment.pk, []), *extra,
-                                                  _serving_suffix(serving, deployment.replicas)]))
+                message = "; ".join(filter(None, [sizing_note, _moves_message(deployment, []), *failed.get(deployment.pk, []),
+                                                  *extra, _serving_suffix(serving, deployment.replicas)]))
         if target == deployment.state and message[:2000] == deployment.state_message:
             continue
         with transaction.atomic():
@@ -918,10 +1019,14 @@ class DeploymentWorkloads:
     def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
         from django.urls import reverse
 
+        from models.sizing import replica_gb_per_gpu
+
         rows = DeploymentSlot.objects.filter(partition_id__in=partition_ids).values_list(
-            "partition_id", "deployment_id", "deployment__name", "deployment__state")
-        return {pid: Occupant(name=name, state=state, url=reverse("serving:deployment-detail", args=[dep_id]))
-                for pid, dep_id, name, state in rows}
+            "partition_id", "deployment_id", "deployment__name", "deployment__state",
+            "deployment__profile__memory_required_gb", "deployment__profile__gpus_needed", "deployment__profile__per_gpu_gb")
+        return {pid: Occupant(name=name, state=state, url=reverse("serving:deployment-detail", args=[dep_id]),
+                              memory_gb=replica_gb_per_gpu(required or 0.0, gpus or 1, per_gpu or 0.0))
+                for pid, dep_id, name, state, required, gpus, per_gpu in rows}
 
     def reconcile(self, *, node: Node) -> None:
         reconcile_node(node=node)
@@ -966,6 +1071,9 @@ class DeploymentWorkloads:
             )
             for slot in slots
         )
+
+    def profiles_changed(self, *, profile_ids: Sequence[int]) -> list[Misfit]:
+        return recheck_sizing(profile_ids=profile_ids)
 
     def check_names(self, *, names: Sequence[str]) -> dict[str, str]:
         taken = sorted(Deployment.objects.active().filter(name__in=list(names)).values_list("name", flat=True))

@@ -3,6 +3,7 @@ Thin: parse input, call one service or query, render."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from itertools import chain
@@ -19,10 +20,11 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from rest_framework import serializers as drf_serializers
 
 from aimconsole.csvexport import csv_response
 from aimconsole.text import escape_control
-from models.models import ModelProfile
+from models.models import MAX_CONCURRENT_SEQUENCES, ModelProfile
 from models.services import default_profiles
 from partitions.models import Node, Reconfiguration
 from planning import placement
@@ -266,6 +268,9 @@ def _render_detail(request: HttpRequest, deployment: Deployment, extra: dict[str
     from serving.traffic import model_traffic
 
     workloads = DeploymentSerializer(context={"request": request}).get_workloads(deployment)
+    for w in workloads:
+        if "container" in w:  # shown as JSON (copyable), not a Python repr
+            w["container_json"] = json.dumps(w["container"], indent=2, ensure_ascii=False)
     return render(request, "serving/deployment_detail.html", {
         "deployment": deployment, "workloads": workloads, "can_operate": request.user.has_perm("serving.delete_deployment"),
         "can_redeploy": request.user.has_perm("serving.add_deployment") and not deployment.is_active,
@@ -278,8 +283,10 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_detail(request, get_object_or_404(Deployment.objects.with_related(), pk=pk))
 
 
-def _profile_options() -> list[dict[str, Any]]:
-    """Default profiles of the GPU models in the fleet, each with where it fits right now."""
+def _profile_groups(extra: ModelProfile | None = None) -> list[dict[str, Any]]:
+    """Default profiles of the GPU models in the fleet (and ``extra``, a profile a catalog link
+    asked for, when its GPU model is in the fleet), grouped by model, each with where it fits
+    right now: ``[{"model": hf_id, "options": [{profile, need, fitting_free}]}]``."""
     fleet = fleet_state()
     used = {(o.node, o.gpu_index, o.partition_index) for o in fleet.occupants}
     free = [s for s in placement.partitions_of(fleet) if (s.node, s.gpu_index, s.partition_index) not in used]
@@ -288,17 +295,22 @@ def _profile_options() -> list[dict[str, Any]]:
     free_by_model: dict[str, list[float]] = defaultdict(list)
     for slot in free:
         free_by_model[model_of[(slot.node, slot.gpu_index)]].append(slot.memory_gb)
-    options = []
-    profiles = ModelProfile.objects.with_related().filter(default_profiles(), gpu_model__in=models_in_fleet)
-    for profile in profiles.order_by("model__hf_id", "precision__sort_order", "gpu_model"):
+    wanted = default_profiles() | (Q(pk=extra.pk) if extra is not None else Q(pk__in=[]))
+    profiles = ModelProfile.objects.with_related().filter(wanted, gpu_model__in=models_in_fleet)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for profile in profiles.order_by("model__hf_id", "precision__sort_order", "gpu_model", "context_tokens",
+                                     "concurrent_sequences"):
         need = profile.replica_memory_gb
         fitting = sum(1 for gb in free_by_model[profile.gpu_model] if gb >= need)
-        options.append({"profile": profile, "need": need, "fitting_free": fitting})
-    return options
+        groups.setdefault(profile.model.hf_id, []).append({"profile": profile, "need": need, "fitting_free": fitting})
+    return [{"model": model, "options": options} for model, options in groups.items()]
 
 
 # The form's fields, named as in the API's request body (DeploymentCreateSerializer).
-FORM_FIELDS = ("name", "profile", "replicas", "priority", "pin_node", "pin_gpu_index")
+FORM_FIELDS = ("name", "profile", "replicas", "priority", "pin_node", "pin_gpu_index", "context_tokens",
+               "concurrent_sequences")
+# What a link may prefill (catalog rows: profile; GPU cards: pin_node), checked, never trusted.
+PREFILL_FIELDS = ("profile", "pin_node", "replicas", "name")
 
 
 def _form_errors(errors: Any) -> str:
@@ -310,16 +322,76 @@ def _field_errors(errors: Any) -> dict[str, str]:
     return {str(field): " ".join(str(m) for m in messages_) for field, messages_ in errors.items()}
 
 
+def _pk(raw: str) -> int | None:
+    """``raw`` as a row id the database can hold, or None."""
+    return int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else None
+
+
+def _shown(value: str) -> str:
+    value = escape_control(value)
+    return value if len(value) <= 40 else value[:39] + "…"
+
+
+def _prefill(query: Any) -> tuple[dict[str, str], list[str], ModelProfile | None]:
+    """The form's initial values from a link's query string (``profile``, ``pin_node``,
+    ``replicas``, ``name``): each value the form could take is kept, any other is dropped with
+    a note saying so. Only prefill: the serializer validates what is submitted."""
+    from serving.api.serializers import DeploymentCreateSerializer
+
+    fields = DeploymentCreateSerializer().fields
+    values: dict[str, str] = {}
+    notes: list[str] = []
+    profile = None
+    for name in PREFILL_FIELDS:
+        raw = query.get(name, "")
+        if raw == "":
+            continue
+        try:
+            if name == "profile" and _pk(raw) is None:
+                raise ValidationError("not an id")
+            value = fields[name].run_validation(raw)
+        except (drf_serializers.ValidationError, ValidationError):
+            notes.append(f"Ignored {name}={_shown(raw)!r} from the link: not a valid {name.replace('_', ' ')}.")
+            continue
+        if name == "profile":
+            profile = value
+            values[name] = str(value.pk)
+        elif name == "pin_node":
+            values[name] = value.name
+        else:
+            values[name] = str(value)
+    return values, notes, profile
+
+
 @permission_required("serving.add_deployment", raise_exception=True)
 def deployment_create(request: HttpRequest) -> HttpResponse:
     """The deployment form. POST validates with the API's serializer (one validation for pages
     and API) before anything is written, then calls the same service as the API. Errors are
     per field (next to the input, and summed up above the form); a demand that does not fit
-    lists each distinct reason once with the number of replicas it concerns."""
+    lists each distinct reason once with the number of replicas it concerns.
+
+    GET takes ``profile``, ``pin_node``, ``replicas`` and ``name`` from the query string as
+    initial values (the catalog's "Deploy" and the GPU cards link here); a value that is not
+    one the form offers is ignored, with a note."""
     from serving.api.serializers import DeploymentCreateSerializer
 
-    context: dict[str, Any] = {"options": _profile_options(), "nodes": Node.objects.order_by("name"), "form": request.POST,
-                               "max_replicas": MAX_REPLICAS_PER_DEMAND, "field_errors": {}}
+    notes: list[str] = []
+    extra: ModelProfile | None = None
+    if request.method == "POST":
+        form_values: Any = request.POST
+        pk = _pk(request.POST.get("profile", ""))
+        extra = ModelProfile.objects.filter(pk=pk).first() if pk is not None else None
+    else:
+        form_values, notes, extra = _prefill(request.GET)
+    groups = _profile_groups(extra)
+    offered = {str(o["profile"].pk) for g in groups for o in g["options"]}
+    if request.method != "POST" and form_values.get("profile") and form_values["profile"] not in offered:
+        notes.append(f"Ignored profile={form_values['profile']} from the link: {escape_control(str(extra))} is not offered here "
+                     f"(no {extra.gpu_model if extra else 'such'} GPU in the fleet).")
+        form_values.pop("profile")
+    context: dict[str, Any] = {"groups": groups, "nodes": Node.objects.order_by("name"), "form": form_values,
+                               "max_replicas": MAX_REPLICAS_PER_DEMAND, "max_sequences": MAX_CONCURRENT_SEQUENCES,
+                               "field_errors": {}, "prefill_notes": notes}
     if request.method == "POST":
         # Only the serializer's fields (not the CSRF token); empty optional fields are absent.
         data: dict[str, Any] = {k: request.POST[k] for k in FORM_FIELDS if request.POST.get(k, "") != ""}
@@ -328,7 +400,7 @@ def deployment_create(request: HttpRequest) -> HttpResponse:
         try:
             if not payload.is_valid():
                 raise ValidationError(payload.errors)
-            spec = DemandSpec(**payload.validated_data)
+            spec = payload.spec()
             deployment = create_deployment(spec=spec, requested_by=request.user)
         except ValidationError as exc:
             if hasattr(exc, "error_dict"):

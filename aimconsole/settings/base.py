@@ -65,6 +65,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "aimconsole.audit.RequestContextMiddleware",
+    "aimconsole.preferences.PreferencesMiddleware",  # the user's timezone and theme
     "aimconsole.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -339,3 +340,14 @@ METRICS_ALLOWED_CIDRS = env.networks("AIM_METRICS_ALLOWED_CIDRS", default=["127.
 # Emulated nodes' agents add synthetic request metrics for their running emulated replicas.
 METRICS_EMULATED_REQUESTS = env.bool("AIM_METRICS_EMULATED_REQUESTS", default=True)
 # --- metrics --- END ----------------------------------------------------------------------------
+
+# --- dashboards (partitions/dashboard.py, partitions/history.py) --- BEGIN ----------------------
+# Prometheus that scrapes this console's /metrics: the dashboard's 15 min - 24 h ranges come from
+# its query_range API (empty: only the live window, and the page says history is unavailable).
+PROMETHEUS_URL = env.str("AIM_PROMETHEUS_URL", default="").rstrip("/")
+# Grafana with deploy/grafana/*.json imported: the dashboards link <url>/d/<uid> (empty: the
+# pages say where the JSON dashboards are).
+GRAFANA_URL = env.str("AIM_GRAFANA_URL", default="").rstrip("/")
+# plotly-<version>.min.js (aimconsole/staticfinders.py) never changes under its name: cached for a year.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"/plotly/plotly-[0-9][0-9A-Za-z.+-]*\.min\.js$"
+# --- dashboards --- END --------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Developer / demo settings: the embedded defaults plus DEBUG unless told otherwise."""
+"""Developer / demo settings: the embedded defaults. DEBUG only when asked for
+(``DJANGO_DEBUG=1``): the demo must not show tracebacks and every URL pattern."""
 
 from __future__ import annotations
 
 from .base import *  # noqa: F401,F403
 from .base import env
 
-DEBUG = env.bool("DJANGO_DEBUG", default=True)
+DEBUG = env.bool("DJANGO_DEBUG", default=False)

@@ -22,7 +22,13 @@ def _model_state(model: InferenceModel) -> dict:
     return state
 
 
-class InferenceModelSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[InferenceModel]):
+class SizingWarningsMixin:
+    # Set by update: the warning that running deployments no longer fit the new sizing
+    # (models.services.sizing_warnings), returned as the response's ``warnings``.
+    sizing_warnings: list[str] = []
+
+
+class InferenceModelSerializer(SizingWarningsMixin, RejectUnknownFieldsMixin, serializers.ModelSerializer[InferenceModel]):
     precisions = serializers.SlugRelatedField(
         slug_field="code", many=True, queryset=Precision.objects.all(),
         help_text="Precision codes the model is offered in; one profile per GPU model each.",
@@ -70,10 +76,11 @@ class InferenceModelSerializer(RejectUnknownFieldsMixin, serializers.ModelSerial
             services.set_model_precisions(model=instance, precisions=precisions)
         services.refresh_profiles(model=instance)
         audit.record("catalog.model.update", obj=instance, before=before, after=_model_state(instance))
+        self.sizing_warnings = services.model_sizing_warnings(model=instance)
         return instance
 
 
-class ModelProfileSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer[ModelProfile]):
+class ModelProfileSerializer(SizingWarningsMixin, RejectUnknownFieldsMixin, serializers.ModelSerializer[ModelProfile]):
     model = serializers.SlugRelatedField(slug_field="hf_id", queryset=InferenceModel.objects.all())
     precision = serializers.SlugRelatedField(slug_field="code", queryset=Precision.objects.all())
     gpu = serializers.ChoiceField(source="gpu_model", choices=list(ModelProfile._meta.get_field("gpu_model").choices or ()))
@@ -127,4 +134,5 @@ class ModelProfileSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializ
         services.compute_profile(instance)
         instance.save()  # inputs may change while every result stays the same
         audit.record("catalog.profile.update", obj=instance, before=before, after=audit.snapshot(instance))
+        self.sizing_warnings = services.sizing_warnings(profile_ids=[instance.pk])
         return instance

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from typing import Any
+
 import django_filters
 from django.db import transaction
 from rest_framework import viewsets
+from rest_framework.request import Request
+from rest_framework.response import Response
 
 from aimconsole import audit
 from aimconsole.etags import ETagMixin
@@ -28,7 +32,26 @@ class InferenceModelFilter(django_filters.FilterSet):
         }
 
 
-class InferenceModelViewSet(ETagMixin, viewsets.ModelViewSet):
+class SizingWarningsMixin:
+    """PUT/PATCH answer with ``warnings``: one line when deployments running with the changed
+    profiles no longer fit their partitions ("1 running deployment no longer fits: demo-chat
+    (needs 96 GiB, its partitions have 24 GiB)"); they are marked degraded. Empty otherwise."""
+
+    _sizing_warnings: list[str]
+
+    def perform_update(self, serializer: Any) -> None:
+        serializer.save()
+        self._sizing_warnings = list(serializer.sizing_warnings)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self._sizing_warnings = []
+        response = super().update(request, *args, **kwargs)  # type: ignore[misc]
+        if isinstance(response.data, dict):
+            response.data["warnings"] = self._sizing_warnings  # after the ETag: that is the resource's alone
+        return response
+
+
+class InferenceModelViewSet(SizingWarningsMixin, ETagMixin, viewsets.ModelViewSet):
     queryset = InferenceModel.objects.with_precisions()
     serializer_class = InferenceModelSerializer
     filterset_class = InferenceModelFilter
@@ -52,7 +75,7 @@ class ModelProfileFilter(django_filters.FilterSet):
         fields = ("model", "precision", "gpu", "smallest_partition", "context_tokens", "concurrent_sequences", "gpus_needed")
 
 
-class ModelProfileViewSet(ETagMixin, viewsets.ModelViewSet):
+class ModelProfileViewSet(SizingWarningsMixin, ETagMixin, viewsets.ModelViewSet):
     queryset = ModelProfile.objects.with_related()
     serializer_class = ModelProfileSerializer
     filterset_class = ModelProfileFilter

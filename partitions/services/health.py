@@ -28,7 +28,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from aimconsole import audit
-from partitions import dispatch, operations
+from partitions import dispatch, events, operations
 from partitions.geometry import GeometryError, get_spec
 from partitions.models import GPU, Node, Reconfiguration
 from partitions.services.reconfiguration import OperationInProgress, clear_gpus_unhealthy
@@ -77,6 +77,7 @@ def request_health_check(*, gpu: GPU, requested_by: Any = None) -> GPU:
                      after={"expected": "+".join(expected_layout(gpu))})
         user_id = requested_by.pk if getattr(requested_by, "pk", None) else None
         transaction.on_commit(lambda: send_health_check(gpu.pk, user_id, node.name))
+        events.publish_fleet_changed(node.name, [gpu.index])  # "check pending" on the card
     return gpu
 
 
@@ -133,6 +134,7 @@ def check_gpu_health(*, gpu: GPU, requested_by: Any = None, backend: Any = None)
     GPU.objects.filter(pk=gpu.pk).update(health_check_requested_at=None, health_reason=reason[:2000])
     audit.record("gpu.health_check.refused", obj=gpu, actor=requested_by,
                  before={"health": gpu.health}, after={"health": gpu.health, "expected": "+".join(expected), "finding": finding[:500]})
+    events.publish_fleet_changed(node.name, [gpu.index])
     return False
 
 

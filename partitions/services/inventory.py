@@ -208,15 +208,23 @@ def sync_inventory(*, node: Node, inventory: NodeInventory) -> SyncResult:
     if inventory.version is not None:
         node_values["amd_smi_version"] = inventory.version.tool
         node_values["rocm_version"] = inventory.version.rocm or ""
+    node_changed = any(getattr(node, name) != node_values[name] for name in ("memory_mode", "layout_problem", "sync_error"))
     for name, value in node_values.items():
         setattr(node, name, value)
     node.save(update_fields=list(node_values))
+    if result.changed or node_changed:
+        from partitions import events
+
+        events.publish_fleet_changed(node.name)  # after commit: the fleet page refetches the node's cards
     return result
 
 
 def record_sync_error(*, node: Node, message: str) -> None:
     """Keep the inventory as it was and make the failure visible on the node."""
     Node.objects.filter(pk=node.pk).update(sync_error=storable(message)[:4000])
+    from partitions import events
+
+    events.publish_fleet_changed(node.name)
 
 
 @dataclass(frozen=True)

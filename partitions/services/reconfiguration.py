@@ -193,6 +193,7 @@ def request_reconfiguration(
                      after={"compute_mode": op.target_compute_mode or None, "memory_mode": op.target_memory_mode or None,
                             "drain": drain, "reason": reason})
         transaction.on_commit(lambda: enqueue(op.pk))
+        events.publish_operation_changed(op)
     return op
 
 
@@ -341,6 +342,7 @@ class OperationClaim:
             if operations.is_terminal(state):
                 audit.record(f"reconfiguration.{state}", obj=op, actor_name=f"agent {self.worker}",
                              after={"state": state, "error_code": op.error_code, "message": message[:500]})
+            events.publish_operation_changed(op)  # after commit: the fleet's cards, the requester's toast
         return op
 
     def step(self, action: str, message: str, *, output: str = "", ok: bool = True) -> None:
@@ -461,6 +463,7 @@ def clear_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str, act
         audit.record("gpu.mark_healthy", obj=gpu, actor=actor, actor_name=actor_name,
                      before={"health": GPU.Health.UNHEALTHY, "schedulable": gpu.schedulable, "reason": gpu.health_reason[:500]},
                      after={"health": GPU.Health.HEALTHY, "schedulable": True, "reason": reason[:500]})
+    events.publish_fleet_changed(node.name, [g.index for g in rows])
     return [g.index for g in rows]
 
 
@@ -483,6 +486,7 @@ def mark_gpus_unhealthy(*, node: Node, gpu_indices: list[int], reason: str) -> N
     )
     audit.record("gpu.unhealthy", object_type="partitions.node", object_id=node.pk,
                  after={"gpus": list(gpu_indices), "reason": reason[:500]})
+    events.publish_fleet_changed(node.name, gpu_indices)
 
 
 __all__ = [

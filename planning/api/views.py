@@ -18,9 +18,9 @@ from partitions.api.serializers import ReconfigurationSerializer
 from partitions.models import Reconfiguration
 from partitions.services.reconfiguration import OperationInProgress
 from planning import planner
-from planning.api.serializers import PlanCreateSerializer, PlanSerializer
+from planning.api.serializers import PlanCreateSerializer, PlanSerializer, plan_inputs
 from planning.models import Plan
-from planning.services import DemandSpec, StalePlan, apply_plan, create_plan
+from planning.services import StalePlan, apply_plan, create_plan, replan
 
 
 def plan_body(plan: Plan, request: Request) -> dict:
@@ -40,13 +40,7 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         try:
-            plan = create_plan(
-                gpu_targets=[planner.GpuTarget(t["gpu"].node.name, t["gpu"].index, t["compute_mode"].upper()) for t in data["gpus"]],
-                node_targets=[planner.NodeTarget(t["node"].name, t["memory_mode"].upper(), (t.get("compute_mode") or "").upper() or None)
-                              for t in data["nodes"]],
-                demands=[DemandSpec(**d) for d in data["demands"]],
-                requested_by=request.user,
-            )
+            plan = create_plan(**plan_inputs(data), requested_by=request.user)
         except planner.PlanError as exc:
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         except DjangoValidationError as exc:
@@ -77,4 +71,18 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
                              "url": reverse("deployment-detail", args=[d.pk], request=request)} for d in applied.deployments],
         }, status=status.HTTP_202_ACCEPTED)
 
-
+    @extend_schema(request=None, responses={201: PlanSerializer, 400: OpenApiResponse(description="The plan's inputs are no longer valid")})
+    @action(detail=True, methods=["post"])
+    def replan(self, request: Request, pk: str | None = None) -> Response:
+        """A new plan with this plan's inputs on the fleet as it is now; the old one, if a
+        draft, becomes stale."""
+        plan = self.get_object()
+        if not request.user.has_perm("planning.add_plan"):
+            raise PermissionDenied("Planning needs the operator or admin role.")
+        try:
+            new = replan(plan=plan, requested_by=request.user)
+        except planner.PlanError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        except DjangoValidationError as exc:
+            raise validation_error(exc) from exc
+        return Response(plan_body(new, request), status=status.HTTP_201_CREATED)

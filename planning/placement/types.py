@@ -88,7 +88,11 @@ class Demand:
     pin_gpu: int | None = None
     """With ``pin_node``: only this GPU (with tensor_parallel > 1: the set includes it)."""
     spread: bool = False
-    """Replicas on different GPUs (and on different nodes when possible)."""
+    """Hard spread: replicas on different GPUs (and on different nodes when possible); a replica
+    with no GPU of its own left stays unplaced."""
+    soft_spread: bool = False
+    """Soft spread (ignored with ``spread``): replicas on different GPUs (and nodes) while there
+    are some, then sharing GPUs rather than staying unplaced (``place`` runs two passes)."""
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
 
+from models.models import MAX_CONCURRENT_SEQUENCES, ModelProfile
 from partitions.models import Node
 from planning.api.serializers import DemandSerializer
+from planning.services import DemandSpec
 from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove
 
 
@@ -63,15 +67,27 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
     copies = ReplicaSerializer(many=True, read_only=True, help_text="The replicas' running copies, as their nodes' runtimes report them.")
     workloads = serializers.SerializerMethodField(help_text="Per replica: env, devices, vLLM args, container fragment")
     pin_node = serializers.CharField(source="pin_node.name", read_only=True, default=None)
+    context_tokens = serializers.IntegerField(source="profile.context_tokens", read_only=True)
+    concurrent_sequences = serializers.IntegerField(source="profile.concurrent_sequences", read_only=True)
+    emulated = serializers.SerializerMethodField(help_text="Whether a replica holds partitions of an emulated node "
+                                                           "(the amd-smi emulator or a simulated fleet): not real hardware.")
+    sizing_snapshot = serializers.JSONField(read_only=True, help_text=(
+        "The profile's sizing when the deployment was placed (memory_required_gb, replica_memory_gb, gpus_needed, "
+        "total_params_b, context_tokens, concurrent_sequences, precision, ...). When the catalog's sizing changes "
+        "so that its partitions no longer hold a replica, the deployment is degraded and state_message says so."))
 
     class Meta:
         model = Deployment
         fields = (
             "id", "name", "state", "state_message", "profile", "model", "precision", "gpu_model", "memory_required_gb",
+            "context_tokens", "concurrent_sequences", "sizing_snapshot", "emulated",
             "replicas", "priority", "spread", "pin_node", "pin_gpu_index", "plan", "planned_slots", "slots", "moves", "copies", "runtime", "workloads",
             "created_at", "updated_at",
         )
         read_only_fields = fields
+
+    def get_emulated(self, deployment: Deployment) -> bool:
+        return any(s.partition.gpu.node.emulated for s in deployment.slots.all())
 
     def get_workloads(self, deployment: Deployment) -> list[dict]:
         from serving.isolation import DeviceBinding, IsolationError, workload_spec
@@ -94,15 +110,72 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
             try:
                 spec = workload_spec(bindings=bindings, model_id=profile.model.hf_id, memory_required_gb=need,
                                      max_model_len=min(profile.context_tokens, profile.model.context_length),
-                                     served_model_name=deployment.name)
+                                     max_num_seqs=max_num_seqs(profile), served_model_name=deployment.name)
             except IsolationError as exc:
                 out.append({"replica": replica, "error": str(exc)})
                 continue
             command = shlex.join(("vllm", "serve", *spec.args))
-            out.append({"replica": replica, "command": command, "env": spec.env, "alternative_env": spec.alternative_env,
+            first = slots[0].partition
+            out.append({"replica": replica, "node": first.gpu.node.name, "emulated": first.gpu.node.emulated,
+                        "partitions": [{"node": s.partition.gpu.node.name, "gpu_index": s.partition.gpu.index,
+                                        "gpu_id": s.partition.gpu_id, "partition_index": s.partition.index,
+                                        "logical_index": s.partition.logical_index, "memory_gb": s.partition.memory_gb}
+                                       for s in slots],
+                        "command": command, "env": spec.env, "alternative_env": spec.alternative_env,
                         "devices": list(spec.devices), "args": list(spec.args), "container": spec.container, "notes": list(spec.notes)})
         return out
 
 
+def max_num_seqs(profile: ModelProfile) -> int | None:
+    """``--max-num-seqs`` for a profile sized for several concurrent sequences (its KV cache
+    holds that many full-length ones); None for a one-sequence profile, whose KV cache shorter
+    sequences share up to the engine's own batch limit."""
+    return profile.concurrent_sequences if profile.concurrent_sequences > 1 else None
+
+
 class DeploymentCreateSerializer(DemandSerializer):
-    """A deployment to place on the current layout (the same fields as a plan's demand)."""
+    """A deployment to place on the current layout (the same fields as a plan's demand), and
+    optionally a context length and a concurrency other than the profile's: the replicas are
+    then sized (and their serving arguments set) for ``context_tokens`` tokens x
+    ``concurrent_sequences`` sequences, through the catalog's profile of those inputs."""
+
+    context_tokens = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1,
+        help_text="Tokens per sequence to size the KV cache for (--max-model-len); at most the model's maximum "
+                  "context. Default: the profile's.")
+    concurrent_sequences = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, max_value=MAX_CONCURRENT_SEQUENCES,
+        help_text="Sequences served at once at that context (--max-num-seqs). Default: the profile's.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        from models import services
+
+        attrs = super().validate(attrs)
+        profile: ModelProfile = attrs["profile"]
+        context, sequences = attrs.get("context_tokens"), attrs.get("concurrent_sequences")
+        if context is not None and context > profile.model.context_length:
+            raise serializers.ValidationError({"context_tokens": [
+                f"at most {profile.model.context_length} tokens, {profile.model.hf_id}'s maximum context"]})
+        if context is None and sequences is None:
+            return attrs
+        candidate = ModelProfile(model=profile.model, precision=profile.precision, gpu_model=profile.gpu_model,
+                                 context_tokens=context or profile.context_tokens,
+                                 concurrent_sequences=sequences or profile.concurrent_sequences)
+        try:
+            services.compute_profile(candidate, save=False)  # sized in memory: nothing is written while validating
+        except DjangoValidationError as exc:
+            field = "context_tokens" if context is not None else "concurrent_sequences"
+            raise serializers.ValidationError({field: [" ".join(exc.messages)]}) from exc
+        return attrs
+
+    def spec(self) -> DemandSpec:
+        """The validated demand, on the catalog's profile at the asked context and concurrency
+        (created and sized if it has none yet)."""
+        from models import services
+
+        data = dict(self.validated_data)
+        context, sequences = data.pop("context_tokens", None), data.pop("concurrent_sequences", None)
+        if context is not None or sequences is not None:
+            data["profile"] = services.custom_profile(base=data["profile"], context_tokens=context,
+                                                      concurrent_sequences=sequences)
+        return DemandSpec(**data)

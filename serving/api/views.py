@@ -12,7 +12,6 @@ from rest_framework.response import Response
 from aimconsole.api import validation_error
 from planning.api.views import plan_body
 from planning.placement.reasons import count_reasons
-from planning.services import DemandSpec
 from serving.api.serializers import DeploymentCreateSerializer, DeploymentSerializer
 from serving.models import Deployment
 from serving.services import PlacementConflict, create_deployment, stop_deployment
@@ -48,8 +47,8 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
     def create(self, request: Request, *args, **kwargs) -> Response:
         payload = DeploymentCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        spec = DemandSpec(**payload.validated_data)
         try:
+            spec = payload.spec()
             deployment = create_deployment(spec=spec, requested_by=request.user)
         except DjangoValidationError as exc:
             raise validation_error(exc) from exc

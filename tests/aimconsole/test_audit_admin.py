@@ -116,3 +116,66 @@ def test_a_gpu_marked_healthy_in_admin_is_audited(events, client, admin_user):
     (event,) = events("partitions.gpu.update")
     assert event.actor == "ada" and event.object_id == str(gpu.pk)
     assert event.before == {"health": "unhealthy"} and event.after == {"health": "healthy"}
+
+
+def test_users_created_changed_and_deleted_outside_admin_are_audited(events, django_user_model):
+    user = django_user_model.objects.create_user(username="shelly", password="pw-shelly", email="s@example.com")
+    (created,) = events("auth.user.create")
+    assert (created.actor, created.object_id, created.object_repr) == ("system", str(user.pk), "shelly")
+    assert created.after["is_superuser"] is False and "password" not in created.after and "pw-shelly" not in str(created.after)
+    user.is_staff = True
+    user.is_superuser = True
+    user.save()
+    (promoted,) = events("auth.user.update")
+    assert promoted.before == {"is_staff": False, "is_superuser": False}
+    assert promoted.after == {"is_staff": True, "is_superuser": True}
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    assert events("auth.user.update")[-1].after == {"is_active": False}
+    pk = user.pk
+    user.delete()
+    (deleted,) = events("auth.user.delete")
+    assert deleted.object_id == str(pk) and deleted.before["username"] == "shelly" and deleted.before["is_staff"] is True
+
+
+def test_a_superuser_made_by_createsuperuser_is_audited(events, django_user_model):
+    from django.core.management import call_command
+
+    call_command("createsuperuser", "--noinput", "--username", "root2", "--email", "r@example.com")
+    (created,) = events("auth.user.create")
+    assert created.object_repr == "root2" and created.after["is_superuser"] is True
+
+
+def test_a_sign_in_and_a_save_that_changes_nothing_leave_no_update_row(events, client, viewer):
+    client.force_login(viewer)  # saves last_login only
+    viewer.save()
+    assert events("auth.user.update") == []
+
+
+def test_groups_created_renamed_and_deleted_are_audited(events):
+    group = Group.objects.create(name="night-shift")
+    group.name = "night-operators"
+    group.save()
+    group.delete()
+    assert events("auth.group.create")[0].after == {"name": "night-shift"}
+    (renamed,) = events("auth.group.update")
+    assert renamed.before == {"name": "night-shift"} and renamed.after == {"name": "night-operators"}
+    assert events("auth.group.delete")[0].before == {"name": "night-operators"}
+
+
+def test_changes_through_a_request_name_the_signed_in_actor(events, client, admin_user, viewer):
+    client.force_login(admin_user)
+    post_change_form(client, f"/admin/auth/user/{viewer.pk}/change/", email="vera@example.com", is_staff="on")
+    (event,) = events("auth.user.update")  # one row for the whole form, not one per mechanism
+    assert event.actor == "ada" and event.actor_id == admin_user.pk
+    assert event.after == {"email": "vera@example.com", "is_staff": True}
+
+
+def test_deleting_users_with_the_admin_bulk_action_is_audited(events, client, admin_user, django_user_model):
+    doomed = [django_user_model.objects.create_user(username=f"temp{i}") for i in range(2)]
+    client.force_login(admin_user)
+    response = client.post("/admin/auth/user/", {"action": "delete_selected", "post": "yes",
+                                                "_selected_action": [str(u.pk) for u in doomed]})
+    assert response.status_code == 302
+    assert sorted(e.before["username"] for e in events("auth.user.delete")) == ["temp0", "temp1"]
+    assert {e.actor for e in events("auth.user.delete")} == {"ada"}

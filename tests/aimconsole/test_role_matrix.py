@@ -24,6 +24,7 @@ PAGE_POST_ONLY = (302, 403, 405, 405, 405)
 EXPECTED: dict[str, tuple[int, ...]] = {
     "home": (302, 403, 302, 302, 302),
     "healthz": (200, 200, 200, 200, 200),
+    "favicon": (301, 301, 301, 301, 301),
     "readyz": (200, 200, 200, 200, 200),
     "login": (200, 302, 302, 302, 302),
     "logout": (302, 405, 405, 405, 405),
@@ -31,11 +32,14 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "catalog:model-detail": EVERYONE_SIGNED_IN,
     "observability:overview": EVERYONE_SIGNED_IN,
     "partitions:fleet": EVERYONE_SIGNED_IN,
+    "partitions:fleet-node-card": EVERYONE_SIGNED_IN, "partitions:fleet-gpu-card": EVERYONE_SIGNED_IN,
     "planning:gpu-editor": EVERYONE_SIGNED_IN,
     "planning:node-editor": EVERYONE_SIGNED_IN,
     "planning:plan-list": EVERYONE_SIGNED_IN,
     "planning:plan-detail": EVERYONE_SIGNED_IN,
     "planning:plan-apply": PAGE_POST_ONLY,
+    "planning:plan-compose": EVERYONE_SIGNED_IN,
+    "planning:plan-replan": PAGE_POST_ONLY,
     "serving:operation-list": EVERYONE_SIGNED_IN,
     "partitions:operation-detail": EVERYONE_SIGNED_IN,
     "partitions:operation-retry-drain": PAGE_POST_ONLY,
@@ -46,8 +50,12 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "serving:deployment-stop": PAGE_POST_ONLY,
     "serving:deployment-redeploy": PAGE_POST_ONLY,
     "dashboard:dashboard": EVERYONE_SIGNED_IN,
+    # No Prometheus configured in the tests: the history endpoint says so (503).
+    "dashboard:history": (302, 403, 503, 503, 503),
+    "observability:deployment-dashboard": EVERYONE_SIGNED_IN,
     "audit-log": (302, 403, 403, 403, 200),
     "search": EVERYONE_SIGNED_IN,
+    "preferences": EVERYONE_SIGNED_IN, "preferences-theme": (302, 403, 405, 405, 405),
     "api-root": API_READ,
     "api-schema": API_READ,
     "api-docs": API_READ,
@@ -61,7 +69,7 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "partition-list": API_READ, "partition-detail": API_READ,
     "reconfiguration-list": API_READ, "reconfiguration-detail": API_READ,
     "deployment-list": API_READ, "deployment-detail": API_READ,
-    "plan-list": API_READ, "plan-detail": API_READ, "plan-apply": API_POST_ONLY,
+    "plan-list": API_READ, "plan-detail": API_READ, "plan-apply": API_POST_ONLY, "plan-replan": API_POST_ONLY,
     "telemetry-list": API_READ,
     "token-list": (403, 200, 200, 200, 200), "token-detail": (403, 404, 404, 404, 200),
     "audit-event-list": (403, 403, 403, 403, 200), "audit-event-detail": (403, 403, 403, 403, 200),
@@ -75,6 +83,11 @@ WS_EXPECTED = {
     "ws/operations/<int:pk>/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
     "ws/telemetry/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
     "ws/deployments/<int:pk>/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
+    "ws/dashboard/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
+    "ws/fleet/": {"anonymous": 4401, "norole": 4403, "viewer": "accept", "operator": "accept", "admin": "accept"},
+    # Only the user's own notices (their operations and deployments): a user without a role
+    # starts nothing, so hears nothing; its pages (403 ones too) connect without a refusal.
+    "ws/me/": {"anonymous": 4401, "norole": "accept", "viewer": "accept", "operator": "accept", "admin": "accept"},
 }
 
 
@@ -120,7 +133,8 @@ def world(catalog, tmp_path, operator, admin_user, viewer, norole, settings, mon
         "profile-detail": profile.pk, "planning:gpu-editor": gpu.pk, "gpu-detail": gpu.pk, "gpu-reconfigure": gpu.pk,
         "gpu-mark-healthy": gpu.pk,
         "partition-detail": Partition.objects.first().pk, "planning:plan-detail": plan.pk, "plan-detail": plan.pk,
-        "planning:plan-apply": plan.pk, "plan-apply": plan.pk, "partitions:operation-detail": op.pk,
+        "planning:plan-apply": plan.pk, "plan-apply": plan.pk, "planning:plan-replan": plan.pk, "plan-replan": plan.pk,
+        "observability:deployment-dashboard": deployment.pk, "partitions:operation-detail": op.pk,
         "reconfiguration-detail": op.pk, "serving:deployment-detail": deployment.pk, "deployment-detail": deployment.pk,
         "serving:deployment-stop": deployment.pk, "serving:deployment-redeploy": deployment.pk,
         "partitions:operation-retry-drain": op.pk, "partitions:operation-restore": op.pk,
@@ -255,26 +269,35 @@ NOT_ALLOWED = _every((405, 405, 405, 405, 405))
 WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "home": _every((302, 403, 302, 302, 302)),
     "healthz": NOT_ALLOWED, "readyz": NOT_ALLOWED, "metrics": NOT_ALLOWED,
+    "favicon": _every((301, 301, 301, 301, 301)),
     "login": {"POST": (200, 302, 302, 302, 302), "PUT": (200, 302, 302, 302, 302),
               "PATCH": (405, 302, 302, 302, 302), "DELETE": (405, 302, 302, 302, 302)},
     "logout": _post((302, 302, 302, 302, 302), (302, 405, 405, 405, 405)),
     "catalog:model-list": PAGE_READS, "catalog:model-detail": PAGE_READS,
     "partitions:fleet": _post(PAGE_OPERATOR_POST, EVERYONE_SIGNED_IN),  # POST: "mark healthy after check"
     "partitions:operation-detail": PAGE_READS,
+    "partitions:fleet-node-card": PAGE_READS, "partitions:fleet-gpu-card": PAGE_READS,
     # The world's operation is in flight: operators are sent back to it with the reason.
     "partitions:operation-retry-drain": PAGE_OPERATOR_ACTION, "partitions:operation-restore": PAGE_OPERATOR_ACTION,
     "observability:overview": PAGE_READS,
     "planning:gpu-editor": PAGE_OPERATOR_FORM, "planning:node-editor": PAGE_OPERATOR_FORM,
     "planning:plan-list": PAGE_READS, "planning:plan-detail": PAGE_READS,
     "planning:plan-apply": PAGE_OPERATOR_ACTION,
+    # An empty composition is invalid (nothing planned).
+    "planning:plan-compose": _post((302, 403, 403, 400, 400), EVERYONE_SIGNED_IN), "planning:plan-replan": PAGE_OPERATOR_ACTION,
     "serving:operation-list": PAGE_READS, "serving:deployment-list": PAGE_READS, "serving:deployment-detail": PAGE_READS,
     # The fleet has no room for another replica here: operators get the conflict page.
     "serving:deployment-create": _post((302, 403, 403, 409, 409), (302, 403, 403, 200, 200)),
     "serving:deployment-stop": PAGE_OPERATOR_ACTION,
     "serving:deployment-redeploy": PAGE_OPERATOR_ACTION,  # the world's deployment runs: sent back to it
     "dashboard:dashboard": PAGE_READS,
+    "dashboard:history": _every((302, 403, 503, 503, 503)),
+    "observability:deployment-dashboard": PAGE_READS,
     "audit-log": _every((302, 403, 403, 403, 200)),
     "search": PAGE_READS,
+    # Each user's own display preferences: an empty body is invalid (nothing saved).
+    "preferences": _post((302, 403, 400, 400, 400), (302, 403, 405, 405, 405)),
+    "preferences-theme": _post((302, 403, 400, 400, 400), (302, 403, 405, 405, 405)),
     "api-root": _every((403, 403, 405, 405, 405)),
     "api-schema": _every((403, 403, 405, 405, 405)), "api-docs": _every((403, 403, 405, 405, 405)),
     "model-list": API_CATALOG_LIST, "model-detail": API_CATALOG_DETAIL,
@@ -292,6 +315,7 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "telemetry-list": API_NEVER,
     "plan-list": API_OPERATOR_POST[201], "plan-detail": API_NO_WRITES,
     "plan-apply": API_OPERATOR_POST[400],  # the world's plan cannot be applied as it stands
+    "plan-replan": API_OPERATOR_POST[201],
     "deployment-list": API_OPERATOR_POST[409],  # no room for another replica
     "deployment-detail": {**API_NO_WRITES, "DELETE": (*API_REFUSED, 200, 200)},
     # Every signed-in user with a role makes its own tokens; only admins delete others'.

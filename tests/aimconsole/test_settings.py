@@ -67,6 +67,8 @@ GOOD: list[tuple[str, str, dict[str, str]]] = [
     ("spelled-out-values", BASE, {"DJANGO_DEBUG": "Yes", "LOG_LEVEL": "warning", "AIM_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
                                   "AIM_METRICS_ALLOWED_CIDRS": "", "AIM_AGENT_HEARTBEAT_S": "2.5"}),
     ("production", PROD, dict(PRODUCTION)),
+    ("local-defaults", "aimconsole.settings.local", {}),
+    ("local-debug-asked-for", "aimconsole.settings.local", {"DJANGO_DEBUG": "1"}),
 ]
 
 _PROBE = r"""
@@ -134,3 +136,9 @@ def test_production_allows_no_metrics_network_by_default(outcomes):
     assert outcomes["defaults"]["METRICS_ALLOWED_CIDRS"] == ["127.0.0.0/8", "::1/128"]
     assert outcomes["production"]["ok"], outcomes["production"]
     assert outcomes["production"]["METRICS_ALLOWED_CIDRS"] == []
+
+
+def test_the_demo_settings_run_without_debug_unless_asked_for(outcomes):
+    """``make demo`` (aimconsole.settings.local) must not show tracebacks and URL patterns."""
+    assert outcomes["local-defaults"]["ok"] and outcomes["local-defaults"]["DEBUG"] is False
+    assert outcomes["local-debug-asked-for"]["DEBUG"] is True

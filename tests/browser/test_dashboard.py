@@ -125,11 +125,12 @@ def traces(page, chart: str) -> list[dict]:  # type: ignore[no-untyped-def]
         " color: t.line.color, y: t.y}))", f"chart-{chart}")
 
 
-def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer, viewer, tmp_path):
+def test_gpu_view_grows_over_the_websocket_then_goes_stale(page, console, redis_layer, viewer, tmp_path):
     mixed_node(tmp_path)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    open_dashboard(page, console)
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    open_dashboard(page, console, f"?node={NODE}&gpu=0")
     assert page.locator("h1").inner_text().startswith("Utilization")
     emulated_note = page.locator("#dashboard-emulated")
     assert emulated_note.is_visible() and "data is emulated, not real hardware" in emulated_note.inner_text()
@@ -144,45 +145,88 @@ def test_charts_grow_over_the_websocket_then_go_stale(page, console, redis_layer
                      " const d = document.getElementById('chart-' + c).data;"
                      " return d.length > 0 && d.every((t) => t.x.length >= 3); })", 20, "3 points in every trace")
         first = points(page, "activity")
-        assert len(first) == 9  # 8 CPX partitions + 1 SPX partition
-        assert len(points(page, "vram")) == 9 and len(points(page, "power")) == 2 and len(points(page, "temperature")) == 2
-        time.sleep(2)
+        assert len(first) == 8  # GPU 0 in CPX: its 8 partitions, one line each
+        assert len(points(page, "vram")) == 8 and len(points(page, "power")) == 1
+        time.sleep(2.5)
         later = points(page, "activity")
-        assert all(b > a for a, b in zip(first, later)), (first, later)  # new points keep arriving
+        assert all(b > a for a, b in zip(first, later)), (first, later)  # new frames keep arriving
         assert page.locator("#dashboard-status").get_attribute("data-state") == "live"
-        assert page.locator("#dashboard-stale").is_hidden()
 
         activity = {t["name"]: t for t in traces(page, "activity")}
-        assert f"{NODE} gpu0/p3 (derived)" in activity and f"{NODE} gpu1/p0" in activity
-        busy, idle = activity[f"{NODE} gpu0/p3 (derived)"]["y"], activity[f"{NODE} gpu0/p4 (derived)"]["y"]
+        assert f"{NODE} g0/p3 (derived)" in activity
+        busy, idle = activity[f"{NODE} g0/p3 (derived)"]["y"], activity[f"{NODE} g0/p4 (derived)"]["y"]
         assert busy[-1] > 80 and idle[-1] < 20
-        vram = {t["key"]: t for t in traces(page, "vram")}
-        assert vram[f"{NODE}|1|0"]["y"][-1] > 100  # GiB
-        for trace in activity.values():  # a partition has one color in both partition charts
-            assert vram[trace["key"]]["color"] == trace["color"]
-        assert len({t["color"] for t in activity.values()}) == 9
-        assert sorted(t["name"] for t in traces(page, "power")) == [f"{NODE} gpu0", f"{NODE} gpu1"]
-        screenshot(page, "dashboard")
+        vram_names = [t["name"] for t in traces(page, "vram")]
+        assert f"{NODE} g0/p3" in vram_names and not any("derived" in n for n in vram_names)  # only activity is derived
+        for trace in traces(page, "vram"):
+            assert trace["color"] == next(t["color"] for t in activity.values() if t["key"] == trace["key"])
+        # Legend as a table: last, mean, max per series; the VRAM total is a threshold line.
+        legend = page.locator("#legend-activity tbody tr")
+        assert legend.count() == 8 and f"{NODE} g0/p3 (derived)" in legend.nth(3).inner_text()
+        assert page.evaluate("document.getElementById('chart-activity').layout.hovermode") == "closest"
+        shapes = page.evaluate("document.getElementById('chart-vram').layout.shapes.map((s) => s.label.text)")
+        assert shapes == ["VRAM total 24 GiB"]
+        assert page.evaluate("document.getElementById('chart-heatmap').data[0].z.length") == 8
+        screenshot(page, "dashboard-gpu")
     finally:
         sampler.stop()
 
-    # No sample for 3 x 0.3 s: stale, and the charts stop growing.
-    page.wait_for_selector("#dashboard-stale:not([hidden])", timeout=5_000)
-    assert NODE in page.locator("#dashboard-stale").inner_text()
+    # No sample for 3 x 0.3 s (+ a tick): stale, and the charts stop growing.
+    page.wait_for_selector("#dashboard-stale:not([hidden])", timeout=8_000)
     assert page.locator("#dashboard-status").get_attribute("data-state") == "stale"
     frozen = points(page, "activity")
-    time.sleep(1)
+    time.sleep(1.5)
     assert points(page, "activity") == frozen
-    screenshot(page, "dashboard-stale")
+    assert not errors, errors
 
-    # Sampling again: live again.
-    sampler = Sampler(NODE)
-    sampler.start()
+
+def test_fleet_of_20_nodes_heatmap_top_n_and_drill_down(page, console, redis_layer, viewer):
+    """20 simulated nodes x 8 GPUs x 8 partitions (1,280 partitions): the heatmap's rows become
+    GPUs, lines are the busiest 12 nodes, and top-N links drill down to a GPU."""
+    import json
+
+    import redis
+    from django.conf import settings
+
+    from partitions.models import Node
+    from partitions.telemetry_store import snapshot_key
+    from tests.partitions.fleetsnapshots import fleet
+
+    snaps = fleet(20, prefix="sim-fleet-")
+    Node.objects.bulk_create([Node(name=n, emulated=True, backend=Node.Backend.SIMULATED) for n in snaps])
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    stop = threading.Event()
+
+    def refresh() -> None:  # agents sampling every second
+        while not stop.is_set():
+            now = time.time()
+            client.mset({snapshot_key(n): json.dumps({**s, "ts": now}) for n, s in snaps.items()})
+            stop.wait(1.0)
+
+    feeder = threading.Thread(target=refresh, daemon=True)
+    feeder.start()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     try:
-        page.wait_for_selector("#dashboard-stale", state="hidden", timeout=10_000)
-        assert page.locator("#dashboard-status").get_attribute("data-state") == "live"
+        open_dashboard(page, console)
+        wait_in_page(page, "(document.getElementById('chart-heatmap').data[0].x || []).length >= 2", 20, "two heatmap columns")
+        rows = page.evaluate("document.getElementById('chart-heatmap').data[0].y")
+        assert len(rows) == 160 and rows[0] == "sim-fleet-1 g0"  # GPUs, grouped by node
+        assert "GPUs" in page.locator("#heatmap-rows-are").inner_text()
+        assert len(traces(page, "activity")) == 12 and page.locator("#legend-activity tbody tr").count() == 12
+        assert page.locator("#top-busy tbody tr").count() == 10 and page.locator("#top-idle tbody tr").count() == 10
+        assert "emulated" in page.locator("#dashboard-emulated").inner_text()
+        screenshot(page, "dashboard-fleet-20")
+        link = page.locator("#top-busy tbody tr a").first
+        target = link.get_attribute("href")
+        link.click()
+        page.wait_for_url(f"**/dashboard/{target}")
+        assert "gpu" in page.locator("h1").inner_text()
+        wait_in_page(page, "document.getElementById('chart-activity').data.length === 8", 20, "a GPU's 8 partitions")
     finally:
-        sampler.stop()
+        stop.set()
+        feeder.join(5)
     assert not errors, errors
 
 
@@ -201,7 +245,7 @@ def test_table_of_latest_values_without_javascript(browser, console, redis_layer
         assert page.locator("#dashboard-charts").is_hidden()
         rows = page.locator("#dashboard-latest tbody tr")
         assert rows.count() == 9
-        assert "emu-node-1 gpu0/p3 (derived)" in rows.nth(3).inner_text()
+        assert "emu-node-1 gpu0/p3" in rows.nth(3).inner_text() and "(derived)" in rows.nth(3).inner_text()
     finally:
         context.close()
 
@@ -234,8 +278,8 @@ def test_refused_socket_shows_why_and_does_not_reconnect(page, live_server, view
     page.wait_for_selector("#dashboard-status[data-state=refused]", timeout=20_000)  # the page loads Plotly first
     assert text in page.locator("#dashboard-status").inner_text() and str(code) in page.locator("#dashboard-status").inner_text()
     time.sleep(2)
-    sockets = page.evaluate("window.__sockets")
-    assert sockets == [f"ws://{live_server.url.split('://')[1]}/ws/telemetry/?node={NODE}"]
+    sockets = [url for url in page.evaluate("window.__sockets") if "/ws/me/" not in url]  # base.html's toasts socket
+    assert sockets == [f"ws://{live_server.url.split('://')[1]}/ws/dashboard/?node={NODE}"]
 
 
 def test_dropped_socket_reconnects_with_backoff(page, live_server, viewer):
@@ -246,8 +290,9 @@ def test_dropped_socket_reconnects_with_backoff(page, live_server, viewer):
     page.click("button[type=submit]")
     page.wait_for_selector("#dashboard-status[data-state=reconnecting]", timeout=20_000)  # the page loads Plotly first
     assert "retrying" in page.locator("#dashboard-status").inner_text()
-    wait_in_page(page, "window.__sockets.length >= 3", 8, "two reconnects")  # after ~1 s, then ~2 s
+    dashboard_sockets = "window.__sockets.filter((u) => u.includes('/ws/dashboard/')).length"
+    wait_in_page(page, dashboard_sockets + " >= 3", 8, "two reconnects")  # after ~1 s, then ~2 s
     started = time.monotonic()
     time.sleep(2.5)
-    assert page.evaluate("window.__sockets.length") <= 4, "backoff grows (next retry after ~4 s)"
+    assert page.evaluate(dashboard_sockets) <= 4, "backoff grows (next retry after ~4 s)"
     assert time.monotonic() - started >= 2.5

@@ -31,28 +31,41 @@ def test_trace_names():
     assert charts.trace_key("n", 1, 2) != charts.trace_key("n", 1) != charts.trace_key("n", 12)
 
 
-def test_four_empty_figures_with_units_in_titles_and_axes():
-    figs = charts.figures()
-    assert set(figs) == set(charts.CHARTS) == {"activity", "vram", "power", "temperature"}
+def test_four_line_figures_and_a_heatmap_with_units_in_titles_and_axes():
+    figs = charts.figures("Europe/Paris")
+    assert set(figs) == {*charts.CHARTS, "heatmap"} and set(charts.CHARTS) == {"activity", "vram", "power", "temperature"}
     units = {"activity": "%", "vram": "GiB", "power": "W", "temperature": "°C"}
-    for name, fig in figs.items():
+    for name in charts.CHARTS:
+        fig = figs[name]
         assert fig["data"] == []
         layout = fig["layout"]
         assert f"({units[name]})" in layout["title"]["text"]
         assert f"({units[name]})" in layout["yaxis"]["title"]["text"]
-        assert layout["xaxis"]["type"] == "date" and layout["xaxis"]["title"]["text"]
+        assert layout["xaxis"]["type"] == "date" and layout["xaxis"]["title"]["text"] == "time (Europe/Paris)"
         assert layout["colorway"] == list(charts.PALETTE)  # consistent colors
+        assert layout["hovermode"] == "closest" and layout["showlegend"] is False  # legend: a table on the page
     assert "per partition" in figs["activity"]["layout"]["title"]["text"]
     assert "Hotspot" in figs["temperature"]["layout"]["title"]["text"]
-    assert figs["activity"]["layout"]["yaxis"]["range"] == [0, 100]
+    assert figs["heatmap"]["data"][0]["type"] == "heatmap" and figs["heatmap"]["data"][0]["zmax"] == 100
     json.dumps(figs)  # JSON-safe for json_script
 
 
-def test_activity_chart_notes_that_secondary_partitions_are_derived():
-    layout = charts.activity_figure()["layout"]
-    assert "derived from per-XCP busy" in layout["title"]["text"]
-    assert "derived" in layout["legend"]["title"]["text"]
-    assert "derived" not in charts.vram_figure()["layout"]["title"]["text"]
+def test_threshold_lines():
+    def lines(fig):  # type: ignore[no-untyped-def]
+        return [(s["y0"], s["label"]["text"]) for s in fig["layout"]["shapes"] if s["type"] == "line"]
+
+    assert lines(charts.activity_figure()) == [(90.0, "busy 90 %")]
+    assert lines(charts.temperature_figure()) == [(95.0, "limit 95 °C")]
+    assert lines(charts.vram_figure(total_gib=24.0)) == [(24.0, "VRAM total 24 GiB")]
+    fleet = charts.figures(level="node")
+    assert "% of total" in fleet["vram"]["layout"]["title"]["text"] and lines(fleet["vram"]) == [(90.0, "90 %")]
+    assert "per node" in fleet["activity"]["layout"]["title"]["text"]
+
+
+def test_only_the_activity_chart_says_derived():
+    assert "derived from per-XCP busy" in charts.activity_figure()["layout"]["title"]["text"]
+    for fig in (charts.vram_figure(), charts.vram_figure(percent=True), charts.power_figure()):
+        assert "derived" not in json.dumps(fig)
 
 
 def test_figures_are_fresh_copies():
@@ -73,9 +86,10 @@ def test_colors_cycle_through_the_palette():
 def test_latest_rows_in_display_units():
     rows = charts.latest_rows({"b-node": snapshot("b-node", 990.0), "emu-node-1": snapshot()}, now=1001.5)
     assert [r["name"] for r in rows] == [
-        "b-node gpu0/p0 (derived)", "b-node gpu0/p1 (derived)", "b-node gpu1/p0",
-        "emu-node-1 gpu0/p0 (derived)", "emu-node-1 gpu0/p1 (derived)", "emu-node-1 gpu1/p0",
-    ]
+        "b-node gpu0/p0", "b-node gpu0/p1", "b-node gpu1/p0",
+        "emu-node-1 gpu0/p0", "emu-node-1 gpu0/p1", "emu-node-1 gpu1/p0",
+    ]  # a row's VRAM is measured: "(derived)" marks its activity cell only
+    assert [r["derived"] for r in rows[3:]] == [True, True, False]
     first = rows[3]
     assert first["vram_used_gib"] == 2.0 and first["vram_total_gib"] == 24.0
     assert first["gfx_activity"] == 80.0 and first["power_w"] == 512.0 and first["temperature_c"] == 71.0

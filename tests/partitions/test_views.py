@@ -85,7 +85,7 @@ def test_fleet_filters(client, viewer):
     html = client.get("/fleet/", {"free": "192"}).content.decode()
     assert html.count('<article class="gpu') == 24  # all idle: 192 GiB free each (8 × 24 in CPX)
     html = client.get("/fleet/", {"free": "193"}).content.decode()
-    assert html.count('<article class="gpu') == 0 and "No nodes match" in html
+    assert html.count('<article class="gpu') == 0 and "No GPUs match these filters" in html
 
 
 def test_viewers_see_no_action_buttons(client, viewer, emulated):

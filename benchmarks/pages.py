@@ -1,0 +1,530 @@
+"""Page weight and render cost at fleet scale: the fleet, dashboard and overview pages for a
+simulated fleet of 2, 125 and 1,000 nodes x 8 MI300X GPUs x 8 partitions (every GPU in CPX).
+
+Fleet: Node/GPU/Partition rows bulk-created (simulated backend, labelled emulated), a replica
+on every fourth partition, 50 finished operations, and a telemetry snapshot of every node in a
+private Redis (the bundled redis-server on a free port) under the telemetry store's keys
+(``partitions.telemetry_store.snapshot_key``), so the pages and streams have live data.
+
+Measured per page and fleet size:
+- server: median time of a few GETs through Django's test client (the whole middleware stack),
+  response bytes, database queries (``CaptureQueriesContext``);
+- WebSocket: for each live stream the console routes (``/ws/telemetry/``, and ``/ws/dashboard/``
+  and ``/ws/fleet/`` where they exist; "not present" otherwise), the bytes of the first message
+  on connect and of the update after one published sample (``WebsocketCommunicator`` on the
+  console's routes);
+- Chromium (Playwright, Debian's /usr/bin/chromium) on the real ASGI server (daphne, the redis
+  channel layer): DOMContentLoaded, the bytes of every WebSocket frame the page receives, and
+  the time from publishing one telemetry sample (``partitions.events.publish_telemetry``) to
+  the first DOM mutation the page had not made before (a MutationObserver; its kind is
+  reported, so the reader can judge what was detected).
+
+Baseline: the 2-node fleet measured in the same run. The issue asks for growth, so every
+figure is reported with its ratio to the 2-node figure (2 -> 125 -> 1,000 nodes; nodes grow
+x62.5 and x500): sub-linear growth means a ratio well under the node ratio.
+
+``--quick``: 2 and 125 nodes only. ``--database-url postgres://...``: run on that (throw-away)
+PostgreSQL database instead of a fresh SQLite file; it is created when missing and its fleet
+rows are replaced. ``--no-browser``: server and WebSocket figures only. Last stdout line: one
+JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+
+from _django import free_port, start_redis  # noqa: E402
+
+PAGES = ("/fleet/", "/dashboard/", "/overview/")
+STREAMS = ("ws/telemetry/", "ws/dashboard/", "ws/fleet/")
+GPUS_PER_NODE, PARTS_PER_GPU = 8, 8
+GIB_MB = 1024
+CHROMIUM = os.environ.get("AIM_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "bench-pages-pw"
+UPDATE_ACTIVITY = 93.0  # the published sample's activity: a value the seeded snapshots never show
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 and 125 nodes only")
+    parser.add_argument("--database-url", default="", help="a throw-away PostgreSQL database (default: SQLite)")
+    parser.add_argument("--no-browser", action="store_true", help="skip the Chromium measurements")
+    parser.add_argument("--nodes", default="", help="comma-separated fleet sizes (overrides the defaults)")
+    return parser.parse_args(argv)
+
+
+def ensure_postgres_database(url: str) -> None:
+    """Create the database ``url`` names when it does not exist (connecting to ``postgres``)."""
+    from urllib.parse import urlparse
+
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin_url = parsed._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(database_url: str, redis_url: str) -> dict[str, str]:
+    """Django on a fresh SQLite file (or ``database_url``) and the private Redis; returns the
+    environment a console subprocess needs to share both."""
+    os.environ["AIM_VAR_DIR"] = tempfile.mkdtemp(prefix="aim-bench-pages-")
+    os.environ["REDIS_URL"] = redis_url
+    os.environ["AIM_REDIS_KEY_PREFIX"] = "aim:bench-pages:"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "aimconsole.settings.local"
+    os.environ["DJANGO_DEBUG"] = "False"
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    if database_url:
+        ensure_postgres_database(database_url)
+        os.environ["DATABASE_URL"] = database_url
+    else:
+        os.environ.pop("DATABASE_URL", None)
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0)
+    return {key: os.environ[key] for key in ("AIM_VAR_DIR", "REDIS_URL", "AIM_REDIS_KEY_PREFIX", "DJANGO_SETTINGS_MODULE",
+                                            "DJANGO_DEBUG", *(["DATABASE_URL"] if database_url else []))}
+
+
+# --- the fleet ---------------------------------------------------------------------------------
+
+def partition_sample(gpu: int, part: int, activity: float) -> dict[str, Any]:
+    return {"index": part, "logical_index": gpu * PARTS_PER_GPU + part, "gfx_activity": activity, "derived": part > 0,
+            "vram_used_mb": 12 * GIB_MB, "vram_total_mb": 24 * GIB_MB}
+
+
+def node_snapshot(name: str, activity: float | None = None) -> dict[str, Any]:
+    """One node's telemetry sample, shaped like the agent's (partitions/telemetry.py)."""
+    return {"node": name, "ts": time.time(), "interval_s": 1.0, "emulated": True, "gpus": [
+        {"index": g, "power_w": 650.0 + g, "temperature_c": 61.0, "mem_temperature_c": 55.0, "gfx_activity": 40.0,
+         "ecc_uncorrectable": 0, "partitions": [
+             partition_sample(g, p, 40.0 + p if activity is None else activity) for p in range(PARTS_PER_GPU)]}
+        for g in range(GPUS_PER_NODE)]}
+
+
+def build_fleet(nodes_count: int, profiles: list, redis_client: Any) -> list[str]:
+    """Replace the fleet with ``nodes_count`` CPX nodes; returns the node names."""
+    from django.utils import timezone
+
+    from partitions.models import GPU, Node, Partition, Reconfiguration
+    from partitions.telemetry_store import snapshot_key
+    from serving.models import Deployment, DeploymentSlot
+
+    Reconfiguration.objects.all().delete()
+    DeploymentSlot.objects.all().delete()
+    Deployment.objects.all().delete()
+    Partition.objects.all().delete()
+    GPU.objects.all().delete()
+    Node.objects.all().delete()
+    for key in redis_client.scan_iter(match=snapshot_key("*"), count=1000):
+        redis_client.delete(key)
+    now = timezone.now()
+    nodes = Node.objects.bulk_create([
+        Node(name=f"sim-{i:04d}", backend=Node.Backend.SIMULATED, emulated=True, memory_mode="NPS1",
+             agent_heartbeat_at=now, rocm_version="7.1") for i in range(nodes_count)],
+        batch_size=500)
+    gpu_rows = GPU.objects.bulk_create([
+        GPU(node=node, index=g, gpu_model="MI300X", compute_mode="CPX", memory_mode="NPS1", health="healthy",
+            vram_mb=196592, compute_units=304) for node in nodes for g in range(GPUS_PER_NODE)], batch_size=1000)
+    Partition.objects.bulk_create([
+        Partition(gpu=gpu, index=p, logical_index=gpu.index * PARTS_PER_GPU + p, xcds=1, compute_units=38, memory_gb=24.0)
+        for gpu in gpu_rows for p in range(PARTS_PER_GPU)], batch_size=2000)
+    parts = list(Partition.objects.order_by("pk").values_list("pk", flat=True))[::4]
+    deployments = Deployment.objects.bulk_create([
+        Deployment(name=f"sim-d{i}", profile=profiles[i % len(profiles)], replicas=1, state="running")
+        for i in range(len(parts))], batch_size=1000)
+    DeploymentSlot.objects.bulk_create([
+        DeploymentSlot(deployment=d, replica=0, partition_id=pk, started_at=now) for d, pk in zip(deployments, parts)],
+        batch_size=1000)
+    Reconfiguration.objects.bulk_create([
+        Reconfiguration(kind="compute", node=nodes[i % len(nodes)], gpu_index=0, target_compute_mode="CPX",
+                        state=("succeeded", "rolled_back", "failed")[i % 3],
+                        started_at=now - timezone.timedelta(seconds=60 + i), finished_at=now - timezone.timedelta(seconds=i))
+        for i in range(50)])
+    names = [node.name for node in nodes]
+    refresh(names, redis_client)
+    return names
+
+
+def refresh(names: list[str], redis_client: Any) -> None:
+    """A live fleet: every agent's heartbeat now and a fresh snapshot of every node (there are
+    no agents; without this the pages would show agents down and telemetry stale)."""
+    from django.utils import timezone
+
+    from partitions.models import Node
+    from partitions.telemetry_store import snapshot_key
+
+    Node.objects.update(agent_heartbeat_at=timezone.now())  # the fleet is exactly these nodes
+    pipe = redis_client.pipeline()
+    for name in names:
+        pipe.set(snapshot_key(name), json.dumps(node_snapshot(name)), ex=3600)
+    pipe.execute()
+
+
+# --- server side ---------------------------------------------------------------------------------
+
+def measure_server(client: Any, url: str, repeat: int, fresh: Any) -> dict[str, Any]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    fresh()
+    client.get(url)  # warm-up
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    queries = len(ctx.captured_queries)  # now: the next request's request_started clears the log
+    assert response.status_code == 200, (url, response.status_code, response.content[:300])
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        client.get(url)
+        times.append(time.perf_counter() - start)
+    return {"server_ms": round(statistics.median(times) * 1000, 1), "bytes": len(response.content),
+            "queries": queries}
+
+
+def routed_streams() -> dict[str, bool]:
+    """Which of the live streams the console routes (other work may add /ws/dashboard/, /ws/fleet/)."""
+    from aimconsole.routing import websocket_urlpatterns
+
+    routes = {str(p.pattern) for p in websocket_urlpatterns}
+    return {stream: stream in routes for stream in STREAMS}
+
+
+async def _stream_sizes(stream: str, user: Any, node: str) -> dict[str, Any]:
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from aimconsole.routing import websocket_urlpatterns
+    from partitions import events
+
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/" + stream)
+    communicator.scope["user"] = user
+    connected, code = await communicator.connect(timeout=120)
+    if not connected:
+        return {"error": f"refused ({code})"}
+    result: dict[str, Any] = {}
+    try:
+        first = await communicator.receive_output(timeout=120)
+        if first["type"] == "websocket.close":
+            return {"error": f"closed ({first.get('code')})"}
+        result["first_message_bytes"] = len(first.get("text") or first.get("bytes") or "")
+        await asyncio.sleep(0.6)  # past the stream's coalescing interval
+        await asyncio.to_thread(events.publish_telemetry, node, node_snapshot(node, UPDATE_ACTIVITY))
+        sizes = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            # receive_output's timeout would cancel the consumer: ask receive_nothing first.
+            if await communicator.receive_nothing(timeout=max(0.1, deadline - time.monotonic())):
+                break
+            message = await communicator.receive_output(timeout=5)
+            if message["type"] != "websocket.send":
+                break
+            sizes.append(len(message.get("text") or message.get("bytes") or ""))
+            if len(sizes) >= 3:
+                break
+        result["update_message_bytes"] = max(sizes) if sizes else None
+        result["update_messages"] = len(sizes)
+    finally:
+        await communicator.disconnect()
+    return result
+
+
+def measure_streams(user: Any, node: str) -> dict[str, Any]:
+    """In a thread of its own: Playwright's sync API keeps an event loop in this one."""
+    from django.db import connection
+
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            for stream, present in routed_streams().items():
+                out["/" + stream] = asyncio.run(_stream_sizes(stream, user, node)) if present else "not present"
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out
+
+
+# --- Chromium ------------------------------------------------------------------------------------
+
+# Runs in every page before its scripts: after DOMContentLoaded, record what each DOM mutation
+# looks like (kind, attribute, tag, new value). Until armed, they are the page's own changes;
+# after, the first one never seen before is the live update applied.
+OBSERVER_SCRIPT = """
+(() => {
+  const w = window;
+  w.__aim = {noise: new Set(), armed: false, armedAt: 0, first: null, count: 0};
+  function sig(r) {
+    const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+    const tag = el ? el.tagName : "?";
+    let value = "";
+    if (r.type === "attributes") value = el ? String(el.getAttribute(r.attributeName)) : "";
+    else if (r.type === "characterData") value = r.target.data;
+    else value = Array.from(r.addedNodes).map((n) => n.textContent || n.nodeName).join("|");
+    return r.type + " " + (r.attributeName || "") + " " + tag + " " + value.slice(0, 160);
+  }
+  document.addEventListener("DOMContentLoaded", () => {
+    new MutationObserver((records) => {
+      const now = Date.now();
+      for (const r of records) {
+        w.__aim.count++;
+        const s = sig(r);
+        if (!w.__aim.armed) w.__aim.noise.add(s);
+        else if (w.__aim.first === null && !w.__aim.noise.has(s)) w.__aim.first = {t: now, sig: s};
+      }
+    }).observe(document.documentElement, {subtree: true, childList: true, attributes: true, characterData: true});
+  });
+})();
+"""
+
+
+class Console:
+    """daphne serving the console's ASGI application on the benchmark's database and Redis."""
+
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.handle = open(log, "ab")
+        full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        full_env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "aimconsole.asgi:application"],
+            cwd=REPO, env=full_env, stdout=self.handle, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("daphne exited: " + log.read_text(errors="replace")[-2000:])
+            try:
+                if urllib.request.urlopen(f"{self.url}/healthz", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("daphne did not answer /healthz in 90 s")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.handle.close()
+
+
+def publish_in_thread(node: str) -> float:
+    """Publish one sample from a thread (Playwright's sync API holds this thread's event loop);
+    returns the epoch ms just before publishing."""
+    from partitions import events
+
+    box: dict[str, float] = {}
+
+    def run() -> None:
+        box["t"] = time.time() * 1000
+        events.publish_telemetry(node, node_snapshot(node, UPDATE_ACTIVITY))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    return box["t"]
+
+
+def measure_browser(browser: Any, console: Console, username: str, node: str, repeat: int, fresh: Any) -> dict[str, Any]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(OBSERVER_SCRIPT)
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    page.goto(f"{console.url}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{console.url}/fleet/")
+    frames: dict[str, list[int]] = {}
+
+    def on_websocket(ws: Any) -> None:
+        path = ws.url.split("://", 1)[-1].split("/", 1)[-1].split("?")[0]
+        sizes = frames.setdefault("/" + path, [])
+        ws.on("framereceived", lambda payload: sizes.append(len(payload)))
+
+    page.on("websocket", on_websocket)
+    results: dict[str, Any] = {}
+    for url in PAGES:
+        dcl, first_update, detected = [], [], ""
+        for _ in range(repeat):
+            frames.clear()
+            fresh()
+            page.goto(f"{console.url}{url}", wait_until="load")
+            dcl.append(page.evaluate(
+                "() => { const n = performance.getEntriesByType('navigation')[0]; return n.domContentLoadedEventEnd - n.startTime; }"))
+            # Let the page apply what its streams send on connect, then arm and push one sample.
+            settle = time.monotonic() + 60
+            while time.monotonic() < settle and frames and not all(frames.values()):
+                page.wait_for_timeout(100)  # lets Playwright deliver the frame events
+            page.wait_for_timeout(1500)
+            page.evaluate("() => { window.__aim.armed = true; window.__aim.armedAt = Date.now(); }")
+            published_at = publish_in_thread(node)
+            deadline = time.monotonic() + 10
+            first = None
+            while time.monotonic() < deadline:
+                first = page.evaluate("() => window.__aim.first")
+                if first:
+                    break
+                page.wait_for_timeout(50)
+            if first:
+                first_update.append(max(0.0, first["t"] - published_at))
+                detected = first["sig"][:120]
+        streams = {path: {"frames": len(sizes), "first_frame_bytes": sizes[0] if sizes else None,
+                          "max_frame_bytes": max(sizes) if sizes else None} for path, sizes in frames.items()}
+        results[url] = {
+            "dom_content_loaded_ms": round(statistics.median(dcl), 1),
+            "first_live_update_ms": round(statistics.median(first_update), 1) if first_update else None,
+            "first_live_update_seen": f"{len(first_update)} of {repeat}",
+            "first_live_update_mutation": detected or "none within 10 s",
+            "websocket_frames": streams,
+        }
+    context.close()
+    return results
+
+
+# --- growth ---------------------------------------------------------------------------------------
+
+def flatten(row: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key, value in row.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+def growth(scales: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each page's figures divided by the baseline (the smallest fleet's) figure, per fleet size."""
+    base = scales[0]
+    ratios: dict[str, dict[str, Any]] = {}
+    for page in PAGES:
+        base_figures = flatten(base["pages"][page])
+        page_ratios: dict[str, Any] = {}
+        for scale in scales[1:]:
+            figures = flatten(scale["pages"][page])
+            page_ratios[f"{base['nodes']}->{scale['nodes']}"] = {
+                key: round(figures[key] / value, 2) for key, value in base_figures.items() if value and key in figures}
+        ratios[page] = page_ratios
+    return ratios
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    sizes = [int(n) for n in args.nodes.split(",")] if args.nodes else ([2, 125] if args.quick else [2, 125, 1000])
+    redis_proc, redis_url = start_redis()
+    console: Console | None = None
+    playwright = browser = None
+    try:
+        console_env = setup_django(args.database_url, redis_url)
+        import redis
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.models import Group
+        from django.test import Client, override_settings
+
+        from models.models import ModelProfile
+        from models.services import default_profiles, load_catalog
+
+        load_catalog()
+        profiles = list(ModelProfile.objects.filter(default_profiles(), gpu_model="MI300X", memory_required_gb__lte=24)
+                        .select_related("model").order_by("pk")[:10])
+        user_model = get_user_model()
+        user_model.objects.filter(username="bench-pages").delete()
+        user = user_model.objects.create_user("bench-pages", password=PASSWORD)
+        user.groups.add(Group.objects.get(name="viewer"))
+        redis_client = redis.Redis.from_url(redis_url)
+        if not args.no_browser:
+            from playwright.sync_api import sync_playwright
+
+            # Playwright's sync API runs an event loop in this thread; this process's ORM calls
+            # are synchronous and safe (the daphne subprocess keeps Django's guard).
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+            console = Console(console_env, Path(os.environ["AIM_VAR_DIR"]) / "daphne.log")
+            playwright = sync_playwright().start()
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"])
+        scales = []
+        for nodes_count in sizes:
+            started = time.perf_counter()
+            repeat = 5 if nodes_count <= 2 else (3 if nodes_count <= 125 else 2)
+            names = build_fleet(nodes_count, profiles, redis_client)
+            build_s = time.perf_counter() - started
+
+            def fresh(names: list[str] = names) -> None:
+                refresh(names, redis_client)
+            pages: dict[str, Any] = {}
+            with override_settings(ALLOWED_HOSTS=["testserver", "127.0.0.1", "localhost"]):
+                client = Client()
+                client.force_login(user)
+                for url in PAGES:
+                    pages[url] = {"server": measure_server(client, url, repeat, fresh)}
+            streams = measure_streams(user, names[0])
+            if browser is not None and console is not None:
+                # Chromium's figures: fewer repetitions at the largest fleet (2 cores).
+                in_browser = measure_browser(browser, console, "bench-pages", names[0], 2 if nodes_count <= 125 else 1, fresh)
+                for url in PAGES:
+                    pages[url]["browser"] = in_browser[url]
+            scales.append({"nodes": nodes_count, "gpus": nodes_count * GPUS_PER_NODE,
+                           "partitions": nodes_count * GPUS_PER_NODE * PARTS_PER_GPU, "pages": pages, "streams": streams,
+                           "build_s": round(build_s, 1), "measure_s": round(time.perf_counter() - started - build_s, 1)})
+            for url in PAGES:
+                s = pages[url]["server"]
+                b = pages[url].get("browser", {})
+                print(f"{nodes_count:5d} nodes {url:12s} server {s['server_ms']:9.1f} ms {s['bytes']:10d} B "
+                      f"{s['queries']:4d} queries | DOMContentLoaded {b.get('dom_content_loaded_ms')} ms, "
+                      f"first live update {b.get('first_live_update_ms')} ms", flush=True)
+            print(f"{nodes_count:5d} nodes streams: {json.dumps(streams)}", flush=True)
+        print(json.dumps({
+            "benchmark": "pages", "quick": args.quick, "database": "postgresql" if args.database_url else "sqlite",
+            "baseline": f"the {sizes[0]}-node fleet measured in the same run (the issue asks for growth ratios)",
+            "streams_routed": {"/" + k: ("present" if v else "not present") for k, v in routed_streams().items()},
+            "scales": scales, "growth_vs_baseline": growth(scales) if len(scales) > 1 else {},
+        }))
+    finally:
+        if browser is not None:
+            browser.close()
+        if playwright is not None:
+            playwright.stop()
+        if console is not None:
+            console.stop()
+        redis_proc.terminate()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

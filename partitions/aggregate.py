@@ -1,0 +1,309 @@
+"""The dashboard's bounded view of the fleet: aggregates of the latest telemetry snapshots whose
+size does not grow with the fleet. Pure Python (no Django).
+
+``build_view`` turns the latest snapshot of every node in view (partitions/telemetry.py's
+shape) into one *frame*, sent every tick by partitions/dashboard_consumers.py and accumulated
+by the page into its time window:
+
+- ``series``: at most ``max_series`` lines per chart. The fleet view draws one line per node,
+  a node view one per GPU, a GPU view one per partition, a deployment view one per partition
+  (per GPU, then per node, when it spans more). Beyond ``max_series`` groups the busiest are
+  kept and the frame says how many there are (``series.total``). Each line carries mean and
+  max GFX activity, VRAM used and total, power (sum over its GPUs) and hotspot temperature
+  (max over its GPUs).
+- ``deployments``: the same aggregates per deployment (from a partition -> deployment-name
+  mapping the caller takes from the workloads port), the ``max_series`` busiest, each linking
+  its per-deployment dashboard (``href``) when the caller knows it.
+- ``top_busy`` / ``top_idle``: the ``top_n`` partitions with the highest / lowest activity.
+- ``heatmap``: one row per partition grouped by node and GPU; with more than ``max_rows``
+  partitions the rows become GPUs, then nodes, then consecutive groups of nodes, so a frame
+  never holds more than ``max_rows`` rows. The page adds one column per frame.
+
+Labels are short and unambiguous ("n1 g3/p5"): the node's name, shortened only when long and
+only where the short form is unique; ``full`` always holds the whole name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+MIB_PER_GIB = 1024
+TOP_N = 10
+MAX_ROWS = 200
+MAX_SERIES = 12
+SHORT_NAME_MAX = 14  # node names longer than this are shortened in labels (full name in tables)
+EMULATED_NAMES_SHOWN = 10
+
+PartitionKey = tuple[str, int, int]  # (node, gpu index, partition index)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a view covers: the fleet, one node, one GPU of a node, or one deployment."""
+
+    node: str | None = None
+    gpu: int | None = None
+    deployment: str | None = None
+
+    @property
+    def level(self) -> str:
+        if self.deployment is not None:
+            return "deployment"
+        if self.node is None:
+            return "fleet"
+        return "node" if self.gpu is None else "gpu"
+
+    @property
+    def key(self) -> str:
+        return f"{self.level}|{self.node or ''}|{'' if self.gpu is None else self.gpu}|{self.deployment or ''}"
+
+
+@dataclass
+class _Part:
+    node: str
+    gpu: int
+    index: int
+    activity: float | None
+    derived: bool
+    used_mb: float | None
+    total_mb: float | None
+    deployment: str | None
+
+
+@dataclass
+class _Gpu:
+    node: str
+    index: int
+    power_w: float | None
+    temperature_c: float | None
+    parts: list[_Part] = field(default_factory=list)
+
+
+def drill_href(node: str | None = None, gpu: int | None = None) -> str:
+    """Query string of the dashboard's drill-down (``?node=…&gpu=…``; ``?`` for the fleet)."""
+    query: dict[str, Any] = {}
+    if node is not None:
+        query["node"] = node
+    if gpu is not None:
+        query["gpu"] = gpu
+    return "?" + urlencode(query)
+
+
+def short_names(names: Iterable[str], max_len: int = SHORT_NAME_MAX) -> dict[str, str]:
+    """Each node name, shortened to ``head…tail`` when longer than ``max_len``; a name whose
+    short form another name shares keeps its full form (labels must stay unambiguous)."""
+    names = sorted(set(names))
+    keep = max(2, (max_len - 1) // 2)
+    short = {n: (n if len(n) <= max_len else f"{n[:keep]}…{n[-keep:]}") for n in names}
+    taken: dict[str, int] = {}
+    for value in short.values():
+        taken[value] = taken.get(value, 0) + 1
+    full = set(names)
+    return {n: (s if taken[s] == 1 and (s == n or s not in full) else n) for n, s in short.items()}
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else float(value)
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _gib(mb: float | None) -> float | None:
+    return None if mb is None else round(mb / MIB_PER_GIB, 2)
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _max(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _sum(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) if present else None
+
+
+def flatten(snapshots: Mapping[str, Mapping[str, Any]], deployments: Mapping[PartitionKey, str]) -> list[_Gpu]:
+    """The GPUs of these snapshots (nodes by name, then GPU index), each with its partitions."""
+    out: list[_Gpu] = []
+    for node in sorted(snapshots):
+        snapshot = snapshots[node]
+        if not isinstance(snapshot, Mapping):
+            continue
+        for gpu in snapshot.get("gpus") or ():
+            if not isinstance(gpu, Mapping) or not isinstance(gpu.get("index"), int):
+                continue
+            g = _Gpu(node=node, index=gpu["index"], power_w=_num(gpu.get("power_w")),
+                     temperature_c=_num(gpu.get("temperature_c")))
+            for part in gpu.get("partitions") or ():
+                if not isinstance(part, Mapping) or not isinstance(part.get("index"), int):
+                    continue
+                g.parts.append(_Part(
+                    node=node, gpu=g.index, index=part["index"], activity=_num(part.get("gfx_activity")),
+                    derived=bool(part.get("derived")), used_mb=_num(part.get("vram_used_mb")),
+                    total_mb=_num(part.get("vram_total_mb")), deployment=deployments.get((node, g.index, part["index"])),
+                ))
+            out.append(g)
+    return out
+
+
+def _in_scope(gpus: list[_Gpu], scope: Scope) -> list[_Gpu]:
+    if scope.deployment is not None:
+        kept = []
+        for g in gpus:
+            parts = [p for p in g.parts if p.deployment == scope.deployment]
+            if parts:
+                kept.append(_Gpu(node=g.node, index=g.index, power_w=g.power_w, temperature_c=g.temperature_c, parts=parts))
+        return kept
+    if scope.node is not None:
+        gpus = [g for g in gpus if g.node == scope.node]
+    if scope.gpu is not None:
+        gpus = [g for g in gpus if g.index == scope.gpu]
+    return gpus
+
+
+def _aggregate(key: str, label: str, full: str, gpus: list[_Gpu], parts: list[_Part], href: str) -> dict[str, Any]:
+    used = _sum(p.used_mb for p in parts)
+    total = _sum(p.total_mb for p in parts)
+    return {
+        "key": key, "label": label, "full": full, "href": href,
+        "partitions": len(parts),
+        "activity_mean": _r(_mean(p.activity for p in parts)),
+        "activity_max": _r(_max(p.activity for p in parts)),
+        "derived": any(p.derived for p in parts),
+        "vram_used_gib": _gib(used),
+        "vram_total_gib": _gib(total),
+        "vram_pct": _r(100 * used / total) if used is not None and total else None,
+        "power_w": _r(_sum(g.power_w for g in gpus)),
+        "temperature_c": _r(_max(g.temperature_c for g in gpus)),
+    }
+
+
+def _groups(gpus: list[_Gpu], level: str, short: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One aggregate per node, GPU or partition of ``gpus``."""
+    if level == "partition":
+        return [_aggregate(f"{p.node}|{g.index}|{p.index}", f"{short[p.node]} g{g.index}/p{p.index}",
+                           f"{p.node} gpu{g.index}/p{p.index}", [g], [p], drill_href(p.node, g.index))
+                for g in gpus for p in g.parts]
+    if level == "gpu":
+        return [_aggregate(f"{g.node}|{g.index}", f"{short[g.node]} g{g.index}", f"{g.node} gpu{g.index}",
+                           [g], g.parts, drill_href(g.node, g.index)) for g in gpus]
+    by_node: dict[str, list[_Gpu]] = {}
+    for g in gpus:
+        by_node.setdefault(g.node, []).append(g)
+    return [_aggregate(node, short[node], node, node_gpus, [p for g in node_gpus for p in g.parts], drill_href(node))
+            for node, node_gpus in by_node.items()]
+
+
+def _busiest(items: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` items with the highest mean activity, in their original order."""
+    if len(items) <= limit:
+        return items
+    ranked = sorted(range(len(items)), key=lambda i: (items[i]["activity_mean"] is None, -(items[i]["activity_mean"] or 0.0), i))
+    keep = set(ranked[:limit])
+    return [item for i, item in enumerate(items) if i in keep]
+
+
+def _series_level(scope: Scope, gpus: list[_Gpu], max_series: int) -> str:
+    if scope.level == "gpu":
+        return "partition"
+    if scope.level == "node":
+        return "gpu"
+    if scope.level == "fleet":
+        return "node"
+    parts = sum(len(g.parts) for g in gpus)
+    if parts <= max_series:
+        return "partition"
+    return "gpu" if len(gpus) <= max_series else "node"
+
+
+def _heatmap(gpus: list[_Gpu], short: Mapping[str, str], max_rows: int) -> dict[str, Any]:
+    parts = sum(len(g.parts) for g in gpus)
+    nodes = sorted({g.node for g in gpus})
+    if parts <= max_rows:
+        level, rows = "partition", _groups(gpus, "partition", short)
+    elif len(gpus) <= max_rows:
+        level, rows = "gpu", _groups(gpus, "gpu", short)
+    elif len(nodes) <= max_rows:
+        level, rows = "node", _groups(gpus, "node", short)
+    else:
+        level, size = "nodes", math.ceil(len(nodes) / max_rows)
+        rows = []
+        for start in range(0, len(nodes), size):
+            chunk = set(nodes[start:start + size])
+            chunk_gpus = [g for g in gpus if g.node in chunk]
+            first, last = nodes[start], nodes[min(start + size, len(nodes)) - 1]
+            rows.append(_aggregate(f"{first}..{last}", f"{short[first]}…{short[last]}", f"{first} … {last} ({len(chunk)} nodes)",
+                                   chunk_gpus, [p for g in chunk_gpus for p in g.parts], drill_href(first)))
+    return {
+        "level": level,
+        "rows_are": {"partition": "partitions", "gpu": "GPUs (mean of their partitions)",
+                     "node": "nodes (mean of their partitions)", "nodes": "groups of nodes (mean of their partitions)"}[level],
+        "labels": [r["label"] for r in rows],
+        "full": [r["full"] for r in rows],
+        "hrefs": [r["href"] for r in rows],
+        "values": [r["activity_mean"] for r in rows],
+    }
+
+
+def _top(parts: list[_Part], short: Mapping[str, str], n: int, *, busiest: bool) -> list[dict[str, Any]]:
+    measured = [p for p in parts if p.activity is not None]
+    measured.sort(key=lambda p: ((-p.activity if busiest else p.activity), p.node, p.gpu, p.index))  # type: ignore[operator]
+    return [{
+        "label": f"{short[p.node]} g{p.gpu}/p{p.index}", "full": f"{p.node} gpu{p.gpu}/p{p.index}",
+        "node": p.node, "gpu": p.gpu, "partition": p.index, "activity": _r(p.activity), "derived": p.derived,
+        "vram_used_gib": _gib(p.used_mb), "vram_total_gib": _gib(p.total_mb), "deployment": p.deployment,
+        "href": drill_href(p.node, p.gpu),
+    } for p in measured[:n]]
+
+
+def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Scope(),
+               deployments: Mapping[PartitionKey, str] | None = None, deployment_hrefs: Mapping[str, str] | None = None,
+               now: float, expected_nodes: int | None = None,
+               top_n: int = TOP_N, max_rows: int = MAX_ROWS, max_series: int = MAX_SERIES) -> dict[str, Any]:
+    """One bounded frame of the dashboard (see the module docstring). ``snapshots``: the latest
+    snapshot per node name; ``expected_nodes``: how many nodes are in view (some may not
+    report); ``deployment_hrefs``: a deployment's name -> its dashboard's URL."""
+    gpus = _in_scope(flatten(snapshots, deployments or {}), scope)
+    parts = [p for g in gpus for p in g.parts]
+    nodes = sorted({g.node for g in gpus})
+    short = short_names(nodes)
+    level = _series_level(scope, gpus, max_series)
+    groups = _groups(gpus, level, short)
+    by_deployment: dict[str, list[_Part]] = {}
+    for p in parts:
+        if p.deployment:
+            by_deployment.setdefault(p.deployment, []).append(p)
+    hrefs = deployment_hrefs or {}
+    deployment_rows = [_aggregate(name, name, name, [], dparts, hrefs.get(name, "")) | {"nodes": len({p.node for p in dparts})}
+                       for name, dparts in sorted(by_deployment.items())]
+    in_view = [s for n, s in snapshots.items() if n in set(nodes) and isinstance(s, Mapping)]
+    emulated = sorted(n for n in nodes if snapshots[n].get("emulated"))
+    timestamps = [t for t in (_num(s.get("ts")) for s in in_view) if t is not None]
+    return {
+        "ts": now,
+        "sample_ts": max(timestamps) if timestamps else None,
+        "oldest_sample_ts": min(timestamps) if timestamps else None,
+        "scope": {"level": scope.level, "node": scope.node, "gpu": scope.gpu, "deployment": scope.deployment},
+        "counts": {"nodes": len(nodes), "expected_nodes": expected_nodes if expected_nodes is not None else len(nodes),
+                   "gpus": len(gpus), "partitions": len(parts)},
+        "fleet": _aggregate("all", "all", "all in view", gpus, parts, ""),
+        "series": {"level": level, "total": len(groups), "items": _busiest(groups, max_series)},
+        "deployments": {"total": len(deployment_rows), "items": _busiest(deployment_rows, max_series)},
+        "top_busy": _top(parts, short, top_n, busiest=True),
+        "top_idle": _top(parts, short, top_n, busiest=False),
+        "heatmap": _heatmap(gpus, short, max_rows),
+        "emulated": {"count": len(emulated), "names": emulated[:EMULATED_NAMES_SHOWN]},
+    }
