@@ -55,6 +55,8 @@ def test_deployment_dashboard_shows_its_partitions_and_requests(emulated, catalo
     assert f"{node.name} gpu{slot.partition.gpu.index}/p{slot.partition.index}" in html  # partitions held, linked
     assert "No request for Qwen/Qwen2.5-0.5B-Instruct has gone through the gateway yet" in html
     assert "data is emulated, not real hardware" in html
+    nav = html.split('<nav class="mainnav"', 1)[1].split("</nav>", 1)[0]
+    assert re.findall(r'<a [^>]*aria-current="page"[^>]*>([^<]*)</a>', nav) == ["Deployments"]
     assert client.get("/deployments/999999/dashboard/").status_code == 404
 
 
