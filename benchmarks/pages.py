@@ -225,10 +225,14 @@ async def _stream_sizes(stream: str, user: Any, node: str) -> dict[str, Any]:
         return {"error": f"refused ({code})"}
     result: dict[str, Any] = {}
     try:
-        first = await communicator.receive_output(timeout=120)
-        if first["type"] == "websocket.close":
-            return {"error": f"closed ({first.get('code')})"}
-        result["first_message_bytes"] = len(first.get("text") or first.get("bytes") or "")
+        # /ws/fleet/ sends only on a change: nothing on connect is an answer, not a hang.
+        if await communicator.receive_nothing(timeout=20):
+            result["first_message_bytes"] = None
+        else:
+            first = await communicator.receive_output(timeout=120)
+            if first["type"] == "websocket.close":
+                return {"error": f"closed ({first.get('code')})"}
+            result["first_message_bytes"] = len(first.get("text") or first.get("bytes") or "")
         await asyncio.sleep(0.6)  # past the stream's coalescing interval
         await asyncio.to_thread(events.publish_telemetry, node, node_snapshot(node, UPDATE_ACTIVITY))
         sizes = []
@@ -246,7 +250,10 @@ async def _stream_sizes(stream: str, user: Any, node: str) -> dict[str, Any]:
         result["update_message_bytes"] = max(sizes) if sizes else None
         result["update_messages"] = len(sizes)
     finally:
-        await communicator.disconnect()
+        try:
+            await communicator.disconnect(timeout=30)
+        except (TimeoutError, asyncio.CancelledError):
+            result["disconnect"] = "the consumer did not finish within 30 s of the disconnect"
     return result
 
 
@@ -387,7 +394,8 @@ def measure_browser(browser: Any, console: Console, username: str, node: str, re
                 "() => { const n = performance.getEntriesByType('navigation')[0]; return n.domContentLoadedEventEnd - n.startTime; }"))
             # Let the page apply what its streams send on connect, then arm and push one sample.
             settle = time.monotonic() + 60
-            while time.monotonic() < settle and frames and not all(frames.values()):
+            # /ws/me/ (notices) sends nothing on connect: wait only for the live streams.
+            while time.monotonic() < settle and not all(frames.get("/" + st) for st in STREAMS if "/" + st in frames):
                 page.wait_for_timeout(100)  # lets Playwright deliver the frame events
             page.wait_for_timeout(1500)
             page.evaluate("() => { window.__aim.armed = true; window.__aim.armedAt = Date.now(); }")
