@@ -27,17 +27,24 @@ class RefusingConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         await self.close(code=code)
 
+    async def admitted(self, permission: str | None = None) -> bool:
+        """Whether the connecting user is signed in and (when ``permission`` is given) holds
+        it; refuses the socket with the matching close code otherwise."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.refuse(CLOSE_UNAUTHENTICATED)
+            return False
+        if permission is not None and not await database_sync_to_async(user.has_perm)(permission):
+            await self.refuse(CLOSE_FORBIDDEN)
+            return False
+        return True
+
 
 class OperationConsumer(RefusingConsumer):
     """Snapshot of the operation and its steps on connect, then every new step."""
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(user.has_perm)("partitions.view_reconfiguration"):
-            await self.refuse(CLOSE_FORBIDDEN)
+        if not await self.admitted("partitions.view_reconfiguration"):
             return
         self.operation_id = int(self.scope["url_route"]["kwargs"]["pk"])
         snapshot = await self._snapshot()
@@ -82,12 +89,7 @@ class TelemetryConsumer(RefusingConsumer):
     MIN_INTERVAL_S = 0.5
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
-            await self.refuse(CLOSE_FORBIDDEN)
+        if not await self.admitted("partitions.view_node"):
             return
         query = parse_qs(self.scope.get("query_string", b"").decode())
         self.node = (query.get("node") or [None])[0]
@@ -142,12 +144,7 @@ class FleetConsumer(RefusingConsumer):
     MIN_INTERVAL_S = 0.5
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
-            await self.refuse(CLOSE_FORBIDDEN)
+        if not await self.admitted("partitions.view_node"):
             return
         self.nodes: dict[str, set[int] | None] = {}
         self.beats: dict[str, float] = {}
@@ -201,11 +198,9 @@ class UserConsumer(RefusingConsumer):
     reached a final state. Each notice is sent as it comes (they are rare), for toasts."""
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
+        if not await self.admitted():
             return
-        self.group = events.user_group(user.pk)
+        self.group = events.user_group(self.scope["user"].pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
 

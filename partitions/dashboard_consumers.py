@@ -20,7 +20,7 @@ from django.urls import Resolver404, resolve, reverse
 
 from partitions import workloads
 from partitions.aggregate import PartitionKey, Scope, build_view
-from partitions.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, RefusingConsumer
+from partitions.consumers import CLOSE_NOT_FOUND, RefusingConsumer
 from partitions.models import Node, Partition
 
 TICK_S = 1.0
@@ -115,12 +115,7 @@ class DashboardConsumer(RefusingConsumer):
     ``TICK_S`` per connection, whatever the fleet size or the agents' rate)."""
 
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(user.has_perm)("partitions.view_node"):
-            await self.refuse(CLOSE_FORBIDDEN)
+        if not await self.admitted("partitions.view_node"):
             return
         view = parse_scope(self.scope.get("query_string", b""))
         if view is None or (view.node is not None

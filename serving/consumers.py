@@ -15,7 +15,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 
 from aimconsole.templatetags.console_tags import visible_controls
-from partitions.consumers import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, RefusingConsumer
+from partitions.consumers import CLOSE_NOT_FOUND, RefusingConsumer
 from serving import events
 from serving.models import Deployment
 
@@ -24,12 +24,7 @@ MIN_INTERVAL_S = 0.5
 
 class DeploymentConsumer(RefusingConsumer):
     async def connect(self) -> None:
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.refuse(CLOSE_UNAUTHENTICATED)
-            return
-        if not await database_sync_to_async(user.has_perm)("serving.view_deployment"):
-            await self.refuse(CLOSE_FORBIDDEN)
+        if not await self.admitted("serving.view_deployment"):
             return
         self.deployment_id = int(self.scope["url_route"]["kwargs"]["pk"])
         self.last_sent = 0.0
