@@ -32,7 +32,7 @@ SHAPE = {
     "num_key_value_heads": 2,
     "max_position_embeddings": 512,
 }
-DTYPE = torch.bfloat16  # one of the CPU build's dtypes (bfloat16, float16, float32); the test serves with --dtype bfloat16
+DTYPE = torch.bfloat16  # one of the CPU build's dtypes; the test serves it as bfloat16 or float32 (conftest.engine_dtype)
 
 SPECIAL = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 CHAT_TEMPLATE = (

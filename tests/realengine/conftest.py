@@ -44,6 +44,25 @@ def engine_env(**extra: str) -> dict[str, str]:
     return env | ENGINE_ENV | extra
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The first CPU's feature flags (empty where /proc/cpuinfo is unreadable)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def engine_dtype(flags: set[str] | None = None) -> str:
+    """The dtype the engine serves the tiny model in: bfloat16 where the CPU computes it
+    natively (AVX-512 BF16 or AMX BF16), else float32, which every x86 kernel path has."""
+    flags = cpu_flags() if flags is None else flags
+    return "bfloat16" if flags & {"avx512_bf16", "amx_bf16"} else "float32"
+
+
 def _missing(python: Path) -> str | None:
     if not python.is_file():
         return f"no vLLM virtualenv: {python} does not exist"
@@ -84,3 +103,14 @@ def tiny_model(vllm_python: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 # The gateway's fixtures (a uvicorn gateway thread on the committed test database, an inference key).
 from tests.serving.gateway.conftest import gw_db, inference_key, start_gateway  # noqa: E402,F401
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """A failed real-engine test shows the engine's own log: its stack trace is the cause
+    (the HTTP error only says "EngineCore encountered an issue. See stack trace")."""
+    outcome = yield
+    report = outcome.get_result()
+    engine = getattr(item, "funcargs", {}).get("engine")
+    if report.failed and report.when in {"setup", "call"} and engine is not None:
+        report.sections.append(("vLLM engine log (its last 8,000 characters)", engine.output()))

