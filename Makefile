@@ -22,8 +22,14 @@ demo: install
 
 # The real vLLM engine test (tests/realengine, minutes) runs after the suite when `make vllm-env`
 # has built its virtualenv (NO_REALENGINE=1 leaves it out); otherwise the summary says how.
+# The suite runs in TEST_WORKERS pytest-xdist workers (whole files per worker: their fixtures
+# start processes); the browser tests then run on their own (Playwright's sync API keeps an
+# event loop in the main thread that asyncio tests cannot share). NO_BROWSER=1 leaves them out.
+TEST_WORKERS ?= 2
 test: install browser-deps observability-deps lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --ignore=tests/browser $(PYTEST_ARGS)
+	@if [ -n "$(NO_BROWSER)" ]; then echo "browser tests left out: NO_BROWSER is set"; \
+	else $(BIN)/python -m pytest tests/browser $(PYTEST_ARGS); fi
 	@if [ -n "$(NO_REALENGINE)" ]; then echo "real-engine test (vLLM CPU) left out: NO_REALENGINE is set"; \
 	elif [ -f "$(VLLM_STAMP)" ]; then echo "== real engine: vLLM CPU build ($(VLLM_ENV)) =="; \
 	  AIM_VLLM_PYTHON=$(VLLM_ENV)/bin/python $(BIN)/python -m pytest tests/realengine -m realengine -q -p no:cacheprovider; \

@@ -7,6 +7,9 @@ so every viewset of every app gets them without asking.
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -19,11 +22,12 @@ from django.db import models
 from django.http import Http404
 from django_filters.rest_framework import DjangoFilterBackend
 from django_filters.utils import translate_validation
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from aimconsole import jsonbounds
 from aimconsole.authentication import CHALLENGE as TOKEN_CHALLENGE
@@ -131,9 +135,18 @@ def query_integer(request: Request, name: str, *, default: int | None, minimum: 
 
 class BoundedLimitOffsetPagination(LimitOffsetPagination):
     """``?limit=&offset=`` with both validated: limit 1..MAX_PAGE_SIZE, offset 0..MAX_OFFSET
-    (DRF's own class lets a huge limit reach the database and ignores junk silently)."""
+    (DRF's own class lets a huge limit reach the database and ignores junk silently).
+
+    Keyset pages: a view that names ``keyset_fields`` (ORM paths of its default ordering,
+    ending in a unique key, ``-`` for descending, each served by an index) also takes
+    ``?cursor=``, and its ``next`` link carries one whenever the list is in that ordering (no
+    ``?ordering=``). A cursor page reads "the rows after this key" (a range seek on the
+    index, then ``limit`` rows), so the thousandth page costs what the first does, where
+    ``OFFSET`` would read and drop every row before it. ``offset`` stays for jumping to a page;
+    ``count`` is always the whole list's."""
 
     max_limit = MAX_PAGE_SIZE
+    cursor_query_param = "cursor"
 
     def get_limit(self, request: Request) -> int | None:
         return query_integer(request, self.limit_query_param, default=self.default_limit, minimum=1,
@@ -142,13 +155,159 @@ class BoundedLimitOffsetPagination(LimitOffsetPagination):
     def get_offset(self, request: Request) -> int:
         return query_integer(request, self.offset_query_param, default=0, minimum=0, maximum=MAX_OFFSET) or 0
 
+    def paginate_queryset(self, queryset: Any, request: Request, view: Any = None) -> list[Any] | None:
+        self.request = request
+        self.keyset = _keyset_fields(view, request)
+        self.last_key: list[Any] | None = None
+        self.cursor_page = False
+        cursor = request.query_params.get(self.cursor_query_param, "")
+        if not cursor or not isinstance(queryset, models.QuerySet):
+            page = super().paginate_queryset(queryset, request, view)
+            self._remember_last(page)
+            return page
+        if not self.keyset:
+            raise exceptions.ValidationError({self.cursor_query_param: [
+                "this list takes no cursor in this ordering; use offset"]})
+        if request.query_params.get(self.offset_query_param, "") not in ("", "0"):
+            raise exceptions.ValidationError({self.cursor_query_param: ["send cursor or offset, not both"]})
+        self.limit = self.get_limit(request)
+        assert self.limit is not None  # default_limit is set (PAGE_SIZE)
+        after = keyset_after(queryset.model, self.keyset, decode_cursor(cursor, len(self.keyset)))
+        self.count = self.get_count(queryset)
+        self.offset = 0
+        self.cursor_page = True
+        page = list(queryset.filter(after)[:self.limit])
+        self._remember_last(page)
+        return page
+
+    def _remember_last(self, page: list[Any] | None) -> None:
+        if page and self.keyset and len(page) == self.limit:
+            self.last_key = [_row_value(page[-1], field.lstrip("-")) for field in self.keyset]
+
+    def get_next_link(self) -> str | None:
+        if self.last_key is None:
+            return None if self.cursor_page else super().get_next_link()
+        assert self.request is not None and self.limit is not None  # set by paginate_queryset
+        if not self.cursor_page and (self.offset or 0) + self.limit >= (self.count or 0):
+            return None
+        url = remove_query_param(self.request.build_absolute_uri(), self.offset_query_param)
+        url = replace_query_param(url, self.limit_query_param, self.limit)
+        return replace_query_param(url, self.cursor_query_param, encode_cursor(self.last_key))
+
+    def get_previous_link(self) -> str | None:
+        # A cursor page does not know its offset; go back with offset (or the pages you kept).
+        return None if self.cursor_page else super().get_previous_link()
+
     def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
         bounds = {self.limit_query_param: (1, self.max_limit), self.offset_query_param: (0, MAX_OFFSET)}
         parameters = super().get_schema_operation_parameters(view)
         for parameter in parameters:
             minimum, maximum = bounds[parameter["name"]]
             parameter["schema"] = {**parameter["schema"], "minimum": minimum, "maximum": maximum}
+        if getattr(view, "keyset_fields", ()):
+            parameters.append({
+                "name": self.cursor_query_param, "required": False, "in": "query", "schema": {"type": "string"},
+                "description": "Opaque position from a `next` link: the page after it, at the cost of the first "
+                               "page (keyset). Not with `offset` or `ordering`."})
         return parameters
+
+
+def _keyset_fields(view: Any, request: Request) -> tuple[str, ...]:
+    """The view's keyset, when the list is in its default ordering (else none)."""
+    fields = tuple(getattr(view, "keyset_fields", ()) or ())
+    return () if request.query_params.get("ordering") else fields
+
+
+def _row_value(row: Any, path: str) -> Any:
+    """``path`` (``gpu__node__name``) of a values() dict or a model instance."""
+    if isinstance(row, Mapping):
+        return row[path]
+    value = row
+    for part in path.split("__"):
+        value = getattr(value, part)
+    return value
+
+
+def encode_cursor(values: list[Any]) -> str:
+    raw = json.dumps([v.isoformat() if hasattr(v, "isoformat") else v for v in values], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, size: int) -> list[Any]:
+    """A cursor's key values; a 400 for anything this API did not hand out."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError):
+        values = None
+    if not isinstance(values, list) or len(values) != size or not all(map(_key_value, values)):
+        raise exceptions.ValidationError({"cursor": ["not a cursor of this list: follow a next link"]})
+    return values
+
+
+def _key_value(value: Any) -> bool:
+    """A value a key can hold: text without NUL, or a 64-bit whole number (what the database
+    would refuse with an error instead of a 400 is refused here)."""
+    if isinstance(value, str):
+        return "\x00" not in value
+    return isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63
+
+
+def keyset_after(model: type[models.Model], fields: tuple[str, ...], values: list[Any]) -> models.Q:
+    """Rows after ``values`` in the ordering ``fields``: (a, b) > (x, y) written as
+    ``a >= x AND (a > x OR (a = x AND b > y))`` — the leading range lets the database seek in
+    the index instead of scanning from its start."""
+    converted = []
+    for field, value in zip(fields, values):
+        target = _model_field(model, field.lstrip("-"))
+        try:
+            converted.append(target.to_python(value))
+        except DjangoValidationError:
+            raise exceptions.ValidationError({"cursor": ["not a cursor of this list: follow a next link"]}) from None
+    names = [f.lstrip("-") for f in fields]
+    after = models.Q()
+    for i, field in enumerate(fields):
+        step = models.Q(**{f"{names[j]}": converted[j] for j in range(i)},
+                        **{f"{names[i]}__{'lt' if field.startswith('-') else 'gt'}": converted[i]})
+        after = step if i == 0 else after | step
+    lead = f"{names[0]}__{'lte' if fields[0].startswith('-') else 'gte'}"
+    return models.Q(**{lead: converted[0]}) & after
+
+
+def _model_field(model: type[models.Model], path: str) -> Any:
+    *relations, name = path.split("__")
+    for part in relations:
+        model = cast("type[models.Model]", model._meta.get_field(part).related_model)
+    return model._meta.get_field(name)
+
+
+class ValuesRows:
+    """A list's hot read path: rows of a ``values()`` query renamed to a serializer's output
+    names, with its DateTimeFields rendered by the serializer's own fields — the same JSON as
+    the serializer, without building a model instance and a serializer pass per row. A view
+    adds its computed and nested fields; a test pins the result equal to the serializer's.
+
+    ``columns``: output name -> ``values()`` path, in the serializer's field order."""
+
+    def __init__(self, serializer_class: type[Any], columns: Mapping[str, str]) -> None:
+        self.serializer_class = serializer_class
+        self.columns = dict(columns)
+        self.paths = tuple(dict.fromkeys(self.columns.values()))
+
+    @functools.cached_property
+    def dates(self) -> dict[str, Any]:
+        # On first use, not at import: a ModelSerializer builds its fields from the app registry.
+        fields = self.serializer_class().fields
+        return {name: fields[name].to_representation for name in self.columns
+                if isinstance(fields.get(name), serializers.DateTimeField)}
+
+    def rows(self, values: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        items = list(self.columns.items())
+        out = [{name: row[path] for name, path in items} for row in values]
+        for name, render in self.dates.items():
+            for row in out:
+                if row[name] is not None:
+                    row[name] = render(row[name])
+        return out
 
 
 # --- filters ------------------------------------------------------------------------------------------

@@ -1,17 +1,27 @@
-"""Prometheus metrics: ``/metrics``. A leaf: it reads every app's models, the telemetry store
-and the counters (aimconsole/counters.py); nothing imports it but the URLconf.
+"""Prometheus metrics: ``/metrics``. A leaf: it reads every app's models and the counters
+(aimconsole/counters.py); nothing imports it but the URLconf.
+
+The console exports **fleet-level aggregates and console series only**, so a scrape's size
+does not grow with the fleet: nodes, GPUs and partitions counted by GPU model, compute and
+memory mode, health, agent state and ``emulated``; deployments, replicas and reserved memory by
+model and state; operations; placement decisions; model requests. Every series with a
+``node`` label comes from the node agents' own exporters (partitions/exporter.py, scraped per
+node; the console lists them for discovery at ``/metrics/agents``).
 
 The scrape path (``ConsoleCollector``) reads only:
 
-* the node agents' cached telemetry snapshots in Redis (``aim:telemetry:<node>``, one MGET),
-* the counters below, kept in Redis hashes (two HGETALLs, same round trip),
-* five aggregate database queries (nodes, GPUs, partitions with their replica, deployments
-  grouped by model and state, reconfigurations grouped by kind and state with duration
-  buckets),
+* the counters below, kept in Redis hashes, and the cached fleet aggregates (one round trip),
+* no database query while the cached fleet aggregates are fresh,
 
-whatever the fleet size. It never calls a hardware backend. Every family name carries its
-unit; labels are bounded (node, gpu, partition, model, state, kind, result, reason class):
-never request ids or user names. Every series with a ``node`` label also has ``emulated``
+whatever the fleet size. The fleet aggregates (``fleet_rows``: nodes, GPUs and partitions
+grouped by their facts, partitions held by replicas grouped by model, deployments grouped by
+model and state, replica copies, reconfigurations grouped by kind and state with their
+duration buckets) are seven GROUP BY queries whose answers are small but whose
+cost grows with the tables they scan; they are refreshed off the scrape path, at most every
+``METRICS_FLEET_REFRESH_S`` seconds for the whole console (see ``gather``). The console reads
+no telemetry snapshot and never calls a hardware backend. Every family name carries its unit;
+labels are bounded (model, GPU model, mode, state, kind, result, reason class): never node
+names, request ids or user names. Every series counting hardware also has ``emulated``
 ("true" for emulator/simulated nodes). deploy/README.md lists every metric.
 
 Counters written elsewhere (aimconsole/counters.py, in Redis, so that every process — web,
@@ -29,7 +39,9 @@ agents, a gateway — adds to the same series and a console restart does not res
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,9 +49,10 @@ from datetime import timedelta
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -49,7 +62,6 @@ from prometheus_client.utils import floatToGoString
 from aimconsole.access import metrics_access_required
 from aimconsole.counters import (
     GIB,
-    GPU_HEALTH_STATES,
     ITL_BUCKETS,
     MIB,
     OPERATION_ACTIVE_STATES,
@@ -68,7 +80,8 @@ from aimconsole.counters import (
     requests_key,
 )
 from models.sizing import replica_gb_per_gpu
-from serving.models import Deployment, Replica
+from partitions.exporter import exporter_targets
+from serving.models import Deployment, DeploymentSlot, Replica
 
 log = logging.getLogger(__name__)
 
@@ -77,19 +90,21 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Gathered:
-    """Everything one scrape reads: rows from 6 aggregate queries and one Redis round trip."""
+    """Everything one scrape reads: the fleet aggregates (``fleet_rows``, cached or not), the
+    operations and the Redis counters."""
 
     now: float
-    nodes: list[tuple] = field(default_factory=list)
-    gpus: list[tuple] = field(default_factory=list)
-    partitions: list[tuple] = field(default_factory=list)
+    nodes: list[dict] = field(default_factory=list)
+    gpus: list[dict] = field(default_factory=list)
+    partitions: list[dict] = field(default_factory=list)
+    held: list[dict] = field(default_factory=list)
     deployments: list[dict] = field(default_factory=list)
     copies: list[dict] = field(default_factory=list)
     operations: list[dict] = field(default_factory=list)
-    snapshots: dict[str, dict] = field(default_factory=dict)
     placement: dict[str, str] = field(default_factory=dict)
     requests: dict[str, str] = field(default_factory=dict)
     redis_ok: bool = True
+    fleet_age_s: float = 0.0  # age of the fleet aggregates (0: computed for this scrape)
 
 
 def _duration() -> ExpressionWrapper:
@@ -112,44 +127,131 @@ def operations_query():
     ))
 
 
-def gather(client: redis.Redis | None = None) -> Gathered:
-    """Read what one scrape needs: 6 database queries and one Redis pipeline."""
-    from partitions.models import GPU, Node, Partition
-    from partitions.telemetry_store import snapshot_key
+FLEET_ROWS = ("nodes", "gpus", "partitions", "held", "deployments", "copies", "operations")
+# A cached copy older than this is not served (its refresher died): the scrape recomputes.
+FLEET_MAX_AGE_S = 120
 
+
+def fleet_key() -> str:
+    """The Redis key of the cached fleet aggregates, under the console's key prefix."""
+    return f"{settings.REDIS_KEY_PREFIX}metrics:fleet"
+
+
+def fleet_rows() -> dict[str, list[dict]]:
+    """The fleet aggregates: 7 GROUP BY queries whose answers are bounded by the distinct GPU
+    models, modes, states and models (not the fleet), but whose cost grows with the tables
+    they scan (64,000 partitions at 1,000 CPX nodes). JSON-safe rows."""
+    from partitions.models import AGENT_STALE_AFTER, GPU, Node, Partition
+
+    fresh = Q(agent_heartbeat_at__gte=timezone.now() - AGENT_STALE_AFTER)
+    rows: dict[str, Any] = {}
+    rows["nodes"] = Node.objects.order_by().values("emulated", "backend", "memory_mode").annotate(
+        n=Count("pk"), agent_up=Count("pk", filter=fresh), valid_layout=Count("pk", filter=Q(layout_problem="")))
+    rows["gpus"] = GPU.objects.order_by().values(
+        "node__emulated", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable").annotate(
+        n=Count("pk"), vram_mb=Sum("vram_mb"))
+    rows["partitions"] = Partition.objects.order_by().values(
+        "gpu__node__emulated", "gpu__gpu_model", "gpu__compute_mode").annotate(
+        n=Count("pk"), memory_gb=Sum("memory_gb"), held=Count("slot"))
+    rows["held"] = DeploymentSlot.objects.order_by().filter(deployment__state__in=Deployment.ACTIVE_STATES).values(
+        "deployment__profile__model__hf_id", "deployment__profile__memory_required_gb",
+        "deployment__profile__gpus_needed", "deployment__profile__per_gpu_gb").annotate(
+        n=Count("pk"), started=Count("pk", filter=Q(started_at__isnull=False)))
+    rows["deployments"] = Deployment.objects.order_by().values("state", "profile__model__hf_id").annotate(
+        n=Count("pk"), replicas=Sum("replicas"))
+    rows["copies"] = Replica.objects.order_by().values(
+        "deployment__profile__model__hf_id", "runtime", "state", "node__emulated").annotate(n=Count("pk"), restarts=Sum("restarts"))
+    # JSON-safe: the oldest creation time as a Unix timestamp, the duration sum in seconds.
+    rows["operations"] = [{**r, "oldest": r["oldest"].timestamp() if r["oldest"] else None, "duration_sum": _secs(r["duration_sum"])}
+                          for r in operations_query()]
+    return {name: list(rows[name]) for name in FLEET_ROWS}
+
+
+def refresh_fleet_rows(client: redis.Redis) -> dict[str, list[dict]]:
+    """Recompute the fleet aggregates and cache them (``{"ts", "rows"}``, expiring after
+    FLEET_MAX_AGE_S)."""
+    rows = fleet_rows()
+    client.set(fleet_key(), json.dumps({"ts": time.time(), "rows": rows}), ex=FLEET_MAX_AGE_S)
+    return rows
+
+
+def _refresh_in_background(client: redis.Redis) -> None:
+    """Refresh the cached aggregates on a daemon thread, unless another process or thread is
+    already at it (a Redis lock, so N console replicas and HA Prometheus pairs refresh once)."""
+    lock = fleet_key() + ":refreshing"
+    if not client.set(lock, "1", nx=True, ex=60):
+        return
+
+    def run() -> None:
+        from django.db import close_old_connections, connection
+
+        close_old_connections()
+        try:
+            refresh_fleet_rows(client)
+        except Exception:  # the next scrape tries again; the cached copy keeps serving meanwhile
+            log.exception("metrics: refreshing the fleet aggregates failed")
+        finally:
+            connection.close()
+            try:
+                client.delete(lock)
+            except redis.RedisError:
+                pass  # it expires
+
+    threading.Thread(target=run, name="metrics-fleet-refresh", daemon=True).start()
+
+
+def _cached(raw: bytes | None, now: float) -> tuple[dict[str, list[dict]], float] | None:
+    if not raw:
+        return None
+    try:
+        entry = json.loads(raw)
+        age = now - float(entry["ts"])
+        rows = entry["rows"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if age > FLEET_MAX_AGE_S or not all(name in rows for name in FLEET_ROWS):
+        return None
+    return rows, max(0.0, age)  # another replica's clock may run a little ahead
+
+
+def gather(client: redis.Redis | None = None) -> Gathered:
+    """Read what one scrape needs: one Redis pipeline (the counters and the cached fleet
+    aggregates), and no database query while the cached copy is fresh.
+
+    The fleet aggregates (``fleet_rows``) are computed off the scrape path once the console
+    caches them (setting ``METRICS_FLEET_REFRESH_S`` > 0): a scrape serves the cached copy and,
+    when it is older than that many seconds, starts one background refresh for the whole
+    console (stale-while-revalidate), so a scrape's cost does not grow with the fleet and
+    ``aim_fleet_aggregates_age_seconds`` says how old the numbers are. Without a cached copy
+    (the first scrape, Redis flushed) or with the setting at 0 the scrape computes them."""
     data = Gathered(now=time.time())
-    data.nodes = list(Node.objects.order_by("name").values_list(
-        "pk", "name", "emulated", "backend", "memory_mode", "agent_heartbeat_at", "layout_problem", "rocm_version"))
-    data.gpus = list(GPU.objects.order_by().values_list(
-        "node_id", "index", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable", "vram_mb"))
-    data.partitions = list(Partition.objects.order_by().values_list(
-        "gpu__node_id", "gpu__index", "index", "logical_index", "memory_gb",
-        "slot__deployment__state", "slot__deployment__profile__model__hf_id",
-        "slot__deployment__profile__memory_required_gb", "slot__deployment__profile__per_gpu_gb",
-        "slot__deployment__profile__gpus_needed", "slot__started_at"))
-    data.deployments = list(Deployment.objects.order_by().values("state", "profile__model__hf_id").annotate(
-        n=Count("pk"), replicas=Sum("replicas")))
-    data.copies = list(Replica.objects.order_by().values("deployment__profile__model__hf_id", "runtime", "state", "node__emulated")
-                       .annotate(n=Count("pk"), restarts=Sum("restarts")))
-    data.operations = list(operations_query())
-    names = [row[1] for row in data.nodes]
+    refresh_s = float(settings.METRICS_FLEET_REFRESH_S)
+    rows: dict[str, list[dict]] | None = None
     try:
         client = client or redis_client()
         pipe = client.pipeline(transaction=False)
-        if names:
-            pipe.mget([snapshot_key(name) for name in names])
         pipe.hgetall(placement_key())
         pipe.hgetall(requests_key())
+        if refresh_s > 0:
+            pipe.get(fleet_key())
         results = pipe.execute()
-        raws = results.pop(0) if names else []
-        import json
-
-        data.snapshots = {name: json.loads(raw) for name, raw in zip(names, raws) if raw is not None}
         data.placement = {k.decode(): v.decode() for k, v in results[0].items()}
         data.requests = {k.decode(): v.decode() for k, v in results[1].items()}
+        if refresh_s > 0:
+            cached = _cached(results[2], data.now)
+            if cached is None:
+                rows = refresh_fleet_rows(client)
+            else:
+                rows, data.fleet_age_s = cached
+                if data.fleet_age_s > refresh_s:
+                    _refresh_in_background(client)
     except redis.RedisError as exc:
         log.warning("metrics: Redis unavailable (%s); serving database metrics only", exc)
         data.redis_ok = False
+    if rows is None:
+        rows = fleet_rows()
+    for name in FLEET_ROWS:
+        setattr(data, name, rows[name])
     return data
 
 
@@ -157,10 +259,6 @@ def gather(client: redis.Redis | None = None) -> Gathered:
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _num(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 def _secs(value: Any) -> float:
@@ -173,148 +271,57 @@ def _secs(value: Any) -> float:
 
 def build(data: Gathered) -> Iterator[Metric]:
     """The metric families for one scrape, from ``gather``'s rows."""
-    yield from _node_families(data)
+    yield from _fleet_families(data)
     yield from _deployment_families(data)
     yield from _copy_families(data)
     yield from _operation_families(data)
     yield from _placement_families(data)
     yield from _request_families(data)
-    up = GaugeMetricFamily("aim_metrics_redis_up", "1 when the console read Redis (snapshots and counters) for this scrape.")
+    up = GaugeMetricFamily("aim_metrics_redis_up", "1 when the console read Redis (counters, cached aggregates) for this scrape.")
     up.add_metric([], 1.0 if data.redis_ok else 0.0)
-    yield up
+    age = GaugeMetricFamily("aim_fleet_aggregates_age_seconds",
+                            "Age of the aim_fleet_*, aim_deployment* and aim_replica_* numbers (0: computed for this scrape).")
+    age.add_metric([], data.fleet_age_s)
+    yield from (up, age)
 
 
-def _node_families(data: Gathered) -> Iterator[Metric]:
-    from partitions.geometry import GeometryError, get_spec
-    from partitions.models import AGENT_STALE_AFTER
+def _fleet_families(data: Gathered) -> Iterator[Metric]:
+    """Nodes, GPUs and partitions counted by their facts (the per-node series: the agents)."""
+    NL = ["emulated", "backend", "memory_mode"]
+    nodes = GaugeMetricFamily("aim_fleet_nodes", "Registered nodes, by backend and memory (NPS) mode; emulated=\"true\" for emulator/simulated nodes.",
+                              labels=NL)
+    agents = GaugeMetricFamily("aim_fleet_nodes_agent_up", "Nodes whose agent's heartbeat is fresher than 30 s.", labels=NL)
+    sched = GaugeMetricFamily("aim_fleet_nodes_schedulable", "Nodes with a valid layout (new replicas may be placed there).", labels=NL)
+    for row in sorted(data.nodes, key=lambda r: (r["emulated"], r["backend"], r["memory_mode"] or "")):
+        labels = [_flag(row["emulated"]), row["backend"], row["memory_mode"] or ""]
+        nodes.add_metric(labels, float(row["n"]))
+        agents.add_metric(labels, float(row["agent_up"]))
+        sched.add_metric(labels, float(row["valid_layout"]))
 
-    now_dt = timezone.now()
-    N = ["node", "emulated"]
-    G = ["node", "gpu", "emulated"]
-    P = ["node", "gpu", "partition", "emulated"]
-    node_info = GaugeMetricFamily("aim_node_info", "Node facts (value 1): backend, ROCm version; emulated=\"true\" for emulator/simulated nodes.",
-                                  labels=N + ["backend", "rocm_version"])
-    agent_up = GaugeMetricFamily("aim_node_agent_up", "1 when the node agent's heartbeat is fresher than 30 s.", labels=N)
-    heartbeat_age = GaugeMetricFamily("aim_node_agent_heartbeat_age_seconds", "Seconds since the node agent's last heartbeat (absent: never seen).", labels=N)
-    schedulable = GaugeMetricFamily("aim_node_schedulable", "1 when new replicas may be placed on the node (valid layout).", labels=N)
-    nps = GaugeMetricFamily("aim_node_memory_mode", "Node memory (NPS) mode as a state set: 1 for the current mode, 0 for the others.", labels=N + ["mode"])
-    tele_up = GaugeMetricFamily("aim_node_telemetry_available", "1 when a telemetry snapshot of the node is cached (the agent sampled within 30 s).", labels=N)
-    tele_age = GaugeMetricFamily("aim_node_telemetry_snapshot_age_seconds", "Age of the node's cached telemetry snapshot.", labels=N)
-    gpu_info = GaugeMetricFamily(
-        "aim_gpu_info",
-        "GPU facts (value 1): model, current compute and memory mode.",
-        labels=G + ["gpu_model", "compute_mode", "memory_mode"],
-    )
-    gpu_mode = GaugeMetricFamily(
-        "aim_gpu_compute_mode",
-        "GPU compute mode as a state set: 1 for the current mode, 0 for the other modes of its model.",
-        labels=G + ["mode"],
-    )
-    gpu_health = GaugeMetricFamily("aim_gpu_health", "GPU health as a state set (healthy, unhealthy, unknown).", labels=G + ["state"])
-    gpu_sched = GaugeMetricFamily("aim_gpu_schedulable", "1 when the GPU may receive new replicas.", labels=G)
-    gpu_mem_total = GaugeMetricFamily("aim_gpu_memory_total_bytes", "GPU VRAM from the inventory.", labels=G)
-    gpu_mem_used = GaugeMetricFamily("aim_gpu_memory_used_bytes", "VRAM in use on the GPU (sum of its partitions), from telemetry.", labels=G)
-    gpu_power = GaugeMetricFamily("aim_gpu_power_watts", "GPU package power, from telemetry.", labels=G)
-    gpu_temp = GaugeMetricFamily("aim_gpu_temperature_celsius", "GPU temperature (sensor: hotspot or memory), from telemetry.", labels=G + ["sensor"])
-    gpu_act = GaugeMetricFamily("aim_gpu_gfx_activity_ratio", "Whole-GPU GFX activity, 0-1, from telemetry.", labels=G)
-    gpu_ecc = CounterMetricFamily("aim_gpu_ecc_uncorrectable_errors", "Uncorrectable ECC errors the GPU reports (cumulative, from telemetry).", labels=G)
-    part_info = GaugeMetricFamily(
-        "aim_partition_info",
-        "Partition facts (value 1): logical index on the node, compute mode of its GPU.",
-        labels=P + ["logical_index", "compute_mode"],
-    )
-    part_total = GaugeMetricFamily("aim_partition_memory_total_bytes", "Partition memory (nominal share from the geometry).", labels=P)
-    part_used = GaugeMetricFamily("aim_partition_memory_used_bytes", "VRAM in use on the partition, from telemetry.", labels=P)
-    part_act = GaugeMetricFamily(
-        "aim_partition_gfx_activity_ratio",
-        "Partition GFX activity, 0-1, from telemetry; derived=\"true\" where it is derived from the primary partition's per-XCP busy counters.",
-        labels=P + ["derived"],
-    )
-    part_reserved = GaugeMetricFamily(
-        "aim_partition_memory_reserved_bytes",
-        "Memory the replica bound to the partition needs (0: free), by model.",
-        labels=P + ["model"],
-    )
+    GL = ["emulated", "gpu_model", "compute_mode", "memory_mode", "health", "schedulable"]
+    gpus = GaugeMetricFamily("aim_fleet_gpus", "GPUs by model, current compute and memory mode, health and schedulability.", labels=GL)
+    vram: dict[tuple[str, str], float] = {}
+    for row in sorted(data.gpus, key=lambda r: tuple(str(r[k]) for k in ("node__emulated", "gpu_model", "compute_mode", "memory_mode", "health"))):
+        flag, model = _flag(row["node__emulated"]), row["gpu_model"] or ""
+        gpus.add_metric([flag, model, row["compute_mode"] or "", row["memory_mode"] or "", row["health"] or "",
+                         _flag(row["schedulable"])], float(row["n"]))
+        vram[(flag, model)] = vram.get((flag, model), 0.0) + float(row["vram_mb"] or 0) * MIB
+    gpu_mem = GaugeMetricFamily("aim_fleet_gpu_memory_total_bytes", "VRAM of the fleet's GPUs (inventory), by GPU model.",
+                                labels=["emulated", "gpu_model"])
+    for (flag, model), total in sorted(vram.items()):
+        gpu_mem.add_metric([flag, model], total)
 
-    nodes: dict[int, tuple[str, str]] = {}
-    for pk, name, emulated, backend, memory_mode, heartbeat, layout_problem, rocm in data.nodes:
-        flag = _flag(emulated)
-        nodes[pk] = (name, flag)
-        node_info.add_metric([name, flag, backend, rocm or ""], 1.0)
-        alive = heartbeat is not None and now_dt - heartbeat < AGENT_STALE_AFTER
-        agent_up.add_metric([name, flag], 1.0 if alive else 0.0)
-        if heartbeat is not None:
-            heartbeat_age.add_metric([name, flag], max(0.0, (now_dt - heartbeat).total_seconds()))
-        schedulable.add_metric([name, flag], 0.0 if layout_problem else 1.0)
-        for mode in ("NPS1", "NPS2", "NPS4"):
-            nps.add_metric([name, flag, mode], 1.0 if memory_mode == mode else 0.0)
-        snap = data.snapshots.get(name)
-        tele_up.add_metric([name, flag], 1.0 if snap else 0.0)
-        if snap:
-            tele_age.add_metric([name, flag], max(0.0, data.now - float(snap.get("ts") or 0.0)))
-
-    gpu_modes: dict[tuple[int, int], str] = {}
-    for node_id, index, gpu_model, compute, memory, health, sched, vram_mb in data.gpus:
-        name, flag = nodes.get(node_id, ("", ""))
-        if not name:
-            continue
-        labels = [name, str(index), flag]
-        gpu_modes[(node_id, index)] = compute or ""
-        gpu_info.add_metric(labels + [gpu_model or "", compute or "", memory or ""], 1.0)
-        try:
-            modes = [str(m) for m in get_spec(gpu_model).compute_modes] if gpu_model else []
-        except GeometryError:
-            modes = []
-        for mode in modes or ([compute] if compute else []):
-            gpu_mode.add_metric(labels + [mode], 1.0 if mode == compute else 0.0)
-        for state in GPU_HEALTH_STATES:
-            gpu_health.add_metric(labels + [state], 1.0 if health == state else 0.0)
-        gpu_sched.add_metric(labels, 1.0 if sched else 0.0)
-        if vram_mb:
-            gpu_mem_total.add_metric(labels, float(vram_mb) * MIB)
-
-    for node_id, gpu_index, index, logical, memory_gb, state, model, required_gb, per_gpu_gb, gpus_needed, _started in data.partitions:
-        name, flag = nodes.get(node_id, ("", ""))
-        if not name:
-            continue
-        labels = [name, str(gpu_index), str(index), flag]
-        part_info.add_metric(labels + [str(logical), gpu_modes.get((node_id, gpu_index), "")], 1.0)
-        if memory_gb:
-            part_total.add_metric(labels, float(memory_gb) * GIB)
-        if state in Deployment.ACTIVE_STATES and model:
-            need = replica_gb_per_gpu(required_gb or 0.0, gpus_needed or 1, per_gpu_gb or 0.0)
-            part_reserved.add_metric(labels + [model], float(need or 0.0) * GIB)
-
-    for name, flag in nodes.values():
-        snap = data.snapshots.get(name)
-        if not snap:
-            continue
-        for gpu in snap.get("gpus", ()):
-            if gpu.get("index", -1) < 0:  # a device the inventory does not know yet
-                continue
-            labels = [name, str(gpu["index"]), flag]
-            if gpu.get("power_w") is not None:
-                gpu_power.add_metric(labels, float(gpu["power_w"]))
-            for sensor, key in (("hotspot", "temperature_c"), ("memory", "mem_temperature_c")):
-                if gpu.get(key) is not None:
-                    gpu_temp.add_metric(labels + [sensor], float(gpu[key]))
-            if gpu.get("gfx_activity") is not None:
-                gpu_act.add_metric(labels, float(gpu["gfx_activity"]) / 100.0)
-            if gpu.get("ecc_uncorrectable") is not None:
-                gpu_ecc.add_metric(labels, float(gpu["ecc_uncorrectable"]))
-            used = [p["vram_used_mb"] for p in gpu.get("partitions", ()) if p.get("vram_used_mb") is not None]
-            if used:
-                gpu_mem_used.add_metric(labels, float(sum(used)) * MIB)
-            for part in gpu.get("partitions", ()):
-                plabels = [name, str(gpu["index"]), str(part["index"]), flag]
-                if part.get("vram_used_mb") is not None:
-                    part_used.add_metric(plabels, float(part["vram_used_mb"]) * MIB)
-                if part.get("gfx_activity") is not None:
-                    part_act.add_metric(plabels + [_flag(bool(part.get("derived")))], float(part["gfx_activity"]) / 100.0)
-
-    yield from (node_info, agent_up, heartbeat_age, schedulable, nps, tele_up, tele_age,
-                gpu_info, gpu_mode, gpu_health, gpu_sched, gpu_mem_total, gpu_mem_used, gpu_power, gpu_temp,
-                gpu_act, gpu_ecc, part_info, part_total, part_used, part_act, part_reserved)
+    PL = ["emulated", "gpu_model", "compute_mode"]
+    parts = GaugeMetricFamily("aim_fleet_partitions", "Partitions (logical devices), by GPU model and compute mode.", labels=PL)
+    held = GaugeMetricFamily("aim_fleet_partitions_held", "Partitions holding a replica, by GPU model and compute mode.", labels=PL)
+    part_mem = GaugeMetricFamily("aim_fleet_partition_memory_total_bytes", "Nominal memory of the partitions, by GPU model and compute mode.",
+                                 labels=PL)
+    for row in sorted(data.partitions, key=lambda r: (r["gpu__node__emulated"], r["gpu__gpu_model"] or "", r["gpu__compute_mode"] or "")):
+        labels = [_flag(row["gpu__node__emulated"]), row["gpu__gpu_model"] or "", row["gpu__compute_mode"] or ""]
+        parts.add_metric(labels, float(row["n"]))
+        held.add_metric(labels, float(row["held"]))
+        part_mem.add_metric(labels, float(row["memory_gb"] or 0.0) * GIB)
+    yield from (nodes, agents, sched, gpus, gpu_mem, parts, held, part_mem)
 
 
 def _copy_families(data: Gathered) -> Iterator[Metric]:
@@ -345,15 +352,15 @@ def _deployment_families(data: Gathered) -> Iterator[Metric]:
         models.add(model)
         counts[(model, row["state"])] = (row["n"], row["replicas"] or 0)
     per_model: dict[str, list[float]] = {}
-    for _n, _g, _i, _l, _m, state, model, required_gb, per_gpu_gb, gpus_needed, started_at in data.partitions:
-        if model is None or state not in Deployment.ACTIVE_STATES:
-            continue
+    for row in data.held:  # one row per (model, sizing): the per-partition share is the sizing's
+        model = row["deployment__profile__model__hf_id"]
         models.add(model)
-        need = replica_gb_per_gpu(required_gb or 0.0, gpus_needed or 1, per_gpu_gb or 0.0)
+        need = replica_gb_per_gpu(row["deployment__profile__memory_required_gb"] or 0.0, row["deployment__profile__gpus_needed"] or 1,
+                                  row["deployment__profile__per_gpu_gb"] or 0.0)
         acc = per_model.setdefault(model, [0, 0, 0.0])
-        acc[0] += 1
-        acc[1] += 1 if started_at is not None else 0
-        acc[2] += float(need or 0.0) * GIB
+        acc[0] += row["n"]
+        acc[1] += row["started"]
+        acc[2] += float(need or 0.0) * GIB * row["n"]
     for model in sorted(models):
         for state in Deployment.State.values:
             n, r = counts.get((model, state), (0, 0))
@@ -396,7 +403,6 @@ def _operation_families(data: Gathered) -> Iterator[Metric]:
     )
 
     rows = {(r["kind"], r["state"]): r for r in data.operations}
-    now_dt = timezone.now()
     for kind in OPERATION_KINDS:
         kind_rows = [r for (k, _s), r in rows.items() if k == kind]
         requested.add_metric([kind], float(sum(r["n"] for r in kind_rows)))
@@ -406,14 +412,14 @@ def _operation_families(data: Gathered) -> Iterator[Metric]:
             finished.add_metric([kind, result], float(r["n"] if r else 0))
             buckets = [(floatToGoString(le), float(r[f"le_{i}"] if r else 0)) for i, le in enumerate(OPERATION_BUCKETS)]
             buckets.append(("+Inf", float(r["timed"] if r else 0)))
-            duration.add_metric([kind, result], buckets, _secs(r["duration_sum"]) if r else 0.0)
+            duration.add_metric([kind, result], buckets, float(r["duration_sum"]) if r else 0.0)
         p = rows.get((kind, "pending"))
         pending.add_metric([kind], float(p["n"] if p else 0))
         for state in OPERATION_ACTIVE_STATES:
             r = rows.get((kind, state))
             running.add_metric([kind, state], float(r["n"] if r else 0))
         active = [r["oldest"] for (k, s), r in rows.items() if k == kind and s in ("pending", *OPERATION_ACTIVE_STATES) and r["oldest"]]
-        oldest.add_metric([kind], max(0.0, (now_dt - min(active)).total_seconds()) if active else 0.0)
+        oldest.add_metric([kind], max(0.0, data.now - min(active)) if active else 0.0)
     yield from (requested, started, finished, pending, running, oldest, duration)
 
 
@@ -509,5 +515,22 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     """``/metrics``: Prometheus text format (see the module doc and deploy/README.md); who may
     read it is decided in aimconsole/access.py."""
     response = HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_GET
+@login_not_required
+@metrics_access_required
+def agent_targets_view(request: HttpRequest) -> HttpResponse:
+    """``/metrics/agents``: the node agents' exporters in Prometheus's HTTP service-discovery
+    format (the same JSON as a file_sd file): one target group per running exporter, labelled
+    ``node`` and ``emulated``. Same access rule as ``/metrics``; 503 while Redis is down (the
+    agents advertise themselves there), so Prometheus keeps its last good list."""
+    try:
+        groups = exporter_targets(redis_client())
+    except redis.RedisError as exc:
+        return JsonResponse({"error": f"Redis unavailable: {exc}"}, status=503)
+    response = JsonResponse(groups, safe=False)
     response["Cache-Control"] = "no-store"
     return response

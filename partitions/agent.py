@@ -20,14 +20,15 @@ there): the node runs exactly what the database says.
 Telemetry: every TELEMETRY_INTERVAL_S (1 s) the sampler reads metrics through the node's
 backend, stores the latest snapshot in Redis (``aim:telemetry:<node>``, expires after 30 s, so
 a dead agent's data disappears rather than looking live) and publishes it on the channel layer
-(``telemetry.node.<node>`` and ``telemetry.fleet``): one message per node per interval.
-Consumers coalesce further per view (at most 2 messages per second each).
+(``telemetry.node.<node>``: the sample, encoded once here; ``telemetry.fleet``: the node's
+summary for the fleet view, computed here so the web processes never walk every partition of
+the fleet): one message each per node per interval. The web processes fan them out per view
+(partitions/telemetry_hub.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 import time
@@ -156,10 +157,11 @@ class Agent:
             log.info("telemetry read failed on %s: %s", node.name, exc)
             return
         snapshot = build_snapshot(node, metrics, now)
-        self.redis.set(snapshot_key(node.name), json.dumps(snapshot), ex=SNAPSHOT_TTL_S)
+        text = events.encode(snapshot)  # once: the stored snapshot and the published message share it
+        self.redis.set(snapshot_key(node.name), text, ex=SNAPSHOT_TTL_S)
         if self._loop is None:
             self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
-        events.publish_telemetry(node.name, snapshot, loop=self._loop)
+        events.publish_telemetry(node.name, snapshot, snapshot_text=text, loop=self._loop)
         workloads.after_sample(node=node, interval_s=settings.TELEMETRY_INTERVAL_S)
 
     def sweep(self) -> None:

@@ -25,6 +25,7 @@ only where the short form is unique; ``full`` always holds the whole name.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class Scope:
         return f"{self.level}|{self.node or ''}|{'' if self.gpu is None else self.gpu}|{self.deployment or ''}"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Part:
     node: str
     gpu: int
@@ -74,7 +75,7 @@ class _Part:
     deployment: str | None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Gpu:
     node: str
     index: int
@@ -106,10 +107,17 @@ def short_names(names: Iterable[str], max_len: int = SHORT_NAME_MAX) -> dict[str
     return {n: (s if taken[s] == 1 and (s == n or s not in full) else n) for n, s in short.items()}
 
 
+_INFINITIES = (math.inf, -math.inf)
+
+
 def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return None if math.isnan(value) or math.isinf(value) else float(value)
+    # Exact type checks (a bool is no number here), on every reading of the fleet: the hot path.
+    kind = type(value)
+    if kind is float:
+        return None if value != value or value in _INFINITIES else value  # NaN != NaN
+    if kind is int:
+        return float(value)
+    return None
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:
@@ -135,26 +143,30 @@ def _sum(values: Iterable[float | None]) -> float | None:
     return sum(present) if present else None
 
 
+def _is_mapping(value: Any) -> bool:
+    return type(value) is dict or isinstance(value, Mapping)  # decoded JSON: the fast exact check first
+
+
 def flatten(snapshots: Mapping[str, Mapping[str, Any]], deployments: Mapping[PartitionKey, str]) -> list[_Gpu]:
     """The GPUs of these snapshots (nodes by name, then GPU index), each with its partitions."""
     out: list[_Gpu] = []
+    owner = deployments.get
     for node in sorted(snapshots):
         snapshot = snapshots[node]
-        if not isinstance(snapshot, Mapping):
+        if not _is_mapping(snapshot):
             continue
         for gpu in snapshot.get("gpus") or ():
-            if not isinstance(gpu, Mapping) or not isinstance(gpu.get("index"), int):
+            if not _is_mapping(gpu) or type(gpu.get("index")) is not int:
                 continue
-            g = _Gpu(node=node, index=gpu["index"], power_w=_num(gpu.get("power_w")),
-                     temperature_c=_num(gpu.get("temperature_c")))
+            index = gpu["index"]
+            g = _Gpu(node=node, index=index, power_w=_num(gpu.get("power_w")), temperature_c=_num(gpu.get("temperature_c")))
+            parts = g.parts
             for part in gpu.get("partitions") or ():
-                if not isinstance(part, Mapping) or not isinstance(part.get("index"), int):
+                if not _is_mapping(part) or type(part.get("index")) is not int:
                     continue
-                g.parts.append(_Part(
-                    node=node, gpu=g.index, index=part["index"], activity=_num(part.get("gfx_activity")),
-                    derived=bool(part.get("derived")), used_mb=_num(part.get("vram_used_mb")),
-                    total_mb=_num(part.get("vram_total_mb")), deployment=deployments.get((node, g.index, part["index"])),
-                ))
+                parts.append(_Part(
+                    node, index, part["index"], _num(part.get("gfx_activity")), bool(part.get("derived")),
+                    _num(part.get("vram_used_mb")), _num(part.get("vram_total_mb")), owner((node, index, part["index"]))))
             out.append(g)
     return out
 
@@ -240,10 +252,13 @@ def _heatmap(gpus: list[_Gpu], short: Mapping[str, str], max_rows: int) -> dict[
         level, rows = "node", _groups(gpus, "node", short)
     else:
         level, size = "nodes", math.ceil(len(nodes) / max_rows)
+        by_node: dict[str, list[_Gpu]] = {}
+        for g in gpus:
+            by_node.setdefault(g.node, []).append(g)
         rows = []
         for start in range(0, len(nodes), size):
-            chunk = set(nodes[start:start + size])
-            chunk_gpus = [g for g in gpus if g.node in chunk]
+            chunk = nodes[start:start + size]
+            chunk_gpus = [g for node in chunk for g in by_node[node]]
             first, last = nodes[start], nodes[min(start + size, len(nodes)) - 1]
             rows.append(_aggregate(f"{first}..{last}", f"{short[first]}…{short[last]}", f"{first} … {last} ({len(chunk)} nodes)",
                                    chunk_gpus, [p for g in chunk_gpus for p in g.parts], drill_href(first)))
@@ -259,14 +274,15 @@ def _heatmap(gpus: list[_Gpu], short: Mapping[str, str], max_rows: int) -> dict[
 
 
 def _top(parts: list[_Part], short: Mapping[str, str], n: int, *, busiest: bool) -> list[dict[str, Any]]:
-    measured = [p for p in parts if p.activity is not None]
-    measured.sort(key=lambda p: ((-p.activity if busiest else p.activity), p.node, p.gpu, p.index))  # type: ignore[operator]
+    # The n first of the sorted order, without sorting every partition of the fleet.
+    measured = (p for p in parts if p.activity is not None)
+    key = (lambda p: (-p.activity, p.node, p.gpu, p.index)) if busiest else (lambda p: (p.activity, p.node, p.gpu, p.index))
     return [{
         "label": f"{short[p.node]} g{p.gpu}/p{p.index}", "full": f"{p.node} gpu{p.gpu}/p{p.index}",
         "node": p.node, "gpu": p.gpu, "partition": p.index, "activity": _r(p.activity), "derived": p.derived,
         "vram_used_gib": _gib(p.used_mb), "vram_total_gib": _gib(p.total_mb), "deployment": p.deployment,
         "href": drill_href(p.node, p.gpu),
-    } for p in measured[:n]]
+    } for p in heapq.nsmallest(n, measured, key=key)]
 
 
 def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Scope(),
@@ -275,7 +291,8 @@ def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Sco
                top_n: int = TOP_N, max_rows: int = MAX_ROWS, max_series: int = MAX_SERIES) -> dict[str, Any]:
     """One bounded frame of the dashboard (see the module docstring). ``snapshots``: the latest
     snapshot per node name; ``expected_nodes``: how many nodes are in view (some may not
-    report); ``deployment_hrefs``: a deployment's name -> its dashboard's URL."""
+    report); ``deployment_hrefs``: a deployment's name -> its dashboard's URL (looked up only
+    for the deployments the frame shows, so it may compute them lazily)."""
     gpus = _in_scope(flatten(snapshots, deployments or {}), scope)
     parts = [p for g in gpus for p in g.parts]
     nodes = sorted({g.node for g in gpus})
@@ -287,9 +304,12 @@ def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Sco
         if p.deployment:
             by_deployment.setdefault(p.deployment, []).append(p)
     hrefs = deployment_hrefs or {}
-    deployment_rows = [_aggregate(name, name, name, [], dparts, hrefs.get(name, "")) | {"nodes": len({p.node for p in dparts})}
-                       for name, dparts in sorted(by_deployment.items())]
-    in_view = [s for n, s in snapshots.items() if n in set(nodes) and isinstance(s, Mapping)]
+    # Rank every deployment by its mean activity; aggregate in full only the ones shown.
+    ranking = [{"key": name, "activity_mean": _mean(p.activity for p in dparts)} for name, dparts in sorted(by_deployment.items())]
+    shown_deployments = [
+        _aggregate(row["key"], row["key"], row["key"], [], by_deployment[row["key"]], hrefs.get(row["key"], ""))
+        | {"nodes": len({p.node for p in by_deployment[row["key"]]})} for row in _busiest(ranking, max_series)]
+    in_view = [snapshots[n] for n in nodes if isinstance(snapshots[n], Mapping)]
     emulated = sorted(n for n in nodes if snapshots[n].get("emulated"))
     timestamps = [t for t in (_num(s.get("ts")) for s in in_view) if t is not None]
     return {
@@ -301,7 +321,7 @@ def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Sco
                    "gpus": len(gpus), "partitions": len(parts)},
         "fleet": _aggregate("all", "all", "all in view", gpus, parts, ""),
         "series": {"level": level, "total": len(groups), "items": _busiest(groups, max_series)},
-        "deployments": {"total": len(deployment_rows), "items": _busiest(deployment_rows, max_series)},
+        "deployments": {"total": len(ranking), "items": shown_deployments},
         "top_busy": _top(parts, short, top_n, busiest=True),
         "top_idle": _top(parts, short, top_n, busiest=False),
         "heatmap": _heatmap(gpus, short, max_rows),

@@ -12,7 +12,9 @@ frame per second into its live window; the 15 min - 24 h ranges come from ``hist
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,12 +29,14 @@ from django.utils import timezone
 from aimconsole.staticfinders import NAME as PLOTLY_JS
 from partitions import charts, history
 from partitions.aggregate import Scope, build_view
-from partitions.dashboard_consumers import TICK_S, partition_owners
-from partitions.models import Node
-from partitions.telemetry_store import read_snapshots_sync
+from partitions.dashboard_consumers import OWNERS_TTL_S, TICK_S, partition_owners
+from partitions.models import GPU, Node
+from partitions.telemetry_store import key_prefix, read_snapshots_sync
 
 WS_PATH = "/ws/dashboard/"
 LATEST_TABLE_MAX_ROWS = 200  # the no-JavaScript table of every partition, only for small views
+NODE_SELECT_MAX = 50  # the node picker lists the nodes up to this many; a name field beyond
+NAMES_SHOWN = 10  # of the emulated / not-reporting nodes named on the page (then a count)
 HISTORY_UNAVAILABLE = "history unavailable: set AIM_PROMETHEUS_URL"
 
 # The Grafana dashboards of deploy/grafana/ (their "uid"; tests check the files agree).
@@ -108,45 +112,112 @@ def initial_frame(names: list[str], scope: Scope) -> tuple[dict[str, Any], dict[
                                  expected_nodes=len(names))
 
 
+@dataclass(frozen=True)
+class PageFrame:
+    """A view's frame for the page, with what the page says around it: the nodes in view,
+    the emulated ones (flagged in the inventory or by their snapshot) and the silent ones (no
+    snapshot), each as its first ``NAMES_SHOWN`` names and a count; and the snapshots only
+    where the page tables every partition (small views)."""
+
+    frame: dict[str, Any]
+    in_view: int
+    emulated: tuple[str, ...]
+    emulated_count: int
+    missing: tuple[str, ...]
+    missing_count: int
+    snapshots: dict[str, Any]
+
+
+# (Redis key prefix, scope, nodes in the fleet) -> (when computed, its PageFrame), this process's.
+_PAGE_FRAMES: dict[tuple[str, str, int], tuple[float, PageFrame]] = {}
+_PAGE_FRAMES_LOCK = threading.Lock()
+_PAGE_FRAMES_MAX = 64  # views cached at once (each a bounded frame)
+# How long a page load reuses a view's frame: the first paint only (the page's socket sends
+# the current frame right after), and as old as the deployments the frames name (OWNERS_TTL_S).
+PAGE_FRAME_TTL_S = OWNERS_TTL_S
+
+
+def _compute_page_frame(scope: Scope) -> PageFrame:
+    rows = list((Node.objects.filter(name=scope.node) if scope.node else Node.objects.order_by("name"))
+                .values_list("name", "emulated"))
+    names = [name for name, _ in rows]
+    snapshots, frame = initial_frame(names, scope)
+    emulated = sorted({name for name, flag in rows if flag}
+                      | {name for name, snap in snapshots.items() if isinstance(snap, dict) and snap.get("emulated")})
+    missing = [name for name in names if name not in snapshots]
+    small = frame["counts"]["partitions"] <= LATEST_TABLE_MAX_ROWS
+    return PageFrame(frame=frame, in_view=len(names), emulated=tuple(emulated[:NAMES_SHOWN]), emulated_count=len(emulated),
+                     missing=tuple(missing[:NAMES_SHOWN]), missing_count=len(missing), snapshots=snapshots if small else {})
+
+
+def page_frame(scope: Scope, *, fleet_size: int) -> PageFrame:
+    """The page's frame of ``scope`` (see ``PageFrame``), computed at most every
+    ``PAGE_FRAME_TTL_S`` per view and fleet size in this process, whoever loads the page: it
+    reads every partition's latest sample in view, a cost that grows with the fleet, while
+    what the page renders from it does not."""
+    key = (key_prefix(), scope.key, fleet_size)
+    with _PAGE_FRAMES_LOCK:  # one computation at a time: concurrent loads wait for it, then share it
+        now = time.time()
+        cached = _PAGE_FRAMES.get(key)
+        if cached is not None and 0 <= now - cached[0] < PAGE_FRAME_TTL_S:
+            return cached[1]
+        result = _compute_page_frame(scope)
+        if len(_PAGE_FRAMES) >= _PAGE_FRAMES_MAX:
+            _PAGE_FRAMES.clear()
+        _PAGE_FRAMES[key] = (time.time(), result)  # from when it is ready (it took a while on a large fleet)
+        return result
+
+
 def dashboard(request: HttpRequest) -> HttpResponse:
+    """The fleet, a node or a GPU: the current frame's aggregates (bounded whatever the fleet
+    size), the figures the page draws its live window into, and for small views the latest
+    sample of every partition. The node picker is a list up to ``NODE_SELECT_MAX`` nodes, a
+    name field beyond; long name lists (emulated, not reporting) show their first
+    ``NAMES_SHOWN`` and a count."""
     # Same permission as the dashboard WebSocket (which would refuse with 4403).
     if not request.user.has_perm("partitions.view_node"):
         raise PermissionDenied
     scope = scope_from(request)
-    nodes = list(Node.objects.order_by("name").only("name", "emulated", "backend"))
-    in_view = [n for n in nodes if n.name == scope.node] if scope.node else nodes
-    snapshots, frame = initial_frame([n.name for n in in_view], scope)
-    emulated = [node.name for node in in_view if node.emulated]
-    emulated += [name for name, snap in snapshots.items() if snap.get("emulated") and name not in emulated]
+    fleet_size = Node.objects.count()
+    current = page_frame(scope, fleet_size=fleet_size)
+    frame, snapshots = current.frame, current.snapshots  # shared: read only
     gpus: list[int] = []
     if scope.node is not None:
         gpus = sorted({g["index"] for g in (snapshots.get(scope.node) or {}).get("gpus") or () if isinstance(g.get("index"), int)})
         if not gpus:
-            gpus = list(in_view[0].gpus.order_by("index").values_list("index", flat=True))
+            gpus = list(GPU.objects.filter(node__name=scope.node).order_by("index").values_list("index", flat=True))
     if scope.gpu is not None:
         snapshots = {scope.node: {**snapshots[scope.node], "gpus": [g for g in snapshots[scope.node].get("gpus") or ()
                                                                    if g.get("index") == scope.gpu]}} if scope.node in snapshots else {}
-    rows = charts.latest_rows(snapshots)
+    partitions = frame["counts"]["partitions"]
+    # The table of every partition only for small views (a fleet's would be every sample).
+    rows = charts.latest_rows(snapshots) if partitions <= LATEST_TABLE_MAX_ROWS else []
     query = {k: v for k, v in (("node", scope.node), ("gpu", scope.gpu)) if v is not None}
     history_url = reverse("dashboard:history") + (f"?{urlencode(query)}" if query else "")
     total_gib = None
     if scope.level == "gpu" and rows:
         total_gib = rows[0]["vram_total_gib"]
+    nodes = None
+    if fleet_size <= NODE_SELECT_MAX:
+        nodes = [{"name": name, "emulated": flag} for name, flag in Node.objects.order_by("name").values_list("name", "emulated")]
     return render(request, "partitions/dashboard.html", {
         "nodes": nodes,
+        "node_count": fleet_size,
         "selected": scope.node,
         "scope": scope,
         "gpus": gpus,
-        "in_view": in_view,
-        "emulated_nodes": sorted(emulated),
+        "in_view_count": current.in_view,
+        "emulated_nodes": current.emulated,
+        "emulated_more": max(0, current.emulated_count - len(current.emulated)),
         "figures": charts.figures(timezone.get_current_timezone_name(), level=frame["series"]["level"],
                                   vram_total_gib=total_gib),
         "chart_ids": charts.CHARTS,
         "live": live_settings(scope, history_url=history_url),
         "frame": frame,
-        "rows": rows if len(rows) <= LATEST_TABLE_MAX_ROWS else [],
-        "rows_hidden": len(rows) if len(rows) > LATEST_TABLE_MAX_ROWS else 0,
-        "missing": [node.name for node in in_view if node.name not in snapshots],
+        "rows": rows,
+        "rows_hidden": partitions if partitions > LATEST_TABLE_MAX_ROWS else 0,
+        "missing": current.missing,
+        "missing_more": max(0, current.missing_count - len(current.missing)),
         "derived_note": charts.DERIVED_NOTE,
         "plotly_js": PLOTLY_JS,
         "grafana": grafana_links("utilization", "node"),

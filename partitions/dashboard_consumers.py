@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -66,27 +67,45 @@ def dashboard_href(occupant_url: str) -> str:
     return reverse("observability:deployment-dashboard", kwargs=match.kwargs)
 
 
-def partition_owners() -> tuple[dict[PartitionKey, str], dict[str, str]]:
+class DashboardHrefs(Mapping[str, str]):
+    """A deployment's name -> its dashboard's URL, resolved from its detail page's URL only
+    when asked (a frame shows a dozen deployments; a large fleet runs thousands)."""
+
+    def __init__(self, detail_urls: dict[str, str]) -> None:
+        self.detail_urls = detail_urls
+        self.resolved: dict[str, str] = {}
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.resolved:
+            href = dashboard_href(self.detail_urls[name])
+            if not href:
+                raise KeyError(name)
+            self.resolved[name] = href
+        return self.resolved[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.detail_urls)
+
+    def __len__(self) -> int:
+        return len(self.detail_urls)
+
+
+def partition_owners() -> tuple[dict[PartitionKey, str], Mapping[str, str]]:
     """(node, gpu, partition) -> the name of what occupies it, from the workloads port, and
-    each such name -> its dashboard's URL (where there is one)."""
-    rows = list(Partition.objects.values_list("pk", "gpu__node__name", "gpu__index", "index"))
+    each such name -> its dashboard's URL (where there is one). Reads only the held
+    partitions (the port's subquery), not every partition of the fleet."""
+    rows = list(Partition.objects.filter(workloads.held_filter("pk")).values_list("pk", "gpu__node__name", "gpu__index", "index"))
     held = workloads.occupants(partition_ids=[pk for pk, *_ in rows])
     owned = {(node, gpu, index): held[pk].name for pk, node, gpu, index in rows if pk in held}
-    hrefs: dict[str, str] = {}
-    for occupant in held.values():
-        if occupant.name not in hrefs and occupant.url:
-            href = dashboard_href(occupant.url)
-            if href:
-                hrefs[occupant.name] = href
-    return owned, hrefs
+    return owned, DashboardHrefs({o.name: o.url for o in held.values() if o.url})
 
 
-async def owners() -> tuple[dict[PartitionKey, str], dict[str, str]]:
+async def owners() -> tuple[dict[PartitionKey, str], Mapping[str, str]]:
     now = time.monotonic()
     if now - _OWNERS["at"] > OWNERS_TTL_S:
         _OWNERS["value"] = await database_sync_to_async(partition_owners)()
         _OWNERS["at"] = now
-    value: tuple[dict[PartitionKey, str], dict[str, str]] = _OWNERS["value"]
+    value: tuple[dict[PartitionKey, str], Mapping[str, str]] = _OWNERS["value"]
     return value
 
 

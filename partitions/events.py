@@ -1,18 +1,22 @@
 """WebSocket payloads and their one publisher (channel layer groups).
 
-Groups: ``operations.<id>`` (one operation's steps), ``telemetry.node.<name>`` and
-``telemetry.fleet`` (latest telemetry snapshots). Publishing never raises: a broken channel
-layer must not fail an operation (the database row stays the source of truth).
+Groups: ``operations.<id>`` (one operation's steps), ``telemetry.node.<name>`` (a node's
+telemetry samples) and ``telemetry.fleet`` (each node's summary of its sample, for the fleet
+view). Publishing never raises: a broken channel layer must not fail an operation (the
+database row stays the source of truth).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any, Literal, TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+
+from partitions.telemetry_views import summarize_node
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +49,25 @@ class OperationStepEvent(TypedDict):
     step: StepPayload
 
 
-class TelemetryEvent(TypedDict):
-    type: Literal["telemetry.snapshot"]
+class TelemetrySampleEvent(TypedDict):
+    """On ``telemetry.node.<name>``: one sample, as the JSON text of the node view's message
+    (``node_message_text``), encoded once by the publisher and relayed as is to every client
+    of every process; ``ts`` (Unix seconds) orders samples without decoding ``text``."""
+
+    type: Literal["telemetry.sample"]
     node: str
-    snapshot: dict[str, Any]
+    ts: float
+    text: str
+
+
+class TelemetrySummaryEvent(TypedDict):
+    """On ``telemetry.fleet``: the node's share of the fleet view
+    (``partitions.telemetry_views.summarize_node``), a few hundred bytes whatever its
+    partitions: the fleet group never carries every partition."""
+
+    type: Literal["telemetry.summary"]
+    node: str
+    summary: dict[str, Any]
 
 
 def operation_group(reconfiguration_id: int) -> str:
@@ -109,10 +128,29 @@ def publish_operation_step(op: Any, step: Any) -> None:
     _send(operation_group(op.pk), dict(event))
 
 
-def publish_telemetry(node_name: str, snapshot: dict[str, Any], *, loop: asyncio.AbstractEventLoop | None = None) -> None:
-    event: TelemetryEvent = {"type": "telemetry.snapshot", "node": node_name, "snapshot": snapshot}
-    _send(node_telemetry_group(node_name), dict(event), loop)
-    _send(FLEET_TELEMETRY_GROUP, dict(event), loop)
+def encode(payload: Any) -> str:
+    """The one JSON encoder of telemetry messages (compact; tests count its calls)."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def node_message_text(node_name: str, snapshot_text: str) -> str:
+    """The node view's message, ``{"type": "telemetry.node", "node": ..., "snapshot": ...}``,
+    built around a snapshot already encoded (the agent's, or the one stored in Redis) without
+    decoding it again."""
+    return f'{{"type":"telemetry.node","node":{json.dumps(node_name)},"snapshot":{snapshot_text}}}'
+
+
+def publish_telemetry(node_name: str, snapshot: dict[str, Any], *, snapshot_text: str | None = None,
+                      loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """One sample of ``node_name``: the node view's message, pre-encoded, to
+    ``telemetry.node.<name>`` and the node's summary to ``telemetry.fleet``.
+    ``snapshot_text``: ``snapshot`` already encoded (the agent stores that text in Redis too)."""
+    text = node_message_text(node_name, snapshot_text if snapshot_text is not None else encode(snapshot))
+    sample: TelemetrySampleEvent = {"type": "telemetry.sample", "node": node_name,
+                                    "ts": float(snapshot.get("ts") or 0.0), "text": text}
+    _send(node_telemetry_group(node_name), dict(sample), loop)
+    summary: TelemetrySummaryEvent = {"type": "telemetry.summary", "node": node_name, "summary": summarize_node(snapshot)}
+    _send(FLEET_TELEMETRY_GROUP, dict(summary), loop)
 
 
 # --- the live fleet and per-user notices ------------------------------------------------------

@@ -376,6 +376,9 @@ class _Run:
         return "; ".join(f"{mode} on GPUs {indices}" for mode, indices in sorted(by_mode.items()))
 
     def apply(self) -> str:
+        # The backend checks the change against this run's last read (the same phase: nothing
+        # changed since), reads back in full after it, and execute() then reads once more on
+        # its own: 6 amd-smi runs for a compute change (tests/partitions/test_amdsmi_invocations.py).
         op = self.op
         if op.kind == Reconfiguration.Kind.COMPUTE:
             self.backend.set_compute_mode([op.gpu_index], op.target_compute_mode)

@@ -13,10 +13,12 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import permission_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db.models import Prefetch
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet, Sum, Value
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from partitions import fleetcards, workloads
@@ -56,21 +58,135 @@ def _mark_healthy(request: HttpRequest) -> HttpResponse:
     return redirect(f"{request.path}#node-{gpu.node.name}")
 
 
+# Nodes per page of the fleet page; the first is the default. A CPX node's card is ~55 KB of
+# HTML (64 partitions with their table), so pages stay small and the fleet is paged, not listed.
+PAGE_SIZES = (10, 25, 50)
+STATES = (
+    ("", "any"),
+    ("unhealthy", "GPU marked unhealthy"),
+    ("unschedulable", "not schedulable"),
+    ("agent_down", "agent down"),
+    ("operation", "operation running"),
+)
+GPU_STATES = ("unhealthy", "unschedulable")  # filter GPUs (cards show only those); the others filter nodes
+
+
 class FleetFilters(forms.Form):
-    """The fleet page's filters; an invalid value is shown inline and that filter is not
-    applied. Compute modes are validated against every mode the console knows; the page
-    offers only those some GPU is in."""
+    """The fleet page's search, filters and page; an invalid value is shown inline and that
+    filter is not applied (a bad cursor or page size: the first page, the default size).
+    Compute modes are validated against every mode the console knows; the page offers only
+    those some GPU is in. ``after``/``before``: the keyset cursor (a node name), ``last``:
+    the last page."""
 
     node = forms.CharField(required=False, max_length=63, label="Node")
     gpu_model = forms.CharField(required=False, max_length=64, label="GPU")
     mode = forms.ChoiceField(required=False, label="Mode", choices=[("", "any"), *((m.value, m.value) for m in ComputeMode)])
     free = forms.FloatField(required=False, min_value=0, max_value=100_000, label="Free ≥ (GiB)")
+    state = forms.ChoiceField(required=False, label="State", choices=STATES)
+    per_page = forms.TypedChoiceField(required=False, label="Per page", coerce=int, empty_value=None,
+                                      choices=[(n, n) for n in PAGE_SIZES])
+    after = forms.CharField(required=False, max_length=63, label="Page")
+    before = forms.CharField(required=False, max_length=63, label="Page")
+    last = forms.BooleanField(required=False, label="Page")
+
+    PAGING = ("per_page", "after", "before", "last")
 
     def applied(self) -> dict[str, Any]:
-        """The valid, non-empty filters."""
+        """The valid, non-empty filters (paging fields excluded: see ``page``)."""
         self.is_valid()
         return {name: value for name, value in getattr(self, "cleaned_data", {}).items()
-                if name not in self.errors and value not in ("", None, 0, 0.0)}
+                if name not in self.errors and name not in self.PAGING and value not in ("", None, 0, 0.0)}
+
+    def page(self) -> tuple[int, str, str, bool]:
+        """(per page, after, before, last) of the valid paging fields."""
+        self.is_valid()
+        data = {k: v for k, v in getattr(self, "cleaned_data", {}).items() if k not in self.errors}
+        return (int(data.get("per_page") or PAGE_SIZES[0]), data.get("after") or "", data.get("before") or "",
+                bool(data.get("last")))
+
+
+def _gpu_filter(applied: dict[str, Any]) -> Q:
+    """The GPU-level filters as one condition on GPU rows (free memory: an annotation, see
+    ``_matching_gpus``)."""
+    q = Q()
+    if applied.get("gpu_model"):
+        q &= Q(gpu_model=applied["gpu_model"])
+    if applied.get("mode"):
+        q &= Q(compute_mode=applied["mode"])
+    if applied.get("state") == "unhealthy":
+        q &= Q(health=GPU.Health.UNHEALTHY)
+    if applied.get("state") == "unschedulable":
+        q &= Q(schedulable=False) | ~Q(node__layout_problem="")
+    return q
+
+
+def _matching_gpus(applied: dict[str, Any]) -> QuerySet[GPU]:
+    """GPUs the GPU-level filters keep, free memory (GiB no workload holds) counted in the
+    database through the workloads port's subquery."""
+    gpus = GPU.objects.filter(_gpu_filter(applied))
+    if applied.get("free"):
+        free = Coalesce(Sum("partitions__memory_gb", filter=~workloads.held_filter("partitions__pk")), Value(0.0))
+        gpus = gpus.annotate(free_gb=free).filter(free_gb__gte=applied["free"])
+    return gpus
+
+
+def _matching_nodes(applied: dict[str, Any]) -> QuerySet[Node]:
+    """The nodes the search and filters keep (a node matches a GPU-level filter when one of
+    its GPUs does), unordered. Everything in SQL: cost independent of the rows skipped."""
+    nodes = Node.objects.all()
+    if applied.get("node"):
+        nodes = nodes.filter(name__icontains=applied["node"])
+    if applied.get("state") == "agent_down":
+        nodes = nodes.filter(Q(agent_heartbeat_at__isnull=True) | Q(agent_heartbeat_at__lte=timezone.now() - AGENT_STALE_AFTER))
+    if applied.get("state") == "operation":
+        nodes = nodes.filter(Exists(Reconfiguration.objects.active().filter(node=OuterRef("pk"))))
+    if any(applied.get(k) for k in ("gpu_model", "mode", "free")) or applied.get("state") in GPU_STATES:
+        nodes = nodes.filter(Exists(_matching_gpus(applied).filter(node=OuterRef("pk"))))
+    return nodes
+
+
+@dataclass(frozen=True)
+class FleetPage:
+    """One page of matching nodes in name order (keyset on the unique, indexed name: the
+    same cost on the first and the last page). ``is_first``/``is_last``: the page is the
+    first / last one; the cursors of the neighbouring pages are the first and last names."""
+
+    names: list[str]
+    is_first: bool
+    is_last: bool
+
+
+def _page_of(nodes: QuerySet[Node], *, per_page: int, after: str, before: str, last: bool) -> FleetPage:
+    names = nodes.values_list("name", flat=True)
+    if after:
+        got = list(names.filter(name__gt=after).order_by("name")[:per_page + 1])
+        return FleetPage(got[:per_page], False, len(got) <= per_page)
+    if before or last:
+        got = list((names.filter(name__lt=before) if before else names).order_by("-name")[:per_page + 1])
+        return FleetPage(sorted(got[:per_page]), len(got) <= per_page, not before)
+    got = list(names.order_by("name")[:per_page + 1])
+    return FleetPage(got[:per_page], True, len(got) <= per_page)
+
+
+def _fleet_totals(nodes: QuerySet[Node], applied: dict[str, Any]) -> dict[str, Any]:
+    """The matching fleet's aggregates, in four queries whatever its size: nodes (agents
+    down, emulated), GPUs the filters keep (marked unhealthy, per compute mode), their
+    partitions (held by a workload, memory, free memory)."""
+    stale = timezone.now() - AGENT_STALE_AFTER
+    node_totals = nodes.aggregate(
+        nodes=Count("pk"), emulated=Count("pk", filter=Q(emulated=True)),
+        agents_down=Count("pk", filter=Q(agent_heartbeat_at__isnull=True) | Q(agent_heartbeat_at__lte=stale)))
+    gpus = _matching_gpus(applied).filter(node__in=nodes.values("pk"))
+    by_mode = dict(GPU.objects.filter(pk__in=gpus.values("pk")).values_list("compute_mode").annotate(n=Count("pk"))
+                   .order_by("compute_mode").values_list("compute_mode", "n"))
+    held = workloads.held_filter("pk")
+    parts = Partition.objects.filter(gpu__in=gpus.values("pk")).aggregate(
+        partitions=Count("pk"), used=Count("pk", filter=held), memory=Coalesce(Sum("memory_gb"), Value(0.0)),
+        free=Coalesce(Sum("memory_gb", filter=~held), Value(0.0)))
+    unhealthy = GPU.objects.filter(pk__in=gpus.values("pk"), health=GPU.Health.UNHEALTHY).count()
+    return {**node_totals, "partitions": parts["partitions"], "used": parts["used"], "memory_gb": parts["memory"],
+            "free_gb": parts["free"], "gpus": sum(by_mode.values()), "unhealthy": unhealthy,
+            "by_mode": [{"mode": mode or "?", "gpus": n} for mode, n in by_mode.items()]}
 
 
 def _snapshots(names: list[str]) -> dict[str, Any] | None:
@@ -83,20 +199,22 @@ def _snapshots(names: list[str]) -> dict[str, Any] | None:
         return None
 
 
-def _fleet_rows(nodes: list[Node], applied: dict[str, Any], *, node_filtered: bool) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def _fleet_rows(nodes: list[Node], applied: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Each node's row with its shown GPU cards: partitions with occupant and memory bars, the
-    GPU's health and operation. A fixed number of queries (and one Redis MGET)."""
+    GPU's health and operation; and the shown GPUs' totals. A fixed number of queries (and one
+    Redis MGET)."""
     from partitions.context_processors import telemetry_stale_after_s
 
-    active = list(Reconfiguration.objects.active().select_related("node"))
+    active = list(Reconfiguration.objects.active().filter(node__in=[n.pk for n in nodes]).select_related("node"))
     busy_gpu = {op.gpu_id: op for op in active if op.gpu_id}
     busy_node = {op.node_id: op for op in active if op.kind == Reconfiguration.Kind.MEMORY}
     all_parts = [p for node in nodes for gpu in node.gpus.all() for p in gpu.partitions.all()]
     held = workloads.attach_occupants(all_parts)
     snapshots = _snapshots([n.name for n in nodes])
     now, stale_after = time.time(), telemetry_stale_after_s()
-    min_free = float(applied.get("free") or 0.0)
-    filtering = bool(applied.get("gpu_model") or applied.get("mode") or min_free)
+    filtering = any(applied.get(k) for k in ("gpu_model", "mode", "free")) or applied.get("state") in GPU_STATES
+    # The GPUs shown: those the filters keep (the same query that picks the nodes).
+    kept = set(_matching_gpus(applied).filter(node__in=[n.pk for n in nodes]).values_list("pk", flat=True)) if filtering else None
     totals: dict[str, float] = {"gpus": 0, "partitions": 0, "free_gb": 0.0, "used": 0, "allocated_gb": 0.0, "memory_gb": 0.0}
     rows = []
     for node in nodes:
@@ -106,14 +224,10 @@ def _fleet_rows(nodes: list[Node], applied: dict[str, Any], *, node_filtered: bo
         samples = {g.get("index"): g for g in (snapshot or {}).get("gpus") or [] if isinstance(g, dict)}
         shown = []
         for gpu in node.gpus.all():
-            if applied.get("gpu_model") and gpu.gpu_model != applied["gpu_model"]:
-                continue
-            if applied.get("mode") and gpu.compute_mode != applied["mode"]:
+            if kept is not None and gpu.pk not in kept:
                 continue
             parts: list[Any] = list(gpu.partitions.all())  # rows carrying ``occupant`` and ``memory`` for the template
             free_gb = sum(p.memory_gb or 0.0 for p in parts if p.pk not in held)
-            if free_gb < min_free:
-                continue
             sample = samples.get(gpu.index)
             readings = {p.get("index"): p for p in (sample or {}).get("partitions") or [] if isinstance(p, dict)}
             fresh = age is not None and age <= stale_after
@@ -133,22 +247,18 @@ def _fleet_rows(nodes: list[Node], applied: dict[str, Any], *, node_filtered: bo
             totals["used"] += sum(1 for p in parts if p.pk in held)
             totals["allocated_gb"] += memory.allocated_gb
             totals["memory_gb"] += memory.total_gb
-        if shown or not (filtering or node_filtered):
+        if shown or not filtering:
             rows.append({"node": node, "gpus": shown, "operation": busy_node.get(node.pk),
                          "heartbeat": node.agent_heartbeat_at.timestamp() if node.agent_heartbeat_at else "",
                          "telemetry_unavailable": snapshots is None})
     return rows, totals
 
 
-def _fleet_nodes(name: str | None = None, name_contains: str | None = None) -> list[Node]:
+def _fleet_nodes(names: list[str]) -> list[Node]:
+    """These nodes, in name order, with their GPUs and partitions (three queries)."""
     partitions = Partition.objects.order_by("index")
     gpus = GPU.objects.order_by("index").prefetch_related(Prefetch("partitions", queryset=partitions))
-    nodes = Node.objects.order_by("name").prefetch_related(Prefetch("gpus", queryset=gpus))
-    if name is not None:
-        nodes = nodes.filter(name=name)
-    if name_contains:
-        nodes = nodes.filter(name__icontains=name_contains)
-    return list(nodes)
+    return list(Node.objects.filter(name__in=names).order_by("name").prefetch_related(Prefetch("gpus", queryset=gpus)))
 
 
 def _card_context(request: HttpRequest) -> dict[str, Any]:
@@ -156,30 +266,71 @@ def _card_context(request: HttpRequest) -> dict[str, Any]:
             "can_deploy": request.user.has_perm("serving.add_deployment"), "AGENT_STALE_S": int(AGENT_STALE_AFTER.total_seconds())}
 
 
-def fleet(request: HttpRequest) -> HttpResponse:
-    """Every node → GPU → partition with the model on it; filters by node, GPU model, compute
-    mode and free capacity. A fixed number of queries whatever the fleet size. POST: the
-    "mark healthy after check" button of an unhealthy GPU. The cards are the same templates
-    the live update fetches (``fleet_node_card``, ``fleet_gpu_card``)."""
-    if request.method == "POST":
-        return _mark_healthy(request)
+def _page_links(request: HttpRequest, page: FleetPage, per_page: int) -> dict[str, str]:
+    """The pager's URLs: the search and filters kept, the cursor replaced."""
+    def link(**cursor: str) -> str:
+        query = request.GET.copy()
+        for key in ("after", "before", "last", "per_page"):
+            query.pop(key, None)
+        if per_page != PAGE_SIZES[0]:
+            query["per_page"] = str(per_page)
+        query.update(cursor)
+        return f"?{query.urlencode()}" if query else "?"
+    links = {}
+    if not page.is_first:
+        links["first"] = link()
+        if page.names:
+            links["previous"] = link(before=page.names[0])
+    if not page.is_last and page.names:
+        links["next"], links["last"] = link(after=page.names[-1]), link(last="1")
+    return links
+
+
+def _fleet_context(request: HttpRequest) -> dict[str, Any]:
+    """What the fleet page and its page fragment render: the matching fleet's aggregates and
+    one page of node cards. A fixed number of queries whatever the fleet size."""
     form = FleetFilters(request.GET)
     applied = form.applied()
-    rows, totals = _fleet_rows(_fleet_nodes(name_contains=applied.get("node")), applied, node_filtered=bool(applied.get("node")))
+    per_page, after, before, last = form.page()
+    matching = _matching_nodes(applied)
+    page = _page_of(matching, per_page=per_page, after=after, before=before, last=last)
+    rows, shown = _fleet_rows(_fleet_nodes(page.names), applied)
+    return {"rows": rows, "shown": shown, "totals": _fleet_totals(matching, applied), "page": page,
+            "links": _page_links(request, page, per_page), "per_page": per_page, "page_sizes": PAGE_SIZES,
+            "filters": request.GET, "form": form, "filtered": bool(applied) or bool(form.errors), **_card_context(request)}
+
+
+def fleet(request: HttpRequest) -> HttpResponse:
+    """The matching fleet's aggregates and one page of its nodes → GPUs → partitions with the
+    model on each; search by node name, filters by GPU model, compute mode, free capacity and
+    state, paged by node name (the query string keeps all of it). A fixed number of queries
+    and a bounded page whatever the fleet size. POST: the "mark healthy after check" button of
+    an unhealthy GPU. The cards are the same templates the live update fetches
+    (``fleet_page_cards``, ``fleet_node_card``, ``fleet_gpu_card``)."""
+    if request.method == "POST":
+        return _mark_healthy(request)
     modes = set(GPU.objects.exclude(compute_mode="").values_list("compute_mode", flat=True).distinct())
     return render(request, "partitions/fleet.html", {
-        "rows": rows, "totals": totals, "filters": request.GET, "form": form, "filtered": bool(applied) or bool(form.errors),
+        **_fleet_context(request),
         "gpu_models": sorted({g for g in GPU.objects.values_list("gpu_model", flat=True).distinct() if g}),
-        "compute_modes": [m.value for m in ComputeMode if m.value in modes],
-        **_card_context(request),
+        "compute_modes": [m.value for m in ComputeMode if m.value in modes], "states": STATES[1:],
     })
+
+
+def fleet_page_cards(request: HttpRequest) -> HttpResponse:
+    """The fleet page's results (aggregates, pager and this page's node cards; HTML fragment,
+    the page's query string in the query): what the page swaps in when paging or searching
+    with JavaScript, or when many of its cards changed at once."""
+    return render(request, "partitions/_fleet_page.html", _fleet_context(request))
 
 
 def fleet_node_card(request: HttpRequest, name: str) -> HttpResponse:
     """One node's section of the fleet page (HTML fragment, the page's filters in the query),
     for the live update; empty when the node is gone or no longer matches."""
     applied = FleetFilters(request.GET).applied()
-    rows, _ = _fleet_rows(_fleet_nodes(name=name), applied, node_filtered=False)
+    if not _matching_nodes(applied).filter(name=name).exists():
+        return HttpResponse("")
+    rows, _ = _fleet_rows(_fleet_nodes([name]), applied)
     if not rows:
         return HttpResponse("")
     return render(request, "partitions/_node_card.html", {"row": rows[0], **_card_context(request)})
@@ -188,7 +339,7 @@ def fleet_node_card(request: HttpRequest, name: str) -> HttpResponse:
 def fleet_gpu_card(request: HttpRequest, name: str, index: int) -> HttpResponse:
     """One GPU's card of the fleet page (HTML fragment), as ``fleet_node_card``."""
     applied = FleetFilters(request.GET).applied()
-    rows, _ = _fleet_rows(_fleet_nodes(name=name), applied, node_filtered=False)
+    rows, _ = _fleet_rows(_fleet_nodes([name]), applied)
     cell = next((c for row in rows for c in row["gpus"] if c["gpu"].index == index), None)
     if cell is None:
         return HttpResponse("")

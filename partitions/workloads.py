@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from django.db.models import Q
+
 
 @dataclass(frozen=True)
 class Occupant:
@@ -32,6 +34,7 @@ class Occupant:
     state: str
     url: str = ""
     memory_gb: float | None = None  # what the replica holds there (its profile's per-device share); None: unknown
+    model: str = ""  # the catalog model it serves (Hugging Face id), for metrics by model; "": not a model
 
 
 class WorkloadProvider(Protocol):
@@ -43,6 +46,11 @@ class WorkloadProvider(Protocol):
 
     def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
         """What occupies each of these partitions (absent: free), in a fixed number of queries."""
+
+    def held_partitions(self) -> Any:
+        """The ids of every partition this provider's workloads hold, as a queryset of one
+        column (``values("partition_id")``) the hardware layer uses as a subquery, so fleet-wide
+        counts and filters stay in the database."""
 
     def reconcile(self, *, node: Any) -> None:
         """On the node's agent: start and stop what the database says should run there."""
@@ -80,6 +88,15 @@ def occupants(*, partition_ids: list[int]) -> dict[int, Occupant]:
     for provider in _PROVIDERS:
         found.update(provider.occupants(partition_ids=partition_ids))
     return found
+
+
+def held_filter(field: str = "pk") -> Q:
+    """``Q`` matching rows whose ``field`` (a partition id) some workload holds; ``~`` it for
+    free partitions. One subquery per provider, nothing read into Python."""
+    q = Q(**{f"{field}__in": []})  # no provider: nothing is held
+    for provider in _PROVIDERS:
+        q |= Q(**{f"{field}__in": provider.held_partitions()})
+    return q
 
 
 def attach_occupants(partitions: list[Any]) -> dict[int, Occupant]:

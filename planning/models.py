@@ -10,9 +10,14 @@ class Plan(models.Model):
     has not changed since (``fingerprint``)."""
 
     class State(models.TextChoices):
+        """planning -> draft | failed (a worker computes plans over large fleets);
+        draft -> applied | stale."""
+
+        PLANNING = "planning", "Planning"
         DRAFT = "draft", "Draft"
         APPLIED = "applied", "Applied"
         STALE = "stale", "Stale"
+        FAILED = "failed", "Failed"
 
     request = models.JSONField(help_text="What was asked: target layouts and/or demands.")
     result = models.JSONField(help_text="The plan: changes, displaced deployments, capacity, steps, ETA.")

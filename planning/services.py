@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.db import transaction
-from django.db.models import Prefetch
+from django.db.models import Prefetch, Q
 from django.utils import timezone
 
 from aimconsole import audit, counters
@@ -72,16 +72,18 @@ def _caps(gpu: GPU) -> dict[str, tuple[str, ...]] | None:
     return reported_caps(gpu.accelerator_profiles)
 
 
-def fleet_state(*, nodes: Iterable[Node] | None = None) -> placement.Fleet:
+def fleet_state(*, nodes: Iterable[Node] | None = None, node_ids: Sequence[int] | None = None) -> placement.Fleet:
     """Nodes, GPUs (unschedulable when unhealthy, marked so, or under an active operation) and
     the replicas running on them. Each unschedulable node or GPU carries why (``problem``):
-    placement leaves it out and reports it (``Placement.excluded``)."""
+    placement leaves it out and reports it (``Placement.excluded``). ``nodes`` or ``node_ids``:
+    only those nodes (a snapshot whose cost does not grow with the fleet); neither: all."""
     queryset = Node.objects.prefetch_related(
         Prefetch("gpus", queryset=GPU.objects.order_by("index")),  # type: ignore[arg-type]  # stubs cannot infer Prefetch's generics
     )
-    node_ids = None
     if nodes is not None:
         node_ids = [n.pk for n in nodes]
+    if node_ids is not None:
+        node_ids = list(node_ids)
         queryset = queryset.filter(pk__in=node_ids)
     # A GPU (or, for an NPS change, a node) under an operation must not get new replicas: its
     # layout is about to change, and the operation may drain what runs there.
@@ -192,6 +194,20 @@ def is_stale(plan: Plan, fleet: placement.Fleet | None = None) -> bool:
     return fingerprint(fleet if fleet is not None else _scoped_fleet(scope), scope) != plan.fingerprint
 
 
+def lock_gpus(gpus: Iterable[tuple[str, int]] | None) -> list[int]:
+    """Inside a transaction: lock these GPUs' rows ((node name, index); None: every GPU, for
+    plans made before scopes were kept), in primary-key order so two lockers never deadlock,
+    and return the ids of their nodes. Whoever commits a decision about a GPU (a placement, a
+    plan's operations) holds its row meanwhile; Node rows are never locked here."""
+    queryset = GPU.objects.select_for_update(of=("self",)).order_by("pk")
+    if gpus is not None:
+        chosen = Q(pk__in=[])
+        for node, index in sorted(set(gpus)):
+            chosen |= Q(node__name=node, index=index)
+        queryset = queryset.filter(chosen)
+    return list(queryset.values_list("node_id", flat=True))
+
+
 # --- demands ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -300,32 +316,112 @@ def create_plan(*, gpu_targets: Sequence[planner.GpuTarget] = (), node_targets: 
     beyond MAX_PLAN_DEMANDS, MAX_REPLICAS_PER_DEMAND, MAX_PLAN_REPLICAS included), and
     planner.PlanTimeout (a PlanError; nothing stored) past ``plan_time_budget_s()``."""
     validate_demands(demands)
-    deadline = time.monotonic() + plan_time_budget_s()
     request = PlanRequest(list(gpu_targets), list(node_targets), list(demands))
+    result, fp = _run_planner(request)
+    return Plan.objects.create(request=request.to_json(), result=result, fingerprint=fp, created_by=_user(requested_by))
+
+
+def _run_planner(request: PlanRequest) -> tuple[dict[str, Any], str]:
+    """The planner on a fresh read of the whole fleet: (the plan's summary with its scope, the
+    scope's fingerprint). Holds no lock and writes nothing but the placement counters."""
+    deadline = time.monotonic() + plan_time_budget_s()
     fleet = fleet_state()
     result = planner.plan(fleet, gpu_targets=request.gpu_targets, node_targets=request.node_targets,
-                          demands=[d.demand() for d in demands], durations=step_durations(),
+                          demands=[d.demand() for d in request.demands], durations=step_durations(),
                           exact_time_budget_s=exact_time_budget_s(), deadline=deadline)
-    if demands:
+    if request.demands:
         counters.count_placement("plan", result)
     summary = planner.summary(result)
     summary["scope"] = plan_scope(summary)
-    return Plan.objects.create(
-        request=request.to_json(), result=summary, fingerprint=fingerprint(fleet, summary["scope"]),
-        created_by=_user(requested_by),
-    )
+    return summary, fingerprint(fleet, summary["scope"])
+
+
+# A plan over a fleet of at least this many GPUs is computed by a worker (setting
+# PLAN_ASYNC_MIN_GPUS; 0: always): the request returns the plan row at once, in state planning.
+PLAN_ASYNC_MIN_GPUS = 512
+
+
+def plan_async_min_gpus() -> int:
+    value = getattr(settings, "PLAN_ASYNC_MIN_GPUS", PLAN_ASYNC_MIN_GPUS)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ImproperlyConfigured(f"PLAN_ASYNC_MIN_GPUS must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def request_plan(*, gpu_targets: Sequence[planner.GpuTarget] = (), node_targets: Sequence[planner.NodeTarget] = (),
+                 demands: Sequence[DemandSpec] = (), requested_by: Any = None) -> Plan:
+    """A what-if plan as the API and the compose page ask for one: on a fleet of fewer than
+    ``plan_async_min_gpus()`` GPUs, ``create_plan`` at once (a draft); on a larger one, a plan
+    row in state ``planning`` returned at once, which a worker fills in (``compute_plan``:
+    draft, or failed with the reason). Either way the input is checked first (demands, and the
+    targets against the nodes they name), so bad input gets its error now and stores nothing.
+    When the broker cannot take the task, the plan is computed here instead."""
+    if GPU.objects.count() < plan_async_min_gpus():
+        return create_plan(gpu_targets=gpu_targets, node_targets=node_targets, demands=demands, requested_by=requested_by)
+    validate_demands(demands)
+    request = PlanRequest(list(gpu_targets), list(node_targets), list(demands))
+    if not (gpu_targets or node_targets or demands):
+        raise planner.PlanError("give target layouts (gpus/nodes) or demands")
+    if gpu_targets or node_targets:
+        named = {t.node for t in gpu_targets} | {t.node for t in node_targets}
+        scoped = fleet_state(node_ids=list(Node.objects.filter(name__in=named).values_list("pk", flat=True)))
+        planner.plan(scoped, gpu_targets=gpu_targets, node_targets=node_targets, exact_time_budget_s=0)  # raises PlanError
+    with transaction.atomic():
+        plan = Plan.objects.create(request=request.to_json(), result={}, fingerprint="", state=Plan.State.PLANNING,
+                                   created_by=_user(requested_by))
+        transaction.on_commit(lambda: _enqueue_plan(plan.pk))
+    plan.refresh_from_db()
+    return plan
+
+
+def _enqueue_plan(plan_id: int) -> None:
+    from planning import dispatch
+
+    try:
+        dispatch.send_compute_plan(plan_id)
+    except Exception:  # broker unreachable: compute it here rather than leave it planning
+        compute_plan(plan_id=plan_id)
+
+
+def compute_plan(*, plan_id: int) -> Plan | None:
+    """Fill in a plan left ``planning`` by ``request_plan``: run the planner on the fleet as it
+    is now, with the plan's stored inputs (checked again: a profile may have gone since), and
+    make it a draft; or ``failed`` with the reason in ``result["error"]``. Safe to run twice: a
+    plan no longer planning (or gone) is left as it is, and only a plan still planning is
+    written (a conditional update). Returns the plan, or None when it is gone."""
+    from planning.api.serializers import PlanCreateSerializer, plan_inputs  # the one validation path
+
+    plan = Plan.objects.filter(pk=plan_id).first()
+    if plan is None or plan.state != Plan.State.PLANNING:
+        return plan
+    values: dict[str, Any]
+    payload = PlanCreateSerializer(data=plan.request)
+    try:
+        if not payload.is_valid():
+            raise ValidationError(f"the plan's inputs are no longer valid: {payload.errors}")
+        inputs = plan_inputs(payload.validated_data)
+        validate_demands(inputs.get("demands", ()))
+        result, fp = _run_planner(PlanRequest(list(inputs.get("gpu_targets", ())), list(inputs.get("node_targets", ())),
+                                              list(inputs.get("demands", ()))))
+        values = {"state": Plan.State.DRAFT, "result": result, "fingerprint": fp}
+    except (planner.PlanError, ValidationError) as exc:
+        message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
+        values = {"state": Plan.State.FAILED, "result": {"error": message[:2000]}}
+    Plan.objects.filter(pk=plan_id, state=Plan.State.PLANNING).update(**values)
+    return Plan.objects.filter(pk=plan_id).first()
 
 
 def replan(*, plan: Plan, requested_by: Any = None) -> Plan:
     """A new plan with ``plan``'s inputs, on the fleet as it is now (through the API's
     serializer: inputs that are no longer valid, such as a profile since deleted, are refused the
-    same way). The old plan, if still a draft, becomes stale once the new one is made."""
+    same way; on a large fleet computed by a worker, as ``request_plan`` does). The old plan, if
+    still a draft, becomes stale once the new one is made."""
     from planning.api.serializers import PlanCreateSerializer, plan_inputs  # the one validation path
 
     payload = PlanCreateSerializer(data=plan.request)
     if not payload.is_valid():
         raise ValidationError({"request": f"plan #{plan.pk}'s inputs are no longer valid: {payload.errors}"})
-    new = create_plan(**plan_inputs(payload.validated_data), requested_by=requested_by)
+    new = request_plan(**plan_inputs(payload.validated_data), requested_by=requested_by)
     Plan.objects.filter(pk=plan.pk, state=Plan.State.DRAFT).update(state=Plan.State.STALE)
     return new
 
@@ -344,9 +440,14 @@ def apply_plan(*, plan: Plan, requested_by: Any = None) -> AppliedPlan:
     user = _user(requested_by)
     with transaction.atomic():
         plan = Plan.objects.select_for_update().get(pk=plan.pk)
+        if plan.state == Plan.State.PLANNING:
+            raise StalePlan(f"plan #{plan.pk} is still being computed; apply it once it is a draft")
         if plan.state != Plan.State.DRAFT:
             raise StalePlan(f"plan #{plan.pk} is {plan.state}; make a new plan")
-        list(Node.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+        # The GPUs the plan stands on, not the fleet: applies and creates elsewhere go on, and
+        # no Node row is locked (agents' heartbeats and syncs write those).
+        scope = (plan.result or {}).get("scope")
+        lock_gpus(None if scope is None else [(node, index) for node, index in scope.get("gpus", [])])
         stale = is_stale(plan)
         if not stale:
             return _apply(plan, user)

@@ -30,7 +30,7 @@ from partitions.services.reconfiguration import OperationInProgress, valid_compu
 from planning import planner
 from planning.api.serializers import SPREAD_MODES
 from planning.models import Plan
-from planning.services import MAX_PLAN_DEMANDS, StalePlan, apply_plan, create_plan, fleet_state, is_stale, replan
+from planning.services import MAX_PLAN_DEMANDS, StalePlan, apply_plan, create_plan, fleet_state, is_stale, replan, request_plan
 
 
 def _can_operate(request: HttpRequest) -> bool:
@@ -469,7 +469,7 @@ def plan_compose(request: HttpRequest) -> HttpResponse:
         errors = _attach_errors(rows, used, payload.errors)
     else:
         try:
-            plan = create_plan(**plan_inputs(payload.validated_data), requested_by=request.user)
+            plan = request_plan(**plan_inputs(payload.validated_data), requested_by=request.user)
         except planner.PlanError as exc:
             if not _attach_plan_error(rows, str(exc)):
                 errors = [str(exc)]
@@ -484,6 +484,8 @@ def plan_compose(request: HttpRequest) -> HttpResponse:
             else:
                 errors = list(exc.messages)
         else:
+            if plan.state == Plan.State.PLANNING:  # a large fleet: a worker fills it in
+                return redirect("planning:plan-detail", pk=plan.pk)
             context.update(plan=plan, result=plan.result)
             return render(request, "planning/compose.html", context)
     context["errors"] = errors or ["Some rows cannot be planned; see the messages next to them."]

@@ -12,28 +12,31 @@ and stops replicas, and keeps each deployment's state truthful (``settle_deploym
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Case, Count, Exists, Max, Min, OuterRef, Value, When
 from django.utils import timezone
 
 from aimconsole import audit, counters
 from models.dependents import Misfit
 from models.models import ModelProfile
-from partitions.models import Node, Partition
+from partitions.models import GPU, Node, Partition, Reconfiguration
 from partitions.workloads import Occupant
 from planning import occupancy, placement, planner
 from planning.models import Plan
-from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, validate_demands
+from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, lock_gpus, validate_demands
 from serving import events
 from serving.models import Deployment, DeploymentSlot, Replica, ReplicaMove, describe_slots
 
@@ -45,8 +48,17 @@ RETIRING = DeploymentSlot.State.RETIRING
 MBB = ReplicaMove.Strategy.MAKE_BEFORE_BREAK
 STS = ReplicaMove.Strategy.STOP_THEN_START
 
-# A direct placement that lost a race for a partition places again this many times.
-PLACE_ATTEMPTS = 3
+# A direct placement that lost a race for a partition places again this many times, after a
+# short random pause that grows with each attempt (seconds): concurrent creates that all chose
+# the same best partition spread out instead of colliding again at once.
+PLACE_ATTEMPTS = 6
+PLACE_BACKOFF_S = 0.02
+# A direct placement first looks at this many nodes that can take the demand now (setting
+# DEPLOYMENT_CANDIDATE_NODES; at least one per replica); the whole fleet only when they cannot.
+CANDIDATE_NODES = 8
+CANDIDATE_WINDOW = 16  # nodes read per candidate query
+# The advisory lock key of the turn contended creates take (``_placement_turn``): "AIMPLACE".
+PLACEMENT_TURN_LOCK = 0x41494D504C414345
 # How long a drain waits for a make-before-break move's new copy to start on another node
 # before it stops the old copy anyway (bounded by half the operation's lease: the drain runs
 # inside a claimed reconfiguration that nobody renews meanwhile). Seconds.
@@ -56,12 +68,16 @@ MOVE_POLL_S = 0.5
 
 class PlacementConflict(Exception):
     """The demand cannot be placed on the current layout; ``reasons`` per replica and a
-    suggested plan (repartitioning) when one would place it."""
+    suggested plan (repartitioning) when one would place it. ``code``: "unplaceable", or
+    "contended" when it would fit but other requests kept taking the partitions it chose
+    (``PLACE_ATTEMPTS`` times): trying again later may succeed."""
 
-    def __init__(self, reasons: list[str], plan: Plan | None = None, excluded: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, reasons: list[str], plan: Plan | None = None, excluded: list[dict[str, Any]] | None = None,
+                 *, code: str = "unplaceable") -> None:
         self.reasons = reasons
         self.plan = plan
         self.excluded = excluded or []  # nodes/GPUs placement left out, and why
+        self.code = code
         super().__init__("; ".join(reasons))
 
 
@@ -214,35 +230,45 @@ def _slot_memory(ids: Sequence[int]) -> dict[int, dict[int, list[float]]]:
 def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployment:
     """Place ``spec`` on the current layout (no repartition) and bind its partitions.
 
-    Placement reads the fleet and runs outside any transaction, so it never holds the
-    database's write lock (SQLite has one writer for the web process, the agents and the
-    workers; ``transaction_mode=IMMEDIATE`` takes it at BEGIN). A short transaction then
-    re-reads what placement relied on (the chosen GPUs' modes, health, operations and
-    occupants), and binds; when another request took a chosen partition in between, it places
-    again (``PLACE_ATTEMPTS``). Raises ValidationError for bad input and PlacementConflict
-    (with a suggested plan when a repartition would help) when it does not fit. The node
-    agents start it.
+    Placement runs on a snapshot, outside any transaction and holding no lock: first on the
+    nodes that can take the demand now (``_candidate_nodes``, a bounded number, so its cost does
+    not grow with the fleet), on the whole fleet only when they cannot hold it all (the reasons
+    and the suggested plan then come from the whole fleet). The commit (``_bind_placed``) is a
+    short transaction that locks the chosen GPUs' rows only, checks that what placement saw
+    there is unchanged (modes, health, operations, occupants), and inserts one slot per chosen
+    partition: a partition holds at most one slot (a unique constraint), so a partition another
+    request took in between fails the insert instead of being booked twice. Such a conflict
+    places again on a fresh snapshot, after a short random pause and taking turns with the
+    other creates that lost one (``_placement_turn``), at most ``PLACE_ATTEMPTS`` times; then
+    PlacementConflict with ``code="contended"``. No Node row is ever locked, so the agents'
+    heartbeats and inventory syncs never wait for a placement.
+
+    Raises ValidationError for bad input and PlacementConflict (with a suggested plan when a
+    repartition would help) when it does not fit. The node agents start it.
     """
     validate_demands([spec])
     demand = spec.demand()
-    result = None
+    budget = exact_time_budget_s()
     moved = ""
-    for _attempt in range(PLACE_ATTEMPTS):
-        fleet = fleet_state()
-        result = placement.place(fleet, [demand], allow_repartition=False, time_budget_s=exact_time_budget_s())
-        if not result.ok():
-            break
+    for attempt in range(PLACE_ATTEMPTS):
+        if attempt:
+            time.sleep(random.uniform(0, PLACE_BACKOFF_S * 2 ** attempt))  # noqa: S311 - jitter, not security
         try:
-            deployment = _bind_placed(spec, fleet, result.assignments, requested_by)
+            with _placement_turn(contended=attempt > 0):
+                fleet, result = _place_on_snapshot(demand, budget)
+                if result.ok():
+                    deployment = _bind_placed(spec, fleet, result.assignments, requested_by)
         except _FleetMoved as exc:
             counters.count_placement("deployment", conflict=True)
             moved = str(exc)
             continue
+        if not result.ok():
+            break
         counters.count_placement("deployment", result)
         return deployment
     else:
-        raise PlacementConflict([f"the fleet kept changing while placing ({moved}); try again"])
-    assert result is not None
+        raise PlacementConflict([f"other requests kept taking the partitions chosen for {spec.name} "
+                                 f"({PLACE_ATTEMPTS} attempts; last: {moved}); try again"], code="contended")
     counters.count_placement("deployment", result)
     reasons = [u.reason for u in result.unplaced]
     suggestion = None
@@ -255,6 +281,110 @@ def create_deployment(*, spec: DemandSpec, requested_by: Any = None) -> Deployme
         suggestion = None
     excluded = [{"node": e.node, "gpu_index": e.gpu_index, "reason": e.reason} for e in result.excluded]
     raise PlacementConflict(reasons, suggestion, excluded)
+
+
+@contextmanager
+def _placement_turn(*, contended: bool) -> Iterator[None]:
+    """Around one placement attempt: nothing the first time. After a conflict, a turn among
+    the creates that lost one, so concurrent creates that keep choosing the same best
+    partitions go one after the other instead of colliding until they give up: on PostgreSQL a
+    transaction-scoped advisory lock, on SQLite an exclusive lock on a file beside the database
+    (every process using that file shares it; a transaction there would hold SQLite's one
+    write lock across placement). Only contended creates take it: it is no row lock, and the
+    agents' heartbeats and syncs, reads, and first attempts never wait for it."""
+    if not contended:
+        yield
+        return
+    if connection.vendor == "postgresql":
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [PLACEMENT_TURN_LOCK])
+            yield
+        return
+    name = str(connection.settings_dict.get("NAME") or "")
+    if connection.vendor != "sqlite" or not name or name == ":memory:" or name.startswith("file:"):
+        with _TURN_IN_PROCESS:
+            yield
+        return
+    with open(f"{name}.placement-turn", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+_TURN_IN_PROCESS = threading.Lock()  # an in-memory database: one process
+
+
+def candidate_nodes_limit() -> int:
+    """How many nodes a direct placement looks at first (setting DEPLOYMENT_CANDIDATE_NODES)."""
+    value = getattr(settings, "DEPLOYMENT_CANDIDATE_NODES", CANDIDATE_NODES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ImproperlyConfigured(f"DEPLOYMENT_CANDIDATE_NODES must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _place_on_snapshot(demand: placement.Demand, budget: float) -> tuple[placement.Fleet, placement.Placement]:
+    """Placement of ``demand`` on a fresh read of the fleet: on its candidate nodes when they
+    hold every replica, else on the whole fleet."""
+    candidates = _candidate_nodes(demand)
+    if candidates:
+        fleet = fleet_state(node_ids=candidates)
+        result = placement.place(fleet, [demand], allow_repartition=False, time_budget_s=budget)
+        if result.ok():
+            return fleet, result
+    fleet = fleet_state()
+    return fleet, placement.place(fleet, [demand], allow_repartition=False, time_budget_s=budget)
+
+
+def _candidate_nodes(demand: placement.Demand) -> list[int]:
+    """Nodes that can take a replica of ``demand`` now, enough for placement to choose well
+    (``candidate_nodes_limit()``, one per replica when it spreads, and free partitions for twice
+    the replicas), read window by window in node order so the cost does not grow with the
+    fleet; nothing is locked.
+
+    A candidate has a free partition that holds a replica (with tensor parallelism ``t``: ``t``
+    free SPX GPUs) on a usable GPU of an allowed model (healthy, schedulable, under no
+    operation, on a node with a known memory mode and no layout problem); pins restrict it.
+    Within a window, nodes with such a partition on a GPU already in use come first (placement
+    fills GPUs in use before it opens empty ones), then the smallest such partition; windows go
+    in node order (first fit by node: the fleet fills from one end, keeping empty nodes empty).
+    A node without such a partition cannot hold a replica without a repartition, so leaving it
+    out changes nothing but the cost; placement still checks everything on what it reads."""
+    tp = max(1, demand.tensor_parallel)
+    want_nodes = max(candidate_nodes_limit(), demand.replicas if demand.spread or demand.soft_spread else 1)
+    want_free = 2 * demand.replicas * tp
+    busy = Reconfiguration.objects.active()
+    free = (Partition.objects.filter(slot__isnull=True, memory_gb__gte=demand.memory_gb - 1e-6, gpu__schedulable=True,
+                                     gpu__node__layout_problem="")
+            .exclude(gpu__health=GPU.Health.UNHEALTHY).exclude(gpu__gpu_model="").exclude(gpu__compute_mode="")
+            .exclude(gpu__node__memory_mode="").exclude(gpu__node__backend=Node.Backend.IMPORTED)
+            .exclude(gpu_id__in=busy.filter(gpu__isnull=False).values("gpu_id"))
+            .exclude(gpu__node_id__in=busy.filter(kind=Reconfiguration.Kind.MEMORY).values("node_id")))
+    if demand.gpu_models:
+        free = free.filter(gpu__gpu_model__in=list(demand.gpu_models))
+    nodes = Node.objects.order_by("pk")
+    if demand.pin_node:
+        nodes = nodes.filter(name=demand.pin_node)
+        if demand.pin_gpu is not None and tp == 1:
+            free = free.filter(gpu__index=demand.pin_gpu)
+    if tp > 1:
+        free = free.filter(gpu__compute_mode="SPX")
+    in_use = DeploymentSlot.objects.filter(partition__gpu_id=OuterRef("gpu_id"))
+    ranked = (free.annotate(gpu_in_use=Exists(in_use)).values("gpu__node_id")
+              .annotate(free=Count("pk"), smallest=Min("memory_gb"),
+                        in_use=Max(Case(When(gpu_in_use=True, then=Value(1)), default=Value(0))))
+              .filter(free__gte=tp).order_by("-in_use", "smallest", "gpu__node_id"))
+    found: list[int] = []
+    free_found, after = 0, 0
+    while len(found) < want_nodes or free_found < want_free:
+        window = list(nodes.filter(pk__gt=after).values_list("pk", flat=True)[:CANDIDATE_WINDOW])
+        if not window:
+            break
+        after = window[-1]
+        for row in ranked.filter(gpu__node_id__in=window):
+            found.append(row["gpu__node_id"])
+            free_found += row["free"]
+            if len(found) >= want_nodes and free_found >= want_free:
+                break
+    return found
 
 
 def _same_ground(before: placement.Fleet, now: placement.Fleet, gpus: set[tuple[str, int]]) -> bool:
@@ -271,29 +401,48 @@ def _same_ground(before: placement.Fleet, now: placement.Fleet, gpus: set[tuple[
 
 def _bind_placed(spec: DemandSpec, fleet: placement.Fleet, assignments: Sequence[placement.Assignment],
                  requested_by: Any) -> Deployment:
+    """The conditional commit of a placement made on ``fleet`` (a snapshot): _FleetMoved when
+    what it relied on changed, else the deployment with its partitions bound."""
     gpus = {(s.node, s.gpu_index) for a in assignments for s in a.slots}
-    with transaction.atomic():
-        # Short, and no placement in it: re-read the ground placement stood on, then write.
-        errors = occupancy.check_names(names=[spec.name])
-        if errors:
-            raise ValidationError(errors)
-        if not _same_ground(fleet, fleet_state(nodes=Node.objects.filter(name__in={n for n, _ in gpus})), gpus):
-            raise _FleetMoved("other deployments or operations changed the chosen GPUs")
-        deployment = Deployment.objects.create(
-            name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority, spread=spec.spread,
-            pin_node=spec.pin_node, pin_gpu_index=spec.pin_gpu_index, state=Deployment.State.SCHEDULED,
-            state_message="partitions bound; waiting for the node agent to start it",
-            requested_by=_user(requested_by), sizing_snapshot=sizing_snapshot(spec.profile),
-        )
-        try:
-            _bind(deployment, assignments)
-        except IntegrityError:
-            raise _FleetMoved("a chosen partition was taken concurrently") from None
-        except Partition.DoesNotExist:
-            raise _FleetMoved("a chosen partition is missing from the inventory") from None
-        audit.record("deployment.create", obj=deployment, after={
-            "profile": spec.profile.pk, "replicas": spec.replicas, "priority": spec.priority,
-            "partitions": list(deployment.slots.values_list("partition_id", flat=True))})
+    try:
+        with transaction.atomic():
+            # Short, and no placement in it. Lock the chosen GPUs' rows, in a fixed order (two
+            # creates never deadlock), and never a Node row: agents' heartbeats and syncs write
+            # those. A reconfiguration requested meanwhile on these GPUs waits for this commit
+            # (its row references the GPU), or this check sees it.
+            locked = lock_gpus(gpus)
+            if len(locked) != len(gpus):
+                raise _FleetMoved("a chosen GPU is missing from the inventory")
+            errors = occupancy.check_names(names=[spec.name])
+            if errors:
+                raise ValidationError(errors)
+            if not _same_ground(fleet, fleet_state(node_ids=sorted(set(locked))), gpus):
+                raise _FleetMoved("other deployments or operations changed the chosen GPUs")
+            try:
+                with transaction.atomic():
+                    deployment = Deployment.objects.create(
+                        name=spec.name, profile=spec.profile, replicas=spec.replicas, priority=spec.priority,
+                        spread=spec.spread, pin_node=spec.pin_node, pin_gpu_index=spec.pin_gpu_index,
+                        state=Deployment.State.SCHEDULED,
+                        state_message="partitions bound; waiting for the node agent to start it",
+                        requested_by=_user(requested_by), sizing_snapshot=sizing_snapshot(spec.profile),
+                    )
+            except IntegrityError:
+                # Another request created an active deployment of this name since the check.
+                raise ValidationError({"name": f"an active deployment is already called {spec.name!r}"}) from None
+            try:
+                _bind(deployment, assignments)
+            except IntegrityError:
+                raise _FleetMoved("a chosen partition was taken concurrently") from None
+            except Partition.DoesNotExist:
+                raise _FleetMoved("a chosen partition is missing from the inventory") from None
+            audit.record("deployment.create", obj=deployment, after={
+                "profile": spec.profile.pk, "replicas": spec.replicas, "priority": spec.priority,
+                "partitions": list(deployment.slots.values_list("partition_id", flat=True))})
+    except OperationalError as exc:
+        # PostgreSQL broke a lock cycle with an inventory sync, or SQLite's writer lock timed
+        # out: nothing was written; place again.
+        raise _FleetMoved(f"the database refused the commit ({exc})") from None
     return deployment
 
 
@@ -1023,10 +1172,15 @@ class DeploymentWorkloads:
 
         rows = DeploymentSlot.objects.filter(partition_id__in=partition_ids).values_list(
             "partition_id", "deployment_id", "deployment__name", "deployment__state",
-            "deployment__profile__memory_required_gb", "deployment__profile__gpus_needed", "deployment__profile__per_gpu_gb")
+            "deployment__profile__memory_required_gb", "deployment__profile__gpus_needed", "deployment__profile__per_gpu_gb",
+            "deployment__profile__model__hf_id")
         return {pid: Occupant(name=name, state=state, url=reverse("serving:deployment-detail", args=[dep_id]),
-                              memory_gb=replica_gb_per_gpu(required or 0.0, gpus or 1, per_gpu or 0.0))
-                for pid, dep_id, name, state, required, gpus, per_gpu in rows}
+                              memory_gb=replica_gb_per_gpu(required or 0.0, gpus or 1, per_gpu or 0.0), model=model)
+                for pid, dep_id, name, state, required, gpus, per_gpu, model in rows}
+
+    def held_partitions(self) -> Any:
+        """Every partition a slot holds (any deployment state, as ``occupants`` counts them)."""
+        return DeploymentSlot.objects.values("partition_id")
 
     def reconcile(self, *, node: Node) -> None:
         reconcile_node(node=node)

@@ -8,6 +8,7 @@ external Redis. Bad values raise ImproperlyConfigured at import.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -95,6 +96,11 @@ TEMPLATES = [
     },
 ]
 
+# --- web server (aimconsole/webserver.py, ``manage.py run_web``) ----------------------------
+# uvicorn worker processes serving HTTP and WebSockets (one process serves about one core):
+# by default one per core, at most 4.
+WEB_WORKERS = env.int("AIM_WEB_WORKERS", default=min(4, os.cpu_count() or 1), minimum=1, maximum=64)
+
 # --- database ---------------------------------------------------------------------------
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 DATABASES = {
@@ -118,9 +124,11 @@ if EMBEDDED_REDIS:
 if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, got {REDIS_URL!r}")
 
+# channels_redis's pub/sub layer, plus the clean-up of closed sockets' channels it misses
+# (aimconsole/channel_layer.py: without it every closed socket's queue stayed in memory).
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "BACKEND": "aimconsole.channel_layer.PubSubChannelLayer",
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_connect_timeout": 1}], "prefix": "aim"},
     }
 }
@@ -279,6 +287,11 @@ RECONFIGURATION_READ_RETRIES = env.int("AIM_RECONFIGURATION_READ_RETRIES", defau
 RECONFIGURATION_RETRY_BACKOFF_S = env.float("AIM_RECONFIGURATION_RETRY_BACKOFF_S", default=2.0, minimum=0)
 AMD_SMI_TIMEOUT_S = env.float("AIM_AMD_SMI_TIMEOUT_S", default=30.0, above=0)
 AMD_SMI_RELOAD_TIMEOUT_S = env.float("AIM_AMD_SMI_RELOAD_TIMEOUT_S", default=600.0, above=0)
+# Telemetry through the amdsmi Python library (partitions/backends/amdsmi_library.py): "auto"
+# imports ROCm's from the import path on real nodes, a folder imports the one there, "" = the
+# CLI only. Emulated nodes use a library only when given a folder (amdsmi_emulator/pylib).
+AMD_SMI_LIBRARY = env.str("AIM_AMD_SMI_LIBRARY", default="auto")
+AMD_SMI_EMULATOR_LIBRARY = env.str("AIM_AMD_SMI_EMULATOR_LIBRARY", default="")
 # Node agent loops.
 AGENT_HEARTBEAT_S = env.float("AIM_AGENT_HEARTBEAT_S", default=5.0, above=0)
 AGENT_SWEEP_S = env.float("AIM_AGENT_SWEEP_S", default=5.0, above=0)
@@ -290,6 +303,12 @@ TELEMETRY_INTERVAL_S = env.float("AIM_TELEMETRY_INTERVAL_S", default=1.0, above=
 # Placement: the exact solver's budget per decision (0: the heuristic only), and a whole plan's.
 PLACEMENT_EXACT_TIME_BUDGET_S = env.float("PLACEMENT_EXACT_TIME_BUDGET_S", default=2.0, minimum=0)
 PLAN_TIME_BUDGET_S = env.float("AIM_PLAN_TIME_BUDGET_S", default=30.0, above=0)
+# Plans over fleets of at least this many GPUs are computed by the console worker (queue
+# "console"): POST /api/v1/plans/ answers 202 with the plan in state planning (0: always).
+PLAN_ASYNC_MIN_GPUS = env.int("AIM_PLAN_ASYNC_MIN_GPUS", default=512, minimum=0)
+# A direct deployment create places on this many candidate nodes first (the whole fleet only
+# when they cannot hold it), so its cost does not grow with the fleet.
+DEPLOYMENT_CANDIDATE_NODES = env.int("AIM_DEPLOYMENT_CANDIDATE_NODES", default=8, minimum=1)
 
 # --- serving (serving/runtime/, serving/gateway/; README "Serving") ---------------------------
 # The process runtime: one serving process per replica copy, supervised by the node agent.
@@ -339,6 +358,24 @@ if env.is_set("AIM_METRICS_TOKEN"):
 METRICS_ALLOWED_CIDRS = env.networks("AIM_METRICS_ALLOWED_CIDRS", default=["127.0.0.0/8", "::1/128"])
 # Emulated nodes' agents add synthetic request metrics for their running emulated replicas.
 METRICS_EMULATED_REQUESTS = env.bool("AIM_METRICS_EMULATED_REQUESTS", default=True)
+# The console's fleet aggregates (aim_fleet_*, deployments, replica copies) are cached in Redis
+# and refreshed in the background once older than this (seconds), so a scrape's cost does not
+# grow with the fleet; 0: computed on every scrape (the tests).
+METRICS_FLEET_REFRESH_S = env.float("AIM_METRICS_FLEET_REFRESH_S", default=10.0)
+if not 0 <= METRICS_FLEET_REFRESH_S <= 60:
+    raise ImproperlyConfigured(f"AIM_METRICS_FLEET_REFRESH_S must be 0-60 seconds, not {METRICS_FLEET_REFRESH_S}")
+# Each node agent's own /metrics (partitions/exporter.py): its node's per-GPU and per-partition
+# series. Off by default ("" or unset): the demo and the tests run several agents on one host,
+# where a fixed port would collide. A real node runs one agent: set 9470 (the documented port;
+# deploy/README.md). 0: any free port, advertised for discovery (/metrics/agents).
+_agent_port = env.str("AIM_AGENT_METRICS_PORT", default="").strip()
+if _agent_port and not (_agent_port.isdigit() and 0 <= int(_agent_port) <= 65535):
+    raise ImproperlyConfigured(f"AIM_AGENT_METRICS_PORT must be empty (off) or a port 0-65535, not {_agent_port!r}")
+AGENT_METRICS_PORT: int | None = int(_agent_port) if _agent_port else None
+AGENT_METRICS_ADDR = env.str("AIM_AGENT_METRICS_ADDR", default="0.0.0.0")
+# The host name Prometheus should use for this agent's exporter (default: the bound address, or
+# this host's FQDN when bound to all addresses).
+AGENT_METRICS_ADVERTISE = env.str("AIM_AGENT_METRICS_ADVERTISE", default="")
 # --- metrics --- END ----------------------------------------------------------------------------
 
 # --- dashboards (partitions/dashboard.py, partitions/history.py) --- BEGIN ----------------------

@@ -10,11 +10,28 @@ from __future__ import annotations
 import os
 import socket
 
+# Under ``pytest -n`` each worker process isolates itself once (the processes it starts inherit
+# the result): Celery's queues and the channel layer's groups have fixed names, and a worker must
+# never take a task meant for another worker's test database.
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_isolate = _worker.startswith("gw") and os.environ.get("AIM_TEST_ISOLATED_WORKER") != _worker
+if _isolate:
+    os.environ["AIM_TEST_ISOLATED_WORKER"] = _worker
+
 if not os.environ.get("REDIS_URL"):
+    # A bundled Redis of this process's own (a worker does not reuse the port it inherited).
     with socket.socket() as _sock:
         _sock.bind(("127.0.0.1", 0))
-        os.environ["AIM_EMBEDDED_REDIS_PORT"] = os.environ.get("AIM_EMBEDDED_REDIS_PORT") or str(_sock.getsockname()[1])
+        _inherited = None if _isolate else os.environ.get("AIM_EMBEDDED_REDIS_PORT")
+        os.environ["AIM_EMBEDDED_REDIS_PORT"] = _inherited or str(_sock.getsockname()[1])
     os.environ["AIM_TEST_EMBEDDED_REDIS"] = "1"
+elif _isolate:
+    # The given Redis, a database per worker: 15, 14, … for REDIS_URL=redis://…/15.
+    from urllib.parse import urlsplit, urlunsplit
+
+    _url = urlsplit(os.environ["REDIS_URL"])
+    _db = (int(_url.path.strip("/") or 0) - int(_worker[2:])) % 16
+    os.environ["REDIS_URL"] = urlunsplit(_url._replace(path=f"/{_db}"))
 
 from .base import *  # noqa: E402,F401,F403
 
@@ -36,3 +53,6 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+# /metrics computes the fleet aggregates on every scrape (no cached copy to go stale between
+# a test's writes and its scrape); tests of the cache set it themselves.
+METRICS_FLEET_REFRESH_S = 0.0

@@ -241,8 +241,20 @@ def scheduler_operations() -> dict:
 def node_health() -> dict:
     n = 'node=~"$node"'
     lay = Layout()
-    lay.row("Agents and telemetry")
     red = [{"color": "green", "value": None}, {"color": "red", "value": 1}]
+    # The console's fleet aggregates (a flat number of series whatever the fleet size) beside the
+    # agents' own exporters (job aim-agents, one target per node).
+    lay.row("Fleet (console aggregates)")
+    lay.add(stat("Registered nodes", "sum(aim_fleet_nodes)"), 4, 4)
+    lay.add(stat("Nodes without a live agent", "sum(aim_fleet_nodes) - sum(aim_fleet_nodes_agent_up)", thresholds=red,
+                 description="Registered in the console, no heartbeat for 30 s (whether or not Prometheus scrapes their agent)."), 4, 4)
+    lay.add(stat("Agent exporters down", 'count(up{job="aim-agents"} == 0) or vector(0)', thresholds=red,
+                 description="Agent /metrics targets Prometheus cannot scrape (discovered from the console's /metrics/agents)."), 4, 4)
+    lay.add(stat("Fleet numbers age", "max(aim_fleet_aggregates_age_seconds)", "s",
+                 description="How old the console's cached fleet aggregates are (refreshed every AIM_METRICS_FLEET_REFRESH_S)."), 4, 4)
+    lay.add(timeseries("GPUs by model and compute mode", [target("sum by (gpu_model, compute_mode) (aim_fleet_gpus)",
+                                                                 "{{gpu_model}} {{compute_mode}}")], stack=True), 8, 4)
+    lay.row("Agents and telemetry")
     lay.add(stat("Agents up", f"sum(aim_node_agent_up{{{n}}})"), 4, 4)
     lay.add(stat("Agents down", f"count(aim_node_agent_up{{{n}}} == 0) or vector(0)", thresholds=red), 4, 4)
     lay.add(stat("Nodes without fresh telemetry", f"count(aim_node_telemetry_available{{{n}}} == 0) or vector(0)", thresholds=red), 4, 4)

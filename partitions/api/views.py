@@ -6,7 +6,8 @@ from typing import Any
 
 import django_filters
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db.models import Prefetch
+from django.db.models import Count, Exists, OuterRef, Prefetch
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 
+from aimconsole.api import ValuesRows, query_integer
 from aimconsole.permissions import ReadOnlyForRole
 from partitions.api.serializers import (
     GpuReconfigureSerializer,
@@ -28,7 +30,7 @@ from partitions.api.serializers import (
 )
 from partitions.backends.errors import ParseError
 from partitions.geometry import SPECS, GpuSpec, UnknownGpuModel, get_spec
-from partitions.models import GPU, Node, Partition, Reconfiguration, ReconfigurationStep
+from partitions.models import AGENT_STALE_AFTER, GPU, Node, Partition, Reconfiguration, ReconfigurationStep
 from partitions.services import import_amdsmi_outputs
 from partitions.services.health import request_health_check
 from partitions.services.inventory import ImportRefused
@@ -179,6 +181,36 @@ class NodeViewSet(viewsets.ReadOnlyModelViewSet):
     lookup_field = "name"
     lookup_value_regex = r"[a-z0-9.-]+"
     ordering_fields = ("name", "last_synced_at")
+    keyset_fields = ("name",)  # the unique index on name: deep pages cost the first page's
+
+    # Hot read path (as the partitions list): one values() query for the page and one for
+    # its GPU counts; NodeSerializer still renders the detail and documents both, and
+    # tests/partitions/test_list_fast_paths.py pins the two to the same JSON.
+    LIST = ValuesRows(NodeSerializer, {
+        "id": "id", "name": "name", "backend": "backend", "emulated": "emulated", "amd_smi_version": "amd_smi_version",
+        "rocm_version": "rocm_version", "memory_mode": "memory_mode", "agent_heartbeat_at": "agent_heartbeat_at",
+        "agent_alive": "agent_heartbeat_at", "agent_lease_holder": "agent_lease_holder",
+        "agent_lease_expires_at": "agent_lease_expires_at", "last_synced_at": "last_synced_at", "sync_error": "sync_error",
+        "layout_problem": "layout_problem", "schedulable": "layout_problem", "reconciled_at": "reconciled_at",
+        "reconcile_changes": "reconcile_changes", "gpu_count": "id", "runtime": "runtime", "serving_runtime": "runtime",
+    })
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(Node.objects.order_by("name")).values(*self.LIST.paths, "backend")
+        page = self.paginate_queryset(queryset)
+        values = page if page is not None else list(queryset)
+        gpu_counts = dict(GPU.objects.filter(node_id__in=[v["id"] for v in values]).order_by()
+                          .values("node_id").annotate(n=Count("id")).values_list("node_id", "n"))
+        stale_before = timezone.now() - AGENT_STALE_AFTER
+        rows = self.LIST.rows(values)
+        for row, value in zip(rows, values):
+            # The rules of Node.agent_alive, .schedulable and .serving_runtime, on values.
+            heartbeat = value["agent_heartbeat_at"]
+            row["agent_alive"] = heartbeat is not None and heartbeat > stale_before
+            row["schedulable"] = not value["layout_problem"]
+            row["gpu_count"] = gpu_counts.get(value["id"], 0)
+            row["serving_runtime"] = value["runtime"] or Node.DEFAULT_RUNTIMES.get(value["backend"], "")
+        return self.get_paginated_response(rows) if page is not None else Response(rows)
 
     @extend_schema(
         request=ImportAmdSmiSerializer,
@@ -248,6 +280,34 @@ class GPUViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = GPUSerializer
     filterset_class = GPUFilter
     ordering_fields = ("node__name", "index")
+    keyset_fields = ("node__name", "index")  # unique: node names are, and (node, index) is
+
+    # Hot read path: one values() query for the page and one for its partitions (same JSON as
+    # GPUSerializer, pinned by tests/partitions/test_list_fast_paths.py).
+    LIST = ValuesRows(GPUSerializer, {
+        "id": "id", "node": "node__name", "emulated": "node__emulated", "index": "index", "gpu_model": "gpu_model",
+        "market_name": "market_name", "bdf": "bdf", "uuid": "uuid", "gfx_target": "gfx_target",
+        "compute_mode": "compute_mode", "memory_mode": "memory_mode", "memory_caps": "memory_caps",
+        "accelerator_profiles": "accelerator_profiles", "compute_units": "compute_units", "vram_mb": "vram_mb",
+        "health": "health", "health_reason": "health_reason", "schedulable": "schedulable",
+        "pending_memory_mode": "pending_memory_mode", "health_check_requested_at": "health_check_requested_at",
+        "partition_count": "id", "partitions": "id",
+    })
+    PARTITION_FIELDS = ("id", "index", "logical_index", "xcds", "compute_units", "memory_gb", "render_node")
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(GPU.objects.order_by("node__name", "index")).values(*self.LIST.paths)
+        page = self.paginate_queryset(queryset)
+        values = page if page is not None else list(queryset)
+        partitions: dict[int, list[dict[str, Any]]] = {v["id"]: [] for v in values}
+        for part in (Partition.objects.filter(gpu_id__in=list(partitions)).order_by("gpu_id", "index")
+                     .values("gpu_id", *self.PARTITION_FIELDS)):
+            partitions[part.pop("gpu_id")].append(part)
+        rows = self.LIST.rows(values)
+        for row in rows:
+            row["partitions"] = partitions[row["id"]]
+            row["partition_count"] = len(row["partitions"])
+        return self.get_paginated_response(rows) if page is not None else Response(rows)
 
     @extend_schema(request=GpuReconfigureSerializer, responses=RECONFIGURE_RESPONSES)
     @action(detail=True, methods=["post"])
@@ -300,22 +360,22 @@ class PartitionViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = PartitionSerializer
     filterset_class = PartitionFilter
     ordering_fields = ("logical_index", "memory_gb")
+    keyset_fields = ("gpu__node__name", "gpu__index", "index")
 
     # Hot read path: the list is built from one values() query (the same fields and names as
     # PartitionSerializer, which still renders the detail and documents both), skipping
     # per-object serializer work — see benchmarks/api.py.
-    LIST_FIELDS = {
+    LIST = ValuesRows(PartitionSerializer, {
         "id": "id", "node": "gpu__node__name", "gpu": "gpu_id", "gpu_index": "gpu__index", "index": "index",
         "logical_index": "logical_index", "xcds": "xcds", "compute_units": "compute_units", "memory_gb": "memory_gb",
         "reported_memory_mb": "reported_memory_mb", "render_node": "render_node", "uuid": "uuid", "bdf": "bdf",
-    }
+    })
 
-    def list(self, request: Request, *args, **kwargs) -> Response:
-        queryset = self.filter_queryset(self.get_queryset()).values(*self.LIST_FIELDS.values())
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        queryset = self.filter_queryset(self.get_queryset()).values(*self.LIST.paths)
         page = self.paginate_queryset(queryset)
-        rows = page if page is not None else list(queryset)
-        data = [{name: row[column] for name, column in self.LIST_FIELDS.items()} for row in rows]
-        return self.get_paginated_response(data) if page is not None else Response(data)
+        rows = self.LIST.rows(page if page is not None else list(queryset))
+        return self.get_paginated_response(rows) if page is not None else Response(rows)
 
 
 class ReconfigurationFilter(django_filters.FilterSet):
@@ -342,22 +402,53 @@ class ReconfigurationViewSet(viewsets.ReadOnlyModelViewSet):
 class TelemetrySnapshotSerializer(serializers.Serializer):
     node = serializers.CharField()
     emulated = serializers.BooleanField()
-    ts = serializers.FloatField(help_text="Sample time, seconds since the epoch")
-    age_s = serializers.FloatField(help_text="Seconds since the sample")
-    interval_s = serializers.FloatField()
+    live = serializers.BooleanField(help_text="Whether the node has a live sample; false: its agent is down or its data "
+                                              "expired (ts, age_s and interval_s are null, gpus empty)")
+    ts = serializers.FloatField(allow_null=True, help_text="Sample time, seconds since the epoch")
+    age_s = serializers.FloatField(allow_null=True, help_text="Seconds since the sample")
+    interval_s = serializers.FloatField(allow_null=True)
     gpus = serializers.ListField(child=serializers.DictField(), help_text="Per GPU: power_w, temperature_c, partitions[]")
 
 
+class CharInFilter(django_filters.BaseInFilter, django_filters.CharFilter):
+    pass
+
+
+class TelemetryFilter(django_filters.FilterSet):
+    node = CharInFilter(field_name="name", help_text="Only these nodes (comma-separated names)")
+    node_prefix = django_filters.CharFilter(field_name="name", lookup_expr="startswith", help_text="Nodes whose name starts so")
+    gpu_model = django_filters.CharFilter(method="filter_gpu_model", help_text="Nodes with a GPU of this model (MI300X...)")
+    compute_mode = django_filters.CharFilter(method="filter_compute_mode", help_text="Nodes with a GPU in this compute mode")
+
+    class Meta:
+        model = Node
+        fields = ("node", "node_prefix", "backend", "emulated", "memory_mode", "gpu_model", "compute_mode")
+
+    # EXISTS, not a join: one row per node, and the name ordering keeps its index.
+    def filter_gpu_model(self, queryset: Any, name: str, value: str) -> Any:
+        return queryset.filter(Exists(GPU.objects.filter(node=OuterRef("pk"), gpu_model=value)))
+
+    def filter_compute_mode(self, queryset: Any, name: str, value: str) -> Any:
+        return queryset.filter(Exists(GPU.objects.filter(node=OuterRef("pk"), compute_mode=value)))
+
+
 class TelemetryViewSet(viewsets.GenericViewSet):
-    """Latest telemetry snapshot per node (from Redis; nodes without a live agent are absent).
-    Per-partition activity on partitioned GPUs is derived from per-XCP busy (``derived``)."""
+    """Latest telemetry snapshot per node, a page of nodes at a time (ordered by name), from
+    the telemetry store: the page's nodes are read from the database and only their snapshots
+    from Redis, so a page costs the same for 10 nodes or 1,000. A node without a live sample
+    (agent down, data expired) is listed with ``live: false``. Per-partition activity on
+    partitioned GPUs is derived from per-XCP busy (``derived``); ``gpu_index`` keeps one GPU
+    of each snapshot."""
 
     permission_classes = (ReadOnlyForRole,)
     serializer_class = TelemetrySnapshotSerializer
-    filter_backends = ()
+    queryset = Node.objects.order_by("name")
+    filterset_class = TelemetryFilter
+    ordering_fields: tuple[str, ...] = ()
+    keyset_fields = ("name",)
 
     @extend_schema(parameters=[
-        OpenApiParameter("node", str, OpenApiParameter.QUERY, description="Only this node")])
+        OpenApiParameter("gpu_index", int, OpenApiParameter.QUERY, description="Only this GPU of each node's snapshot")])
     def list(self, request: Request) -> Response:
         import time
 
@@ -365,15 +456,25 @@ class TelemetryViewSet(viewsets.GenericViewSet):
 
         from partitions.telemetry_store import read_snapshots_sync
 
-        names = list(Node.objects.order_by("name").values_list("name", flat=True))
-        if request.query_params.get("node"):
-            names = [n for n in names if n == request.query_params["node"]]
+        gpu_index = query_integer(request, "gpu_index", default=None, minimum=0, maximum=2**15 - 1)
+        queryset = self.filter_queryset(self.get_queryset()).values("name", "emulated")
+        page = self.paginate_queryset(queryset)
+        nodes = page if page is not None else list(queryset)
         try:
-            snapshots = read_snapshots_sync(names)
+            snapshots = read_snapshots_sync([n["name"] for n in nodes])
         except redis_lib.RedisError as exc:
             return Response({"code": "unavailable", "message": f"telemetry store unreachable: {exc}", "detail": None},
                             status=status.HTTP_503_SERVICE_UNAVAILABLE)
         now = time.time()
-        rows = [{**snap, "age_s": round(now - snap["ts"], 2)} for snap in snapshots.values()]
-        page = self.paginate_queryset(rows)  # type: ignore[arg-type, var-annotated]  # any sequence pages
-        return self.get_paginated_response(page)
+        rows = []
+        for node in nodes:
+            snap = snapshots.get(node["name"])
+            if snap is None:
+                rows.append({"node": node["name"], "emulated": node["emulated"], "live": False, "ts": None, "age_s": None,
+                             "interval_s": None, "gpus": []})
+                continue
+            row = {**snap, "live": True, "age_s": round(now - snap["ts"], 2)}
+            if gpu_index is not None:
+                row["gpus"] = [g for g in snap.get("gpus", []) if g.get("index") == gpu_index]
+            rows.append(row)
+        return self.get_paginated_response(rows) if page is not None else Response(rows)

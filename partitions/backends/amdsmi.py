@@ -1,6 +1,13 @@
 """The ``amd-smi`` hardware backend: runs the CLI as a subprocess, parses its output and
 verifies every change by reading the state back.
 
+Every ``amd-smi`` start costs far more than the command it runs, so the backend reads a node
+once per phase: an inventory is one ``static`` call while the layout it shows is the one the
+last full read saw (the ``list`` and ``partition`` rows of that layout are cached per node, see
+``_NodeFacts``), a change reuses its caller's reading of the same phase, and every change drops
+the cache and reads back in full. Telemetry goes through the ``amdsmi`` Python library when one
+is given and imports (``amdsmi_library.py``), else ``amd-smi metric``.
+
 No Django here: every setting is a constructor argument.
 """
 
@@ -14,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from partitions.backends.amdsmi_library import LibraryTelemetry
 from partitions.backends.errors import (
     BackendError,
     BackendTimeout,
@@ -71,6 +79,39 @@ def forget_reload_methods() -> None:
     _RELOAD_METHODS.clear()
 
 
+@dataclass
+class _NodeFacts:
+    """What one node's amd-smi reported that a reconfiguration or a driver reload can change
+    but an ordinary read cannot: the tool version, and the ``list`` rows (BDFs, UUIDs, render
+    nodes) and ``partition`` rows (accelerator profiles, memory caps) of the layout seen by the
+    last full read. The layout rows are reused only while a fresh ``static`` read shows the same
+    layout (``signature``) and for at most ``facts_max_age_s``."""
+
+    version: ToolVersion | None = None
+    signature: tuple[tuple[object, ...], ...] | None = None
+    devices: tuple[LogicalDevice, ...] = ()
+    states: tuple[PartitionState, ...] = ()
+    read_at: float = 0.0
+
+
+# Per node (tool argv + environment, like _RELOAD_METHODS): shared by every backend object of
+# the process (the runner, the sweeper and the reconciliation each build their own).
+_NODE_FACTS: dict[tuple[object, ...], _NodeFacts] = {}
+
+
+def forget_node_facts() -> None:
+    """Drop every node's cached facts (tests; after replacing amd-smi or the driver in place)."""
+    _NODE_FACTS.clear()
+
+
+def layout_signature(statics: Sequence[StaticInfo]) -> tuple[tuple[object, ...], ...]:
+    """The partition layout a ``static -p`` read shows: per logical device its partition id and
+    modes. Two reads with the same signature enumerate the same logical devices on the same
+    physical GPUs (amd-smi numbers them in BDF order, the partition id is the BDF function)."""
+    return tuple((s.logical_index, s.partition_id, s.compute_mode, s.memory_mode, s.asic_serial)
+                 for s in sorted(statics, key=lambda s: s.logical_index))
+
+
 @dataclass(frozen=True)
 class RunResult:
     argv: list[str]
@@ -106,7 +147,9 @@ class AmdSmiBackend:
     def __init__(self, binary: Binary = "amd-smi", timeout: float = 30,
                  reload_timeout: float = 600, env: Mapping[str, str] | None = None, sudo: bool = False,
                  reload_command: Sequence[str] | None = None, emulated: bool = False,
-                 poll_interval: float = 1.0) -> None:
+                 poll_interval: float = 1.0, facts_max_age_s: float = 300.0,
+                 reading_max_age_s: float = 120.0, library: str | None = None,
+                 library_refresh_s: float = 60.0) -> None:
         self.binary = _as_argv(binary)
         self.timeout = float(timeout)
         self.reload_timeout = float(reload_timeout)
@@ -115,7 +158,14 @@ class AmdSmiBackend:
         self.reload_command = list(reload_command) if reload_command else list(DEFAULT_MODPROBE_COMMAND)
         self.emulated = emulated
         self.poll_interval = poll_interval
-        self._version: ToolVersion | None = None
+        self.facts_max_age_s = float(facts_max_age_s)
+        self.reading_max_age_s = float(reading_max_age_s)
+        # The last inventory this object read, while no change ran since (the caller's read of
+        # this phase: a change uses it instead of reading the node again).
+        self._reading: NodeInventory | None = None
+        self._reading_at = 0.0
+        self._telemetry = LibraryTelemetry(library, env=self.extra_env, emulated=emulated,
+                                           refresh_s=library_refresh_s) if library else None
 
     def __repr__(self) -> str:
         return f"AmdSmiBackend(binary={self.binary!r}, sudo={self.sudo})"
@@ -175,10 +225,28 @@ class AmdSmiBackend:
 
     # --- reading ----------------------------------------------------------------------------
 
+    def _facts(self) -> _NodeFacts:
+        key = (tuple(self._prefix() + self.binary), tuple(sorted(self.extra_env.items())))
+        return _NODE_FACTS.setdefault(key, _NodeFacts())
+
+    def forget_facts(self, *, version: bool = False) -> None:
+        """Invalidate this node's cached layout (and with ``version``, the tool version: a
+        driver reload may bring another amdgpu) and the phase's reading. Every change calls
+        it before touching the hardware."""
+        facts = self._facts()
+        facts.signature, facts.devices, facts.states = None, (), ()
+        if version:
+            facts.version = None
+        self._reading = None
+        if self._telemetry is not None:
+            self._telemetry.invalidate()
+
     def version(self) -> ToolVersion:
-        if self._version is None:
-            self._version = self._parsed(["version"], parse_version)
-        return self._version
+        """``amd-smi version``, read once per node until a driver reload (cached per process)."""
+        facts = self._facts()
+        if facts.version is None:
+            facts.version = self._parsed(["version"], parse_version)
+        return facts.version
 
     def list_devices(self) -> tuple[LogicalDevice, ...]:
         """``amd-smi list``. Raises MissingGroups when the tool runs as a user outside the
@@ -199,14 +267,34 @@ class AmdSmiBackend:
     def static_info(self) -> tuple[StaticInfo, ...]:
         return self._parsed(["static", "-a", "-v", "-p", "--json"], parse_static)
 
-    def partition_state(self, *, current_only: bool = False) -> tuple[PartitionState, ...]:
+    def partition_state(self, *, current_only: bool = False,
+                        statics: Sequence[StaticInfo] | None = None) -> tuple[PartitionState, ...]:
+        """``amd-smi partition`` (6.3+); before 6.3 the modes of ``static -p`` (``statics``
+        when the caller has just read them, so they are not read twice)."""
         if not has_partition_command(self.version()):
+            if statics is None:
+                statics = self._parsed(["static", "-p", "--json"], parse_static)
             return tuple(PartitionState(s.logical_index, s.compute_mode, s.memory_mode, s.partition_id)
-                         for s in self._parsed(["static", "-p", "--json"], parse_static))
+                         for s in statics)
         args = ["partition", "-c", "-m", "--json"] if current_only else ["partition", "--json"]
         return self._parsed(args, parse_partition)
 
     def metrics(self, logical_indices: Iterable[int] | None = None) -> tuple[Metrics, ...]:
+        """Telemetry: in-process through the ``amdsmi`` Python library when this backend was
+        given one and it loads (no process per sample), else ``amd-smi metric``."""
+        if self._telemetry is not None:
+            sample = self._telemetry.metrics(logical_indices)
+            if sample is not None:
+                return sample
+        return self._cli_metrics(logical_indices)
+
+    def telemetry_source(self) -> str:
+        """Where :meth:`metrics` reads: "library", "library (emulated)" or "cli"."""
+        if self._telemetry is not None and self._telemetry.available():
+            return "library (emulated)" if self.emulated else "library"
+        return "cli"
+
+    def _cli_metrics(self, logical_indices: Iterable[int] | None = None) -> tuple[Metrics, ...]:
         args = ["metric", "-u", "-m", "-p", "-t", "-e", "--json"]
         if logical_indices is not None:
             idx = [str(int(i)) for i in logical_indices]
@@ -216,19 +304,46 @@ class AmdSmiBackend:
         return self._parsed(args, parse_metrics)
 
     def inventory(self) -> NodeInventory:
+        """The node now. One ``static -a -v -p`` when its layout is the one the last full read
+        saw (then the cached ``list`` and ``partition`` rows of that layout complete it), else
+        a full read: ``static``, ``list``, ``partition``.
+
+        Partition memory is ``static -v``'s VRAM size: amd-smi reads it with the same call as
+        ``metric``'s ``total_vram`` (amdsmi ``amdsmi_get_gpu_vram_info`` →
+        ``rsmi_dev_memory_total_get(VRAM)``), so telemetry is not read for an inventory."""
+        return self._read(full=False)
+
+    def _read(self, *, full: bool) -> NodeInventory:
         last: ParseError | None = None
         for _attempt in range(2):  # the layout may change between the commands: read again
             version = self.version()
-            devices = self.list_devices()
             statics = self.static_info()
-            states = self.partition_state()
-            mets = self.metrics()
+            facts = self._facts()
+            signature = layout_signature(statics)
+            fresh_enough = time.monotonic() - facts.read_at <= self.facts_max_age_s
+            reuse = not full and facts.signature == signature and fresh_enough
+            devices = facts.devices if reuse else self.list_devices()
+            states = facts.states if reuse else self.partition_state(statics=statics)
             try:
-                return build_inventory(devices, statics, states, mets, version, emulated=self.emulated)
+                inv = build_inventory(devices, statics, states, None, version, emulated=self.emulated)
             except ParseError as exc:
+                facts.signature = None
                 last = exc
+                continue
+            if not reuse:
+                facts.signature, facts.devices, facts.states = signature, tuple(devices), tuple(states)
+                facts.read_at = time.monotonic()
+            self._reading, self._reading_at = inv, time.monotonic()
+            return inv
         assert last is not None
         raise last
+
+    def _phase_reading(self) -> NodeInventory:
+        """The inventory of this phase: the caller's last read when no change ran since and it
+        is recent (``reading_max_age_s``), else a new read."""
+        if self._reading is not None and time.monotonic() - self._reading_at <= self.reading_max_age_s:
+            return self._reading
+        return self.inventory()
 
     def _layout(self) -> NodeInventory:
         """Cheap re-read (list + current partitions) to map physical GPUs to logical ids."""
@@ -245,7 +360,7 @@ class AmdSmiBackend:
         mode = str(mode).strip().upper()
         if mode not in COMPUTE_MODES and not mode.isdigit():
             raise InvalidValue(f"unknown compute mode {mode!r}; expected one of {', '.join(COMPUTE_MODES)}")
-        inv = self.inventory()
+        inv = self._phase_reading()
         targets = sorted(set(int(g) for g in gpu_indices))
         if not targets:
             raise InvalidValue("no GPU given")
@@ -253,6 +368,7 @@ class AmdSmiBackend:
             if not 0 <= g < len(inv.gpus):
                 raise DeviceNotFound(f"no physical GPU {g} (node has {len(inv.gpus)})")
         expected = {g: self._expected_type(inv, g, mode) for g in targets}
+        self.forget_facts()  # from here the layout may change: the read-back is a full one
         layout = inv
         for n, g in enumerate(targets):
             if n:
@@ -269,7 +385,7 @@ class AmdSmiBackend:
             except ParseError as exc:
                 exc.command = result.argv
                 raise
-        after = self.inventory()
+        after = self._read(full=True)
         self._verify(after, {g: expected[g] for g in targets}, "compute_mode", "compute mode")
         return after
 
@@ -310,9 +426,10 @@ class AmdSmiBackend:
         mode = str(mode).strip().upper()
         if mode not in MEMORY_MODES:
             raise InvalidValue(f"unknown memory mode {mode!r}; expected one of {', '.join(MEMORY_MODES)}")
-        before = self.inventory()
+        before = self._phase_reading()
         version = before.version or self.version()
         method = self.reload_method()
+        self.forget_facts(version=True)  # the driver reloads: every GPU re-enumerates
         args = ["set", "-M", mode, "--json"]
         if set_needs_gpu_all(version):
             args[1:1] = ["-g", "all"]
@@ -351,8 +468,9 @@ class AmdSmiBackend:
 
     def reload_driver(self) -> NodeInventory:
         """Reload amdgpu the way this tool does it and wait until the GPUs are back."""
-        before = self.inventory()
+        before = self._phase_reading()
         method = self.reload_method()
+        self.forget_facts(version=True)
         if method == RELOAD_RESET:
             self._reset_reload()
         else:
@@ -403,7 +521,7 @@ class AmdSmiBackend:
         seen: NodeInventory | None = None
         while True:
             try:
-                inv = self.inventory()
+                inv = self._read(full=True)  # the devices come back re-enumerated: nothing cached
                 if len(inv.gpus) >= expected_gpus:
                     if memory_mode is None or all(g.memory_mode == memory_mode for g in inv.gpus):
                         return inv
@@ -455,10 +573,10 @@ def detect(binary: Binary = "amd-smi", *, timeout: float = 10,
            env: Mapping[str, str] | None = None) -> bool:
     """True when ``binary`` exists and ``amd-smi version`` answers with a version line."""
     try:
-        AmdSmiBackend(binary, timeout=timeout, env=env).version()
+        AmdSmiBackend(binary, timeout=timeout, env=env)._parsed(["version"], parse_version)  # never the cached one
         return True
     except BackendError:
         return False
 
 
-__all__ = ["AmdSmiBackend", "RunResult", "detect", "forget_reload_methods"]
+__all__ = ["AmdSmiBackend", "RunResult", "detect", "forget_node_facts", "forget_reload_methods", "layout_signature"]

@@ -378,6 +378,10 @@ def backend_for(node: Node) -> Backend:
     if node.backend in (Node.Backend.AMDSMI, Node.Backend.EMULATOR):
         options.setdefault("timeout", settings.AMD_SMI_TIMEOUT_S)
         options.setdefault("reload_timeout", settings.AMD_SMI_RELOAD_TIMEOUT_S)
+        # Telemetry through the amdsmi Python library where it imports: the system one on real
+        # nodes, only an explicitly configured one (the emulator's face) on emulated nodes.
+        library = settings.AMD_SMI_LIBRARY if node.backend == Node.Backend.AMDSMI else settings.AMD_SMI_EMULATOR_LIBRARY
+        options.setdefault("library", library or None)
     return get_backend(node.backend, **options)
 
 

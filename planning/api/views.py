@@ -20,7 +20,7 @@ from partitions.services.reconfiguration import OperationInProgress
 from planning import planner
 from planning.api.serializers import PlanCreateSerializer, PlanSerializer, plan_inputs
 from planning.models import Plan
-from planning.services import StalePlan, apply_plan, create_plan, replan
+from planning.services import StalePlan, apply_plan, replan, request_plan
 
 
 def plan_body(plan: Plan, request: Request) -> dict:
@@ -34,18 +34,27 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
     queryset = Plan.objects.all()
     serializer_class = PlanSerializer
 
-    @extend_schema(request=PlanCreateSerializer, responses={201: PlanSerializer, 400: OpenApiResponse(description="Invalid target or demand")})
+    @extend_schema(request=PlanCreateSerializer, responses={
+        201: PlanSerializer,
+        202: OpenApiResponse(PlanSerializer, description="A fleet of PLAN_ASYNC_MIN_GPUS GPUs or more: the plan in state "
+                                                         "planning, which a worker fills in (poll its url until draft or "
+                                                         "failed; result.error says why)"),
+        400: OpenApiResponse(description="Invalid target or demand"),
+    })
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         payload = PlanCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
         try:
-            plan = create_plan(**plan_inputs(data), requested_by=request.user)
+            plan = request_plan(**plan_inputs(data), requested_by=request.user)
         except planner.PlanError as exc:
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         except DjangoValidationError as exc:
             raise validation_error(exc) from exc
-        return Response(plan_body(plan, request), status=status.HTTP_201_CREATED)
+        body = plan_body(plan, request)
+        if plan.state == Plan.State.PLANNING:  # a large fleet: a worker fills it in
+            return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+        return Response(body, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={
         202: OpenApiResponse(description="Operations created: reconfigurations and deployments"),
@@ -71,7 +80,9 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
                              "url": reverse("deployment-detail", args=[d.pk], request=request)} for d in applied.deployments],
         }, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={201: PlanSerializer, 400: OpenApiResponse(description="The plan's inputs are no longer valid")})
+    @extend_schema(request=None, responses={
+        201: PlanSerializer, 202: OpenApiResponse(PlanSerializer, description="Planned by a worker (large fleets): see create"),
+        400: OpenApiResponse(description="The plan's inputs are no longer valid")})
     @action(detail=True, methods=["post"])
     def replan(self, request: Request, pk: str | None = None) -> Response:
         """A new plan with this plan's inputs on the fleet as it is now; the old one, if a
@@ -85,4 +96,5 @@ class PlanViewSet(mixins.CreateModelMixin, viewsets.ReadOnlyModelViewSet):
             raise ValidationError({"non_field_errors": [str(exc)]}) from exc
         except DjangoValidationError as exc:
             raise validation_error(exc) from exc
-        return Response(plan_body(new, request), status=status.HTTP_201_CREATED)
+        return Response(plan_body(new, request),
+                        status=status.HTTP_202_ACCEPTED if new.state == Plan.State.PLANNING else status.HTTP_201_CREATED)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -90,47 +92,78 @@ class DeploymentSerializer(serializers.ModelSerializer[Deployment]):
         return any(s.partition.gpu.node.emulated for s in deployment.slots.all())
 
     def get_workloads(self, deployment: Deployment) -> list[dict]:
-        from serving.isolation import DeviceBinding, IsolationError, workload_spec
-
         profile = deployment.profile
-        need = profile.replica_memory_gb
-        by_replica: dict[int, list[DeploymentSlot]] = {}
-        for slot in deployment.slots.all():
-            if slot.state == DeploymentSlot.State.RETIRING:
-                continue  # the old copy of a moving replica: the spec is the new copy's
-            by_replica.setdefault(slot.replica, []).append(slot)
-        out = []
-        for replica, slots in sorted(by_replica.items()):
-            bindings = [
-                DeviceBinding(node=s.partition.gpu.node.name, gpu_index=s.partition.gpu.index, partition_index=s.partition.index,
-                              logical_index=s.partition.logical_index, render_node=s.partition.render_node or None,
-                              memory_gb=s.partition.memory_gb or 0.0)
-                for s in slots
-            ]
-            try:
-                spec = workload_spec(bindings=bindings, model_id=profile.model.hf_id, memory_required_gb=need,
-                                     max_model_len=min(profile.context_tokens, profile.model.context_length),
-                                     max_num_seqs=max_num_seqs(profile), served_model_name=deployment.name)
-            except IsolationError as exc:
-                out.append({"replica": replica, "error": str(exc)})
-                continue
-            command = shlex.join(("vllm", "serve", *spec.args))
-            first = slots[0].partition
-            out.append({"replica": replica, "node": first.gpu.node.name, "emulated": first.gpu.node.emulated,
-                        "partitions": [{"node": s.partition.gpu.node.name, "gpu_index": s.partition.gpu.index,
-                                        "gpu_id": s.partition.gpu_id, "partition_index": s.partition.index,
-                                        "logical_index": s.partition.logical_index, "memory_gb": s.partition.memory_gb}
-                                       for s in slots],
-                        "command": command, "env": spec.env, "alternative_env": spec.alternative_env,
-                        "devices": list(spec.devices), "args": list(spec.args), "container": spec.container, "notes": list(spec.notes)})
-        return out
+        slots = [
+            SlotView(replica=s.replica, state=s.state, node=s.partition.gpu.node.name, emulated=s.partition.gpu.node.emulated,
+                     gpu_id=s.partition.gpu_id, gpu_index=s.partition.gpu.index, partition_index=s.partition.index,
+                     logical_index=s.partition.logical_index, render_node=s.partition.render_node, memory_gb=s.partition.memory_gb)
+            for s in deployment.slots.all()
+        ]
+        return workloads(name=deployment.name, model_id=profile.model.hf_id, memory_gb=profile.replica_memory_gb,
+                         max_model_len=min(profile.context_tokens, profile.model.context_length),
+                         max_num_seqs=max_num_seqs(profile), slots=slots)
+
+
+@dataclass(frozen=True)
+class SlotView:
+    """What a deployment's workloads are computed from, per slot (from rows or from values())."""
+
+    replica: int
+    state: str
+    node: str
+    emulated: bool
+    gpu_id: int
+    gpu_index: int
+    partition_index: int
+    logical_index: int
+    render_node: str
+    memory_gb: float | None
+
+
+def workloads(*, name: str, model_id: str, memory_gb: float, max_model_len: int, max_num_seqs: int | None,
+              slots: Sequence[SlotView]) -> list[dict[str, Any]]:
+    """Per replica: env, devices, vLLM args and container fragment (``workloads`` in the
+    deployment's JSON; the serializer and the list's read path both call this)."""
+    from serving.isolation import DeviceBinding, IsolationError, workload_spec
+
+    by_replica: dict[int, list[SlotView]] = {}
+    for slot in slots:
+        if slot.state == DeploymentSlot.State.RETIRING:
+            continue  # the old copy of a moving replica: the spec is the new copy's
+        by_replica.setdefault(slot.replica, []).append(slot)
+    out: list[dict[str, Any]] = []
+    for replica, group in sorted(by_replica.items()):
+        bindings = [
+            DeviceBinding(node=s.node, gpu_index=s.gpu_index, partition_index=s.partition_index,
+                          logical_index=s.logical_index, render_node=s.render_node or None, memory_gb=s.memory_gb or 0.0)
+            for s in group
+        ]
+        try:
+            spec = workload_spec(bindings=bindings, model_id=model_id, memory_required_gb=memory_gb,
+                                 max_model_len=max_model_len, max_num_seqs=max_num_seqs, served_model_name=name)
+        except IsolationError as exc:
+            out.append({"replica": replica, "error": str(exc)})
+            continue
+        command = shlex.join(("vllm", "serve", *spec.args))
+        first = group[0]
+        out.append({"replica": replica, "node": first.node, "emulated": first.emulated,
+                    "partitions": [{"node": s.node, "gpu_index": s.gpu_index, "gpu_id": s.gpu_id, "partition_index": s.partition_index,
+                                    "logical_index": s.logical_index, "memory_gb": s.memory_gb} for s in group],
+                    "command": command, "env": spec.env, "alternative_env": spec.alternative_env,
+                    "devices": list(spec.devices), "args": list(spec.args), "container": spec.container, "notes": list(spec.notes)})
+    return out
 
 
 def max_num_seqs(profile: ModelProfile) -> int | None:
     """``--max-num-seqs`` for a profile sized for several concurrent sequences (its KV cache
     holds that many full-length ones); None for a one-sequence profile, whose KV cache shorter
     sequences share up to the engine's own batch limit."""
-    return profile.concurrent_sequences if profile.concurrent_sequences > 1 else None
+    return max_num_seqs_for(profile.concurrent_sequences)
+
+
+def max_num_seqs_for(concurrent_sequences: int) -> int | None:
+    """``max_num_seqs`` from the profile's concurrent sequences alone."""
+    return concurrent_sequences if concurrent_sequences > 1 else None
 
 
 class DeploymentCreateSerializer(DemandSerializer):

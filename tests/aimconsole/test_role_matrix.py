@@ -33,6 +33,7 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "observability:overview": EVERYONE_SIGNED_IN,
     "partitions:fleet": EVERYONE_SIGNED_IN,
     "partitions:fleet-node-card": EVERYONE_SIGNED_IN, "partitions:fleet-gpu-card": EVERYONE_SIGNED_IN,
+    "partitions:fleet-page-cards": EVERYONE_SIGNED_IN,
     "planning:gpu-editor": EVERYONE_SIGNED_IN,
     "planning:node-editor": EVERYONE_SIGNED_IN,
     "planning:plan-list": EVERYONE_SIGNED_IN,
@@ -74,6 +75,7 @@ EXPECTED: dict[str, tuple[int, ...]] = {
     "token-list": (403, 200, 200, 200, 200), "token-detail": (403, 404, 404, 404, 200),
     "audit-event-list": (403, 403, 403, 403, 200), "audit-event-detail": (403, 403, 403, 403, 200),
     "metrics": None,  # filled in by the test from the metrics access rule
+    "observability:metrics-agents": None,  # the agents' discovery list: the same rule as /metrics
 }
 # Django admin: its own login for non-staff; the admin role (staff) gets in. Routes that need
 # an object that does not exist (or a POST) answer 404/405/302 for staff.
@@ -166,6 +168,7 @@ def test_every_route_has_an_expectation_and_meets_it(client, world, redis_url, d
     # (Prometheus scraping locally); elsewhere /metrics needs the bearer token or a role.
     assert "127.0.0.1/32" in " ".join(settings.METRICS_ALLOWED_CIDRS) or "127.0.0.0/8" in " ".join(settings.METRICS_ALLOWED_CIDRS)
     EXPECTED["metrics"] = (200,) * 5
+    EXPECTED["observability:metrics-agents"] = (200,) * 5
     users = {
         "anonymous": None, "norole": django_user_model.objects.get(username="nora"),
         "viewer": django_user_model.objects.get(username="vera"), "operator": django_user_model.objects.get(username="otto"),
@@ -269,6 +272,7 @@ NOT_ALLOWED = _every((405, 405, 405, 405, 405))
 WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "home": _every((302, 403, 302, 302, 302)),
     "healthz": NOT_ALLOWED, "readyz": NOT_ALLOWED, "metrics": NOT_ALLOWED,
+    "observability:metrics-agents": NOT_ALLOWED,
     "favicon": _every((301, 301, 301, 301, 301)),
     "login": {"POST": (200, 302, 302, 302, 302), "PUT": (200, 302, 302, 302, 302),
               "PATCH": (405, 302, 302, 302, 302), "DELETE": (405, 302, 302, 302, 302)},
@@ -276,7 +280,7 @@ WRITE_EXPECTED: dict[str, dict[str, tuple[int, ...]]] = {
     "catalog:model-list": PAGE_READS, "catalog:model-detail": PAGE_READS,
     "partitions:fleet": _post(PAGE_OPERATOR_POST, EVERYONE_SIGNED_IN),  # POST: "mark healthy after check"
     "partitions:operation-detail": PAGE_READS,
-    "partitions:fleet-node-card": PAGE_READS, "partitions:fleet-gpu-card": PAGE_READS,
+    "partitions:fleet-node-card": PAGE_READS, "partitions:fleet-gpu-card": PAGE_READS, "partitions:fleet-page-cards": PAGE_READS,
     # The world's operation is in flight: operators are sent back to it with the reason.
     "partitions:operation-retry-drain": PAGE_OPERATOR_ACTION, "partitions:operation-restore": PAGE_OPERATOR_ACTION,
     "observability:overview": PAGE_READS,

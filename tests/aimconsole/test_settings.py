@@ -47,6 +47,8 @@ BAD: list[tuple[str, str, dict[str, str], str]] = [
     ("failure-limit-zero", BASE, {"AIM_LOGIN_FAILURE_LIMIT": "0"}, "AIM_LOGIN_FAILURE_LIMIT"),
     ("cooloff-negative", BASE, {"AIM_LOGIN_COOLOFF_HOURS": "-1"}, "AIM_LOGIN_COOLOFF_HOURS"),
     ("body-limit-zero", BASE, {"AIM_MAX_BODY_BYTES": "0"}, "AIM_MAX_BODY_BYTES"),
+    ("web-workers-zero", BASE, {"AIM_WEB_WORKERS": "0"}, "AIM_WEB_WORKERS='0'"),
+    ("web-workers-word", BASE, {"AIM_WEB_WORKERS": "many"}, "AIM_WEB_WORKERS='many'"),
     ("overhead-nan", BASE, {"AIM_SIZING_OVERHEAD_FRACTION": "nan"}, "AIM_SIZING_OVERHEAD_FRACTION"),
     ("emulated-requests", BASE, {"AIM_METRICS_EMULATED_REQUESTS": "perhaps"}, "AIM_METRICS_EMULATED_REQUESTS"),
     ("metrics-cidrs", BASE, {"AIM_METRICS_ALLOWED_CIDRS": "10.0.0.0/8,not-a-network"}, "AIM_METRICS_ALLOWED_CIDRS"),

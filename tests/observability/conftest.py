@@ -51,7 +51,11 @@ def clean_metrics(redis_url):  # type: ignore[no-untyped-def]
     client = redis.Redis.from_url(redis_url)
 
     def clean() -> None:
-        keys = [counters.placement_key(), counters.requests_key(), *client.keys(snapshot_key("*"))]
+        from observability.metrics import fleet_key
+        from partitions.exporter import exporter_key
+
+        keys = [counters.placement_key(), counters.requests_key(), fleet_key(), fleet_key() + ":refreshing",
+                *client.keys(snapshot_key("*")), *client.keys(exporter_key("*"))]
         client.delete(*keys)
         counters._down_until = 0.0
 
@@ -85,4 +89,23 @@ def build_sim_fleet(nodes: int, gpus: int, *, compute: str = "CPX", prefix: str 
             snapshot = build_snapshot(node, backend.metrics(), time.time())
             client.set(snapshot_key(name), json.dumps(snapshot), ex=SNAPSHOT_TTL_S)
         created.append(node)
+    return created
+
+
+def bulk_fleet(nodes: int, *, gpus: int = 8, prefix: str = "bulk-") -> list:  # type: ignore[no-untyped-def]
+    """``nodes`` simulated CPX MI300X nodes (``gpus`` GPUs of 8 partitions each) as bulk rows,
+    with a fresh heartbeat: the shape of a large fleet, in a few queries."""
+    from django.utils import timezone
+
+    from partitions.models import GPU, Node, Partition
+
+    created = Node.objects.bulk_create([
+        Node(name=f"{prefix}{i:04d}", backend=Node.Backend.SIMULATED, emulated=True, memory_mode="NPS1",
+             agent_heartbeat_at=timezone.now()) for i in range(nodes)])
+    gpu_rows = GPU.objects.bulk_create([
+        GPU(node=node, index=g, gpu_model="MI300X", compute_mode="CPX", memory_mode="NPS1", health="healthy",
+            vram_mb=196592, compute_units=304) for node in created for g in range(gpus)])
+    Partition.objects.bulk_create([
+        Partition(gpu=gpu, index=p, logical_index=gpu.index * 8 + p, xcds=1, compute_units=38, memory_gb=24.0)
+        for gpu in gpu_rows for p in range(8)])
     return created

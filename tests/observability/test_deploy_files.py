@@ -37,6 +37,63 @@ def test_promtool_check_config_on_the_example(promtool, tmp_path):
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
 
 
+def _jobs(config: dict) -> dict[str, dict]:
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_the_examples_scrape_the_console_and_the_agents_under_the_jobs_the_rules_read():
+    rules = (DEPLOY / "prometheus" / "aim-rules.yml").read_text()
+    assert 'up{job="aim-agents"}' in yaml.safe_load(rules)["groups"][2]["rules"][0]["expr"]  # AimAgentDown
+    for name in ("prometheus.yml", "prometheus-kubernetes.yml"):
+        jobs = _jobs(yaml.safe_load((DEPLOY / "prometheus" / name).read_text()))
+        assert set(jobs) == {"aim-console", "aim-agents"}, name
+        assert jobs["aim-agents"]["honor_labels"] is True and jobs["aim-agents"]["metrics_path"] == "/metrics"
+    sd = _jobs(yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text()))["aim-agents"]["http_sd_configs"]
+    assert [c["url"] for c in sd] == ["http://127.0.0.1:8000/metrics/agents"]
+
+
+def test_promtool_check_config_on_the_kubernetes_example(promtool, tmp_path):
+    """Debian's Prometheus is built without Kubernetes discovery, so promtool checks the rest of
+    the file (jobs, relabelling, authorization) with each kubernetes_sd_configs block replaced
+    by an empty static one."""
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-kubernetes.yml").read_text())
+    for job in config["scrape_configs"]:
+        roles = [sd["role"] for sd in job.pop("kubernetes_sd_configs")]
+        assert roles in (["pod"], ["endpoints"]), job["job_name"]
+        job["static_configs"] = [{"targets": []}]
+    config["rule_files"] = [str(DEPLOY / "prometheus" / "aim-rules.yml")]
+    (tmp_path / "aim-metrics-token").write_text("x")
+    for job in config["scrape_configs"]:
+        if "authorization" in job:
+            job["authorization"]["credentials_file"] = str(tmp_path / "aim-metrics-token")
+    path = tmp_path / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_promtool(promtool, "check", "config", str(path))
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_the_operator_bundle_scrapes_agents_and_console_as_the_rules_expect():
+    bundle = DEPLOY / "kubernetes" / "monitoring"
+    kustomization = yaml.safe_load((bundle / "kustomization.yaml").read_text())
+    objects = {}
+    for resource in kustomization["resources"]:
+        doc = yaml.safe_load((bundle / resource).read_text())
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1", resource
+        objects[doc["kind"]] = doc
+    assert set(objects) == {"PodMonitor", "ServiceMonitor"}
+    agents = objects["PodMonitor"]["spec"]
+    assert agents["selector"]["matchLabels"]["app.kubernetes.io/component"] == "node-agent"
+    (endpoint,) = agents["podMetricsEndpoints"]
+    assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
+    relabel = {r["targetLabel"]: r for r in endpoint["relabelings"]}
+    assert relabel["job"]["replacement"] == "aim-agents"
+    assert relabel["node"]["sourceLabels"] == ["__meta_kubernetes_pod_node_name"]
+    console = objects["ServiceMonitor"]["spec"]
+    (endpoint,) = console["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["authorization"]["type"] == "Bearer"
+    assert {r["targetLabel"]: r["replacement"] for r in endpoint["relabelings"]} == {"job": "aim-console"}
+
+
 def test_alerts_fire_as_intended(promtool):
     result = subprocess.run([promtool, "test", "rules", "alerts_test.yml"], cwd=HERE, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
@@ -91,9 +148,13 @@ def test_the_readme_documents_every_metric_and_alert():
     readme = (DEPLOY / "README.md").read_text()
     from observability import metrics
     from observability.metrics import Gathered, build
+    from partitions.exporter import NodeRows, agent_families, node_families
 
     names = {m.name for m in build(Gathered(now=0.0))} | {"aim_metrics_collect_duration_seconds"}
-    names |= {"aim_node_telemetry_snapshot_age_seconds", "aim_node_agent_heartbeat_age_seconds"}
+    rows = NodeRows(name="n", emulated=True, backend="simulated", memory_mode="NPS1", rocm_version="", heartbeat_at=None,
+                    layout_problem="", now=0.0)
+    names |= {m.name for m in node_families(rows)} | {m.name for m in agent_families(rows, 0.0)}
+    assert {"aim_partition_gfx_activity_ratio", "aim_fleet_partitions", "aim_agent_metrics_redis_up"} <= names
     assert metrics.REQUEST_BUCKETS
     missing = [n for n in sorted(names) if n not in readme]
     assert not missing, f"deploy/README.md does not document: {missing}"

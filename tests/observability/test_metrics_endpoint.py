@@ -98,40 +98,36 @@ def test_the_scrape_passes_promtool_check_metrics(client, fleet, promtool):
     assert not result.stdout.strip() and not result.stderr.strip(), "promtool lint findings: " + result.stdout.decode() + result.stderr.decode()
 
 
-def test_telemetry_inventory_and_marks(client, fleet):
+def test_the_console_exports_fleet_aggregates_and_no_per_node_series(client, fleet):
     text = scrape(client)
-    node = fleet[0].name
-    assert samples(text, "aim_node_agent_up")[f'{{emulated="true",node="{node}"}}'] == 1.0
-    assert samples(text, "aim_node_telemetry_available")[f'{{emulated="true",node="{node}"}}'] == 1.0
-    assert 0 <= samples(text, "aim_node_telemetry_snapshot_age_seconds")[f'{{emulated="true",node="{node}"}}'] < 30
-    # CPX: 8 partitions per GPU, 24 GiB each, activity derived from per-XCP counters.
-    totals = samples(text, "aim_partition_memory_total_bytes")
-    assert len(totals) == 2 * 2 * 8 and set(totals.values()) == {24 * 2**30}
-    activity = samples(text, "aim_partition_gfx_activity_ratio")
-    assert len(activity) == 32 and all('derived="true"' in k for k in activity)
-    assert all(0 <= v <= 1 for v in activity.values())
-    modes = samples(text, "aim_gpu_compute_mode")
-    assert modes[f'{{emulated="true",gpu="0",mode="CPX",node="{node}"}}'] == 1.0
-    assert modes[f'{{emulated="true",gpu="0",mode="SPX",node="{node}"}}'] == 0.0
-    assert samples(text, "aim_gpu_health")[f'{{emulated="true",gpu="1",node="{node}",state="unknown"}}'] in (0.0, 1.0)
-    assert samples(text, "aim_gpu_power_watts")
+    nodes = '{backend="simulated",emulated="true",memory_mode="NPS1"}'
+    assert samples(text, "aim_fleet_nodes") == {nodes: 2.0}
+    assert samples(text, "aim_fleet_nodes_agent_up") == {nodes: 2.0}
+    assert samples(text, "aim_fleet_nodes_schedulable") == {nodes: 2.0}
+    gpus = samples(text, "aim_fleet_gpus")
+    assert sum(gpus.values()) == 4.0 and all('compute_mode="CPX"' in k and 'gpu_model="MI300X"' in k for k in gpus), gpus
+    assert samples(text, "aim_fleet_gpu_memory_total_bytes") == {'{emulated="true",gpu_model="MI300X"}': 4 * 196592 * 2**20}
+    # CPX: 8 partitions per GPU, 24 GiB each.
+    parts = '{compute_mode="CPX",emulated="true",gpu_model="MI300X"}'
+    assert samples(text, "aim_fleet_partitions") == {parts: 32.0}
+    assert samples(text, "aim_fleet_partitions_held") == {parts: 0.0}
+    assert samples(text, "aim_fleet_partition_memory_total_bytes") == {parts: 32 * 24 * 2**30}
     assert samples(text, "aim_metrics_redis_up") == {"": 1.0}
-    # Emulated nodes are marked on every node-scoped series; no request ids or user names.
+    assert samples(text, "aim_fleet_aggregates_age_seconds") == {"": 0.0}
+    # Per-node, per-GPU and per-partition series are the agents' (partitions/exporter.py).
+    assert not re.search(r'\b(node|gpu|partition)="', text)
+    assert not samples(text, "aim_partition_gfx_activity_ratio") and not samples(text, "aim_node_agent_up")
+    # Simulated hardware is marked on every series counting it; no request ids or user names.
     assert 'emulated="false"' not in text
     assert not re.search(r'(user|request_id|username)="', text)
 
 
-def test_a_node_whose_agent_died_reports_down_and_no_telemetry(client, fleet, clean_metrics):
-    from partitions.telemetry_store import snapshot_key
-
+def test_a_node_whose_agent_died_counts_as_down(client, fleet):
     Node.objects.filter(pk=fleet[1].pk).update(agent_heartbeat_at=None)
-    clean_metrics.delete(snapshot_key(fleet[1].name))
     text = scrape(client)
-    label = f'{{emulated="true",node="{fleet[1].name}"}}'
-    assert samples(text, "aim_node_agent_up")[label] == 0.0
-    assert samples(text, "aim_node_telemetry_available")[label] == 0.0
-    assert label not in samples(text, "aim_node_telemetry_snapshot_age_seconds")
-    assert f'node="{fleet[1].name}"' not in "".join(samples(text, "aim_partition_memory_used_bytes"))
+    nodes = '{backend="simulated",emulated="true",memory_mode="NPS1"}'
+    assert samples(text, "aim_fleet_nodes")[nodes] == 2.0
+    assert samples(text, "aim_fleet_nodes_agent_up")[nodes] == 1.0
 
 
 def test_operations_counts_durations_and_queue_depth(client, fleet):
@@ -226,8 +222,8 @@ def test_without_redis_the_database_metrics_are_still_served(client, fleet, monk
     monkeypatch.setattr(metrics, "redis_client", lambda: broken)
     text = scrape(client)
     assert samples(text, "aim_metrics_redis_up") == {"": 0.0}
-    assert samples(text, "aim_node_telemetry_available") and not samples(text, "aim_gpu_power_watts")
-    assert len(samples(text, "aim_partition_memory_total_bytes")) == 32
+    assert samples(text, "aim_fleet_partitions") == {'{compute_mode="CPX",emulated="true",gpu_model="MI300X"}': 32.0}
+    assert set(samples(text, "aim_placement_decisions_total").values()) == {0.0}  # the counters live in Redis
 
 
 # --- placement decisions ---------------------------------------------------------------------------
@@ -392,8 +388,110 @@ def test_a_scrape_makes_no_hardware_call_and_a_constant_number_of_queries(client
     big_queries, big_text = count_queries()
     assert calls == []
     assert small_queries == big_queries, (small_queries, big_queries)
-    # the collector's own reads: 6 aggregate queries (the rest is the request: session/auth)
-    with django_assert_num_queries(6):
+    # the collector's own reads: 7 aggregate queries (the rest is the request: session/auth)
+    with django_assert_num_queries(7):
         list(metrics.ConsoleCollector().collect())
-    assert len(big_text.splitlines()) > 5 * len(small_text.splitlines())
-    assert len(samples(big_text, "aim_partition_memory_reserved_bytes")) == 2 * 5
+    held = samples(big_text, "aim_deployment_partitions_bound")
+    assert held == {'{model="meta-llama/Llama-3.1-8B-Instruct"}': 2.0 * 5}
+
+
+def _series(text: str) -> list[str]:
+    """The series of a scrape: name and labels, without values."""
+    return sorted(line.rsplit(" ", 1)[0] for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_the_console_series_count_does_not_grow_with_the_number_of_nodes(client, clean_metrics, catalog):
+    """10 and 100 nodes (8 CPX GPUs each: 640 and 6,400 partitions), each with a deployment:
+    the same series, only the values differ."""
+    from models.models import ModelProfile
+    from tests.observability.conftest import bulk_fleet
+
+    profile = ModelProfile.objects.get(model__hf_id="meta-llama/Llama-3.1-8B-Instruct", precision__code="fp16",
+                                       gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
+    _populate(bulk_fleet(10, prefix="ten-"), profile)
+    ten = scrape(client)
+    _populate(bulk_fleet(90, prefix="more-"), profile)
+    hundred = scrape(client)
+    assert _series(ten) == _series(hundred)
+    assert 100 < len(_series(hundred)) < 400
+    assert len(hundred.encode()) < 1.05 * len(ten.encode())
+    parts = '{compute_mode="CPX",emulated="true",gpu_model="MI300X"}'
+    assert samples(ten, "aim_fleet_partitions") == {parts: 640.0}
+    assert samples(hundred, "aim_fleet_partitions") == {parts: 6400.0}
+    assert samples(hundred, "aim_fleet_partitions_held") == {parts: 200.0}
+    assert samples(hundred, "aim_operations_requested_total")['{kind="compute"}'] == 100.0
+
+
+# --- the cached fleet aggregates ----------------------------------------------------------------------
+
+@pytest.fixture
+def cached(settings, monkeypatch):  # type: ignore[no-untyped-def]
+    """The aggregates cached as in production (refreshed after 10 s); background refreshes are
+    recorded, and run on the calling thread (the test's database connection)."""
+    settings.METRICS_FLEET_REFRESH_S = 10.0
+    refreshes: list[object] = []
+
+    def refresh_now(client) -> None:  # type: ignore[no-untyped-def]
+        refreshes.append(client)
+        metrics.refresh_fleet_rows(client)
+
+    monkeypatch.setattr(metrics, "_refresh_in_background", refresh_now)
+    return refreshes
+
+
+def test_cached_aggregates_are_served_without_queries_and_refreshed_when_old(client, fleet, cached, clean_metrics,
+                                                                               django_assert_num_queries):
+    import json
+
+    nodes = '{backend="simulated",emulated="true",memory_mode="NPS1"}'
+    with django_assert_num_queries(7):  # nothing cached yet: this scrape computes and caches them
+        list(metrics.ConsoleCollector().collect())
+    with django_assert_num_queries(0):
+        families = {m.name: m for m in metrics.ConsoleCollector().collect()}
+    assert families["aim_fleet_nodes"].samples[0].value == 2.0 and cached == []
+
+    build_sim_fleet(1, 1, prefix="late-")
+    assert samples(scrape(client), "aim_fleet_nodes")[nodes] == 2.0  # still the cached copy, younger than 10 s
+    entry = json.loads(clean_metrics.get(metrics.fleet_key()))
+    entry["ts"] -= 11
+    clean_metrics.set(metrics.fleet_key(), json.dumps(entry))
+    stale = scrape(client)
+    assert samples(stale, "aim_fleet_nodes")[nodes] == 2.0  # served as it was, and refreshed behind it
+    assert 11 <= samples(stale, "aim_fleet_aggregates_age_seconds")[""] < 60
+    assert len(cached) == 1
+    fresh = scrape(client)
+    assert samples(fresh, "aim_fleet_nodes")[nodes] == 3.0
+    assert samples(fresh, "aim_fleet_aggregates_age_seconds")[""] < 10
+    assert len(cached) == 1
+
+
+def test_a_cached_copy_too_old_to_trust_is_recomputed_by_the_scrape(client, fleet, cached, clean_metrics):
+    import json
+
+    scrape(client)
+    entry = json.loads(clean_metrics.get(metrics.fleet_key()))
+    entry["ts"] -= metrics.FLEET_MAX_AGE_S + 1
+    clean_metrics.set(metrics.fleet_key(), json.dumps(entry))
+    build_sim_fleet(1, 1, prefix="late-")
+    text = scrape(client)
+    assert samples(text, "aim_fleet_nodes")['{backend="simulated",emulated="true",memory_mode="NPS1"}'] == 3.0
+    assert samples(text, "aim_fleet_aggregates_age_seconds") == {"": 0.0} and cached == []
+
+
+def test_one_background_refresh_at_a_time(clean_metrics, monkeypatch):
+    started: list[str] = []
+
+    class FakeThread:
+        def __init__(self, target, name, daemon):  # type: ignore[no-untyped-def]
+            self.name = name
+
+        def start(self) -> None:
+            started.append(self.name)
+
+    monkeypatch.setattr(metrics.threading, "Thread", FakeThread)
+    metrics._refresh_in_background(clean_metrics)
+    metrics._refresh_in_background(clean_metrics)  # another scrape (or console replica) meanwhile
+    assert started == ["metrics-fleet-refresh"]
+    clean_metrics.delete(metrics.fleet_key() + ":refreshing")  # the refresh finished
+    metrics._refresh_in_background(clean_metrics)
+    assert len(started) == 2

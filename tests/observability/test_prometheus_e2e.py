@@ -1,7 +1,8 @@
-"""A real Prometheus (Debian's binary) scrapes a real console (daphne) while a real node agent
-runs an emulated node with a running deployment; then every PromQL expression of every
-dashboard and rule file is run through Prometheus's HTTP API: each must be valid, and each
-dashboard expression must return data."""
+"""A real Prometheus (Debian's binary) scrapes a real console (daphne) and, discovered through
+the console's ``/metrics/agents`` (HTTP service discovery), the real node agent's own exporter,
+while that agent runs an emulated node with a running deployment; then every PromQL expression
+of every dashboard and rule file is run through Prometheus's HTTP API: each must be valid, and
+each dashboard expression must return data."""
 
 from __future__ import annotations
 
@@ -42,13 +43,18 @@ class Prometheus:
 
 
 def start_prometheus(binary: str, tmp_path: Path, target: str) -> tuple[Process, Prometheus]:
+    """Prometheus scraping the console at ``target`` and the agents it lists, as
+    deploy/prometheus/prometheus.yml does (jobs aim-console and aim-agents)."""
     port = free_port()
     config = tmp_path / "prometheus.yml"
     config.write_text(json.dumps({  # JSON is YAML
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in RULE_FILES],
-        "scrape_configs": [{"job_name": "aim-console", "metrics_path": "/metrics",
-                            "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [
+            {"job_name": "aim-console", "metrics_path": "/metrics", "static_configs": [{"targets": [target]}]},
+            {"job_name": "aim-agents", "metrics_path": "/metrics", "honor_labels": True,
+             "http_sd_configs": [{"url": f"http://{target}/metrics/agents", "refresh_interval": "1s"}]},
+        ],
     }))
     proc = Process([binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
@@ -80,7 +86,7 @@ def test_every_dashboard_and_rule_expression_runs_against_a_real_prometheus(
                                        gpu_model="MI300X", context_tokens=8192, concurrent_sequences=1)
     deployment = create_deployment(spec=DemandSpec(name="llama8", profile=profile, replicas=1))
     busy = deployment.slots.get().partition.gpu.index
-    start_agent("emu-obs", env=console.env)
+    start_agent("emu-obs", env={**console.env, "AIM_AGENT_METRICS_PORT": "0", "AIM_AGENT_METRICS_ADDR": "127.0.0.1"})
     free_gpu = GPU.objects.get(node=emulated.node, index=1 - busy)
     op = request_reconfiguration(gpu=free_gpu, compute_mode="CPX", reason="observability e2e")
     wait_for(lambda: Deployment.objects.get(pk=deployment.pk).state == "running", 60, "the deployment to run")
@@ -94,14 +100,27 @@ def test_every_dashboard_and_rule_expression_runs_against_a_real_prometheus(
     text = scrape()
     lint = run_promtool(promtool, "check", "metrics", stdin=text.encode())
     assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout.decode() + lint.stderr.decode()
+    assert 'node="' not in text  # the console's scrape holds fleet aggregates only
+
+    def advertised() -> list[dict]:
+        return json.load(urllib.request.urlopen(f"{console.url}/metrics/agents", timeout=5))
+
+    (group,) = wait_for(advertised, 30, "the agent's exporter to be advertised")
+    assert group["labels"] == {"node": "emu-obs", "emulated": "true"}
+    (address,) = group["targets"]
+    agent_text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    lint = run_promtool(promtool, "check", "metrics", stdin=agent_text.encode())
+    assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout.decode() + lint.stderr.decode()
+    assert 'aim_partition_info{' in agent_text and 'node="emu-obs"' in agent_text
 
     proc, prom = start_prometheus(prometheus_bin, tmp_path, console.url.removeprefix("http://"))
     try:
         def scraped_enough() -> bool:
-            up = prom.vector('up{job="aim-console"}')
-            assert not up or up[0]["value"][1] == "1", f"scrape failed: {up}\n{proc.output()}"
-            seen = prom.vector("count_over_time(aim_metrics_redis_up[5m])")
-            return bool(seen) and float(seen[0]["value"][1]) >= 3
+            for job in ("aim-console", "aim-agents"):
+                up = prom.vector(f'up{{job="{job}"}}')
+                assert not up or up[0]["value"][1] == "1", f"scrape of {job} failed: {up}\n{proc.output()}"
+            seen = [prom.vector(f"count_over_time({name}[5m])") for name in ("aim_metrics_redis_up", "aim_agent_metrics_redis_up")]
+            return all(s and float(s[0]["value"][1]) >= 3 for s in seen)
         wait_for(scraped_enough, 60, "three scrapes", interval=0.5)
 
         expressions = [e for path in DASHBOARDS for e in dashboard_expressions(path)]
@@ -127,8 +146,17 @@ def test_every_dashboard_and_rule_expression_runs_against_a_real_prometheus(
         assert float(prom.vector('sum(aim_operations_finished_total{kind="compute",result="succeeded"})')[0]["value"][1]) >= 1
         assert float(prom.vector('sum(aim_placement_decisions_total{source="deployment",result="placed"})')[0]["value"][1]) >= 1
 
-        # Every aim_* series a dashboard or rule reads is one the console exports.
-        exported = {line.split(" ")[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+        # The agent's target: discovered with its node's labels (AimAgentDown reads `up` by node).
+        (up,) = prom.vector('up{job="aim-agents"}')
+        assert up["metric"]["node"] == "emu-obs" and up["metric"]["emulated"] == "true" and up["value"][1] == "1"
+        from partitions.models import Partition
+
+        partitions = Partition.objects.filter(gpu__node=emulated.node).count()
+        assert float(prom.vector('sum(aim_fleet_partitions{emulated="true"})')[0]["value"][1]) == partitions
+        assert len(prom.vector('aim_partition_info{job="aim-agents",node="emu-obs"}')) == partitions
+
+        # Every aim_* series a dashboard or rule reads is one the console or the agent exports.
+        exported = {line.split(" ")[2] for line in (text + agent_text).splitlines() if line.startswith("# TYPE ")}
         read = set().union(*(metric_names(e.expr) for e in expressions))
         unknown = read - exported
         assert not unknown, f"dashboards/rules read series /metrics never exports: {sorted(unknown)}"

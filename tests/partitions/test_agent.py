@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import redis
 from asgiref.sync import async_to_sync
@@ -12,7 +14,7 @@ from partitions import events
 from partitions.agent import Agent
 from partitions.models import Node, Reconfiguration
 from partitions.services.reconfiguration import request_reconfiguration, sweep_reconfigurations
-from partitions.telemetry_store import read_snapshot
+from partitions.telemetry_store import read_snapshot, snapshot_key
 
 pytestmark = pytest.mark.django_db
 
@@ -22,6 +24,8 @@ def test_sampler_stores_a_snapshot_in_redis_and_publishes_it(emulated, redis_url
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
     async_to_sync(layer.group_add)(events.node_telemetry_group("emu-a"), channel)
+    fleet_channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(events.FLEET_TELEMETRY_GROUP, fleet_channel)
     emulated.state.set_load(1, 0, 0.9, vram_used_mb=150_000)
     agent = Agent("emu-a")
     agent.sample()
@@ -34,7 +38,14 @@ def test_sampler_stores_a_snapshot_in_redis_and_publishes_it(emulated, redis_url
     assert busy["gfx_activity"] > 50 and busy["derived"] is False  # SPX: the device's own figure
     assert gpus[1]["power_w"] > gpus[0]["power_w"]
     event = async_to_sync(layer.receive)(channel)
-    assert event["type"] == "telemetry.snapshot" and event["snapshot"]["ts"] == snapshot["ts"]
+    assert event["type"] == "telemetry.sample" and event["ts"] == snapshot["ts"]
+    # the node view's message, encoded once by the agent around the very text it stored
+    stored = redis.Redis.from_url(redis_url).get(snapshot_key("emu-a")).decode()
+    assert event["text"] == events.node_message_text("emu-a", stored)
+    assert json.loads(event["text"])["snapshot"] == snapshot
+    summary = async_to_sync(layer.receive)(fleet_channel)  # the fleet group: the node's summary only
+    assert summary["type"] == "telemetry.summary" and summary["summary"]["partitions"] == 2
+    assert "snapshot" not in summary and summary["summary"]["activity_max"] == busy["gfx_activity"]
 
 
 @pytest.mark.redis

@@ -36,3 +36,22 @@ def test_every_test_has_its_own_prefix_and_so_do_the_processes_it_starts(redis_k
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == f"{redis_key_prefix}telemetry:n1"
+
+
+def test_sync_reads_reuse_one_pooled_connection(redis_url, monkeypatch):
+    import redis.connection
+
+    opened = []
+    real_connect = redis.connection.AbstractConnection.connect
+
+    def counting_connect(self):  # type: ignore[no-untyped-def]
+        if self._sock is None:
+            opened.append(self)
+        real_connect(self)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "connect", counting_connect)
+    redis.Redis.from_url(redis_url).set(snapshot_key("n1"), json.dumps({"node": "n1", "ts": 1.0}), ex=30)
+    opened.clear()  # that one was the test's own
+    for _ in range(5):
+        assert set(read_snapshots_sync(["n1", "n2"])) == {"n1"}
+    assert len(opened) <= 1  # 0 when an earlier test of this process opened the pool's connection

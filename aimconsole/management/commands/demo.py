@@ -3,10 +3,11 @@
 Migrates, loads the catalog, creates the demo admin (password generated and printed once),
 deploys one small model (served by the engine emulator on the emulated nodes), makes an
 inference token (var/demo-inference-token), prints the console's and the gateway's URLs, the
-login and a streaming curl, then starts the Procfile's processes in the foreground. Each runs
-under ``aimconsole.supervise``, which restarts it with exponential backoff when it crashes or
-is killed (honcho alone would stop the whole demo when any one process exits); Ctrl-C stops
-everything.
+login and a streaming curl, then starts the Procfile's processes in the foreground (the web
+process is ``run_web`` with ``AIM_WEB_WORKERS`` uvicorn workers: by default one per core, at
+most 4). Each runs under ``aimconsole.supervise``, which restarts it with exponential backoff
+when it crashes or is killed (honcho alone would stop the whole demo when any one process
+exits); Ctrl-C stops everything.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Takes the node's lease first (one agent per node: while another live agent holds it, this one
 waits up to ``--lease-wait`` seconds — a crashed agent's lease lapses within one lease period —
 then exits with status 1, having touched nothing). Then syncs the node's inventory once, starts
-the heartbeat (which renews the lease), telemetry sampler, sweeper and reconciliation loops,
-and runs a Celery worker on queue ``node.<NAME>`` with one process, so operations on a node
-never overlap. If another agent ever takes the lease over, this one shuts down (exit 1).
+the heartbeat (which renews the lease), telemetry sampler, sweeper and reconciliation loops
+(and, with ``--metrics-port`` or ``AIM_AGENT_METRICS_PORT``, the node's own ``/metrics``), and
+runs a Celery worker on queue ``node.<NAME>`` with one process, so operations on a node never
+overlap. If another agent ever takes the lease over, this one shuts down (exit 1).
 
 The loops run in a process of their own, forked before the Celery worker starts: the prefork
 pool forks its worker process from this one, and a fork taken while a loop thread is inside
@@ -15,6 +16,7 @@ process therefore runs no threads of its own when it forks.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -23,14 +25,16 @@ import warnings
 from typing import Any
 
 from celery.exceptions import SecurityWarning
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from aimconsole.celery import app
 from partitions import workloads
-from partitions.agent import Agent
+from partitions.agent import Agent, Loop
 from partitions.backends.errors import BackendError
 from partitions.dispatch import node_queue
+from partitions.exporter import REGISTRATION_EVERY_S, start_exporter
 from partitions.models import Node
 from partitions.services import sync_node
 from partitions.services.agent_lease import (
@@ -43,17 +47,32 @@ from partitions.services.agent_lease import (
 )
 from partitions.services.reconfiguration import worker_identity
 
+log = logging.getLogger(__name__)
 
-def run_loops(node_name: str, lease: NodeLease, agent_pid: int) -> None:
-    """The loops process: heartbeat (renewing the lease), sampler, sweeper, reconciliation,
-    until the agent process exits. A lease taken over stops the agent (SIGTERM: warm shutdown)."""
+
+def run_loops(node_name: str, lease: NodeLease, agent_pid: int, metrics_port: int | None = None,
+              metrics_addr: str = "") -> None:
+    """The loops process: heartbeat (renewing the lease), sampler, sweeper, reconciliation and,
+    with ``metrics_port``, the node's own ``/metrics`` (partitions/exporter.py: an HTTP server
+    thread, plus a loop advertising it for discovery), until the agent process exits. A lease
+    taken over stops the agent (SIGTERM: warm shutdown)."""
     agent = Agent(node_name, lease=lease, on_lease_lost=lambda: os.kill(agent_pid, signal.SIGTERM))
+    exporter = None
+    if metrics_port is not None:
+        try:
+            exporter = start_exporter(node_name, port=metrics_port, addr=metrics_addr)
+        except OSError as exc:  # the port is taken: the node's work matters more than its metrics
+            log.error("agent metrics for %s not served: cannot listen on port %s (%s)", node_name, metrics_port, exc)
+    if exporter is not None:
+        agent.loops.append(Loop(f"exporter-{node_name}", REGISTRATION_EVERY_S, exporter.register))
     agent.start()
     try:
         while os.getppid() == agent_pid:  # the agent died without stopping us (SIGKILL): stop renewing
             time.sleep(0.5)
     finally:
         agent.stop()
+        if exporter is not None:
+            exporter.stop()
 
 
 def quiet_root_warning() -> None:
@@ -79,6 +98,11 @@ class Command(BaseCommand):
         parser.add_argument("--stop-workloads-on-exit", action="store_true",
                             help="stop the node's workloads (serving processes) when the agent stops (the demo: Ctrl-C "
                                  "stops everything); by default they keep serving and the next agent adopts them")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="serve the node's own /metrics on this port (0: any free port, advertised for discovery); "
+                                 "default: the AIM_AGENT_METRICS_PORT setting, off when unset")
+        parser.add_argument("--metrics-addr", default=None,
+                            help="address the node's /metrics binds (default: the AIM_AGENT_METRICS_ADDR setting, 0.0.0.0)")
         parser.add_argument("--lease-wait", type=float, default=None,
                             help="Seconds to wait for another agent's lease to lapse (default: one lease period and a bit)")
 
@@ -104,6 +128,9 @@ class Command(BaseCommand):
         node = Node.objects.filter(name=name).first()
         if node is None:
             raise CommandError(f"no node {name!r}: register it first (sync_node {name} --create, or demo_fleet)")
+        metrics_port = options["metrics_port"] if options["metrics_port"] is not None else settings.AGENT_METRICS_PORT
+        if metrics_port is not None and not 0 <= metrics_port <= 65535:
+            raise CommandError(f"--metrics-port must be a port 0-65535, not {metrics_port}")
         wait = options["lease_wait"] if options["lease_wait"] is not None else lease_ttl_s() * 1.5
         try:
             lease = wait_for_node_lease(node=node, holder=worker_identity(), wait_s=wait)
@@ -121,7 +148,8 @@ class Command(BaseCommand):
                 self.stderr.write(f"initial inventory sync failed (continuing): {exc}")
             connections.close_all()  # neither child may share this process's database connection
             loops = multiprocessing.get_context("fork").Process(
-                target=run_loops, args=(name, lease, os.getpid()), name=f"agent-loops-{name}", daemon=True)
+                target=run_loops, args=(name, lease, os.getpid(), metrics_port, options["metrics_addr"] or ""),
+                name=f"agent-loops-{name}", daemon=True)
             loops.start()
             app.worker_main([
                 "worker", "--queues", node_queue(name), "--concurrency", "1", "--pool", "prefork",

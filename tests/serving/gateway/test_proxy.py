@@ -5,10 +5,11 @@ mid-stream and a client going away."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 
-from tests.processes import free_port, wait_for
+from tests.processes import wait_for
 from tests.serving.gateway.conftest import HF_ID, add_replica, chat, make_deployment, sse_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
@@ -96,12 +97,16 @@ def test_streams_spread_over_replicas_by_least_outstanding_requests(start_engine
 def test_a_replica_that_refuses_connections_is_skipped_before_the_first_byte(start_engine, start_gateway):
     engine = start_engine("m")
     deployment = make_deployment("m")
-    add_replica(deployment, f"http://127.0.0.1:{free_port()}", replica=0)  # nothing listens there
-    add_replica(deployment, engine.url, replica=1)
-    gw = start_gateway(probe_interval_s=3600)
-    with gw.client() as client:
-        codes = [client.post("/v1/chat/completions", json=chat("m", stream=i % 2 == 0)).status_code for i in range(6)]
-        ready = client.get("/readyz").json()
+    # A port bound but never listening: connections to it are refused, and no other test (or
+    # xdist worker) can take it meanwhile, as it could a port that free_port() found free.
+    with socket.socket() as refusing:
+        refusing.bind(("127.0.0.1", 0))
+        add_replica(deployment, f"http://127.0.0.1:{refusing.getsockname()[1]}", replica=0)
+        add_replica(deployment, engine.url, replica=1)
+        gw = start_gateway(probe_interval_s=3600)
+        with gw.client() as client:
+            codes = [client.post("/v1/chat/completions", json=chat("m", stream=i % 2 == 0)).status_code for i in range(6)]
+            ready = client.get("/readyz").json()
     assert codes == [200] * 6
     assert engine.served() == 6
     assert len(ready["ejected"]) == 1
