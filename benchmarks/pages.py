@@ -3,7 +3,8 @@ simulated fleet of 2, 10, 125 and 1,000 nodes x 8 MI300X GPUs x 8 partitions (ev
 
 Fleet: ``serving.simulation.simulate_fleet`` (the ``manage.py simulate_fleet`` function:
 Node/GPU/Partition rows bulk-created, simulated backend, labelled emulated; a quarter of the
-partitions held by simulated deployments, one replica each; a telemetry snapshot of every node)
+partitions held by simulated deployments, one replica each; a telemetry snapshot of every node
+and its summary, as an agent stores both)
 in a private Redis (the bundled redis-server on a free port), plus 50 finished operations, so
 the pages and streams have live data.
 
@@ -160,13 +161,16 @@ def refresh(names: list[str], redis_client: Any) -> None:
     no agents; without this the pages would show agents down and telemetry stale)."""
     from django.utils import timezone
 
+    from partitions.aggregate import node_summary
     from partitions.models import Node
-    from partitions.telemetry_store import snapshot_key
+    from partitions.telemetry_store import snapshot_key, summary_key
 
     Node.objects.update(agent_heartbeat_at=timezone.now())  # the fleet is exactly these nodes
     pipe = redis_client.pipeline()
     for name in names:
-        pipe.set(snapshot_key(name), json.dumps(node_snapshot(name)), ex=3600)
+        snapshot = node_snapshot(name)
+        pipe.set(snapshot_key(name), json.dumps(snapshot), ex=3600)
+        pipe.set(summary_key(name), json.dumps(node_summary(snapshot)), ex=3600)  # as an agent stores both
     pipe.execute()
 
 

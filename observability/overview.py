@@ -1,7 +1,9 @@
 """The overview's numbers: what is allocated, idle, stranded, in flight and broken. Pure Python.
 
 ``summarize`` turns rows the overview view reads (a fixed number of aggregate queries and one
-Redis round trip) into the KPI tiles' numbers. Memory in GiB (2**30 bytes); activity in
+Redis round trip) into the KPI tiles' numbers: the held partitions one by one (each may be
+idle), the free ones counted by GPU model and size (``FreePartitions``), and each node's
+telemetry summary rather than its every sample (``summary_facts``). Memory in GiB (2**30 bytes); activity in
 percent (0-100, as amd-smi reports GFX activity); ages in seconds.
 
 Missing data is never a zero: without Redis (``snapshots is None``) the idle count and the
@@ -15,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from partitions.aggregate import triples
 from partitions.operations import ACTIVE_STATES, FAILED, ROLLED_BACK
 
 # A held partition whose latest GFX activity is below this (percent) is "allocated but idle".
@@ -56,6 +59,15 @@ class PartitionFacts:
 
 
 @dataclass(frozen=True)
+class FreePartitions:
+    """``count`` free partitions of ``gpu_model`` of ``memory_gb`` each (None: unknown size)."""
+
+    gpu_model: str
+    memory_gb: float | None
+    count: int
+
+
+@dataclass(frozen=True)
 class SnapshotFacts:
     """A node's latest telemetry snapshot: its age and (gpu index, partition index, GFX
     activity %, None where the tool reported N/A) per partition."""
@@ -73,6 +85,8 @@ class OverviewInputs:
     ``operation_states``: (reconfiguration state, count, count finished in the last 24 h).
     ``replica_states``: (replica copy state, count). ``snapshots``: None when Redis could not
     be read (unknown), else the snapshots found (a node without one has none cached).
+    ``partitions``: partitions one by one (the view lists the held ones); ``free_groups``:
+    more free partitions, counted by GPU model and size.
     """
 
     nodes: tuple[NodeFacts, ...]
@@ -85,6 +99,7 @@ class OverviewInputs:
     agent_stale_after_s: float
     telemetry_stale_after_s: float
     idle_below_pct: float = IDLE_BELOW_PCT
+    free_groups: tuple[FreePartitions, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -189,14 +204,26 @@ def snapshot_facts(node: str, snapshot: Mapping[str, Any], now: float) -> Snapsh
     return SnapshotFacts(node=node, age_s=age, activity=tuple(activity))
 
 
+def summary_facts(node: str, summary: Mapping[str, Any], now: float) -> SnapshotFacts:
+    """``snapshot_facts`` from a node's telemetry summary as its agent stores it
+    (partitions/aggregate.py ``node_summary``: ``activity`` holds ``gpu, partition, %`` per
+    partition, flat) instead of its whole sample. Malformed entries are skipped."""
+    ts = _as_float(summary.get("ts"))
+    age = max(0.0, now - ts) if ts is not None else float("inf")
+    activity = tuple(row for row in triples(summary.get("activity")) if row[0] >= 0)
+    return SnapshotFacts(node=node, age_s=age, activity=activity)
+
+
 def summarize(inputs: OverviewInputs) -> Overview:
     """The overview's numbers from ``inputs`` (see the module docstring)."""
     parts = inputs.partitions
+    groups = inputs.free_groups
     held = [p for p in parts if p.holder]
     free = [p for p in parts if not p.holder]
     allocation = Allocation(
-        partitions=len(parts), held=len(held),
-        total_gb=sum((p.memory_gb or 0.0 for p in parts), 0.0), reserved_gb=sum((p.reserved_gb for p in held), 0.0),
+        partitions=len(parts) + sum(g.count for g in groups), held=len(held),
+        total_gb=sum((p.memory_gb or 0.0 for p in parts), 0.0) + sum((g.count * (g.memory_gb or 0.0) for g in groups), 0.0),
+        reserved_gb=sum((p.reserved_gb for p in held), 0.0),
     )
 
     # Only fresh snapshots say anything about activity: an older one describes a past state.
@@ -225,13 +252,16 @@ def summarize(inputs: OverviewInputs) -> Overview:
     # A profile fits a partition when its need <= the partition's memory (models/sizing.py
     # fit()), so a free partition smaller than the smallest need fits nothing in the catalog.
     needs = dict(inputs.smallest_need_gb)
-    sized_free = [p for p in free if p.memory_gb is not None]
-    stranded = [p for p in sized_free if p.gpu_model not in needs or (p.memory_gb or 0.0) < needs[p.gpu_model]]
+    # Free partitions as groups: each partition listed alone is a group of one.
+    sized_free = [FreePartitions(p.gpu_model, p.memory_gb, 1) for p in free if p.memory_gb is not None]
+    sized_free += [g for g in groups if g.memory_gb is not None and g.count > 0]
+    stranded = [g for g in sized_free if g.gpu_model not in needs or (g.memory_gb or 0.0) < needs[g.gpu_model]]
+    fleet_models = {p.gpu_model for p in parts} | {g.gpu_model for g in groups if g.count > 0}
     stranded_memory = Stranded(
-        partitions=len(stranded), gb=sum((p.memory_gb or 0.0 for p in stranded), 0.0),
-        free_partitions=len(sized_free), free_gb=sum((p.memory_gb or 0.0 for p in sized_free), 0.0),
-        smallest_need_gb=tuple(sorted((m, n) for m, n in needs.items() if m in {p.gpu_model for p in parts})),
-        no_profile_models=tuple(sorted({p.gpu_model for p in sized_free if p.gpu_model not in needs})),
+        partitions=sum(g.count for g in stranded), gb=sum((g.count * (g.memory_gb or 0.0) for g in stranded), 0.0),
+        free_partitions=sum(g.count for g in sized_free), free_gb=sum((g.count * (g.memory_gb or 0.0) for g in sized_free), 0.0),
+        smallest_need_gb=tuple(sorted((m, n) for m, n in needs.items() if m in fleet_models)),
+        no_profile_models=tuple(sorted({g.gpu_model for g in sized_free if g.gpu_model not in needs})),
     )
 
     operations = Operations(

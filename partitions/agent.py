@@ -19,7 +19,9 @@ there): the node runs exactly what the database says.
 
 Telemetry: every TELEMETRY_INTERVAL_S (1 s) the sampler reads metrics through the node's
 backend, stores the latest snapshot in Redis (``aim:telemetry:<node>``, expires after 30 s, so
-a dead agent's data disappears rather than looking live) and publishes it on the channel layer
+a dead agent's data disappears rather than looking live) with its summary next to it
+(``aim:telemetry-summary:<node>``, partitions/aggregate.py ``node_summary``: the dashboard's
+and the overview's fleet-wide reads) and publishes it on the channel layer
 (``telemetry.node.<node>``: the sample, encoded once here; ``telemetry.fleet``: the node's
 summary for the fleet view, computed here so the web processes never walk every partition of
 the fleet): one message each per node per interval. The web processes fan them out per view
@@ -41,11 +43,12 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from partitions import dispatch, events, telemetry, workloads
+from partitions.aggregate import node_summary
 from partitions.models import Node, Partition
 from partitions.services.agent_lease import NodeLease, renew_node_lease
 from partitions.services.reconciliation import reconcile_interval_s
 from partitions.telemetry import PartitionRef
-from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key
+from partitions.telemetry_store import SNAPSHOT_TTL_S, snapshot_key, summary_key
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +161,13 @@ class Agent:
             return
         snapshot = build_snapshot(node, metrics, now)
         text = events.encode(snapshot)  # once: the stored snapshot and the published message share it
-        self.redis.set(snapshot_key(node.name), text, ex=SNAPSHOT_TTL_S)
+        # What the fleet-wide pages read instead of every partition's sample (a superset of the
+        # live fleet view's summary, which publish_telemetry computes from the same snapshot).
+        summary = node_summary(snapshot)
+        pipe = self.redis.pipeline(transaction=False)  # one round trip; both expire together
+        pipe.set(snapshot_key(node.name), text, ex=SNAPSHOT_TTL_S)
+        pipe.set(summary_key(node.name), events.encode(summary), ex=SNAPSHOT_TTL_S)
+        pipe.execute()
         if self._loop is None:
             self._loop = asyncio.new_event_loop()  # this thread's: the layer keeps its connections
         events.publish_telemetry(node.name, snapshot, snapshot_text=text, loop=self._loop)

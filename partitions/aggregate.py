@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from partitions.telemetry_views import summarize_node
+
 MIB_PER_GIB = 1024
 TOP_N = 10
 MAX_ROWS = 200
@@ -321,9 +323,221 @@ def build_view(snapshots: Mapping[str, Mapping[str, Any]], *, scope: Scope = Sco
                    "gpus": len(gpus), "partitions": len(parts)},
         "fleet": _aggregate("all", "all", "all in view", gpus, parts, ""),
         "series": {"level": level, "total": len(groups), "items": _busiest(groups, max_series)},
-        "deployments": {"total": len(ranking), "items": shown_deployments},
+        "deployments": {"total": len(ranking), "items": shown_deployments, "ranked_by": "activity"},
         "top_busy": _top(parts, short, top_n, busiest=True),
         "top_idle": _top(parts, short, top_n, busiest=False),
         "heatmap": _heatmap(gpus, short, max_rows),
+        "emulated": {"count": len(emulated), "names": emulated[:EMULATED_NAMES_SHOWN]},
+    }
+
+
+# --- the fleet view from the nodes' summaries ------------------------------------------------
+# On a large fleet the fleet view never reads every partition's sample: each agent stores its
+# node's summary next to its snapshot (``node_summary``), and the frame is built from those
+# (per node and GPU) plus the samples of the few nodes whose partitions it names (the top-N,
+# the deployments shown): ``build_fleet_view``. Same frame shape as ``build_view``.
+
+def node_summary(snapshot: Mapping[str, Any], *, top_n: int = TOP_N) -> dict[str, Any]:
+    """What an agent stores next to its snapshot for the fleet-wide pages: the node's and
+    its GPUs' figures of the live fleet view (partitions/telemetry_views.py
+    ``summarize_node``, without its ``top`` list), the exact activity sum and how many
+    partitions report one (``activity_sum``, ``measured``: means over many nodes stay
+    exact), and as flat ``[gpu, partition, activity, ...]`` triples: its ``top_n`` busiest
+    (``busiest``) and idlest (``idlest``) partitions and every partition's GFX activity
+    (``activity``, % or None; the overview's idle count). Flat lists of numbers: a fleet's
+    summaries decode into a few objects per node, not one per partition."""
+    summary = summarize_node(snapshot, top_n=0)
+    del summary["top"]
+    node = summary["node"]
+    gpus = flatten({node: snapshot}, {}) if node else []
+    every = [p for g in gpus for p in g.parts]
+    measured = [p for p in every if p.activity is not None]
+
+    def flat(parts: Iterable[_Part]) -> list[Any]:
+        return [v for p in parts for v in (p.gpu, p.index, p.activity)]
+
+    summary.update(
+        activity_sum=sum(p.activity for p in measured if p.activity is not None) if measured else None,
+        measured=len(measured),
+        busiest=flat(heapq.nsmallest(top_n, measured, key=lambda p: (-(p.activity or 0.0), p.gpu, p.index))),
+        idlest=flat(heapq.nsmallest(top_n, measured, key=lambda p: (p.activity or 0.0, p.gpu, p.index))),
+        activity=flat(every),
+    )
+    return summary
+
+
+def _plus(a: float | None, b: float | None) -> float | None:
+    # None is "not reported": it adds nothing, and two of them stay None (as ``_sum``).
+    return b if a is None else a if b is None else a + b
+
+
+def _higher(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None or a >= b else b
+
+
+@dataclass(slots=True)
+class _Sum:
+    """Additive aggregates of some partitions and their GPUs (merged over nodes)."""
+
+    partitions: int = 0
+    activity_sum: float = 0.0
+    measured: int = 0
+    activity_max: float | None = None
+    derived: bool = False
+    used_mb: float | None = None
+    total_mb: float | None = None
+    power_w: float | None = None
+    temperature_c: float | None = None
+
+    def add(self, other: _Sum) -> None:
+        self.partitions += other.partitions
+        self.activity_sum += other.activity_sum
+        self.measured += other.measured
+        self.activity_max = _higher(self.activity_max, other.activity_max)
+        self.derived = self.derived or other.derived
+        self.used_mb = _plus(self.used_mb, other.used_mb)
+        self.total_mb = _plus(self.total_mb, other.total_mb)
+        self.power_w = _plus(self.power_w, other.power_w)
+        self.temperature_c = _higher(self.temperature_c, other.temperature_c)
+
+    def row(self, key: str, label: str, full: str, href: str) -> dict[str, Any]:
+        """The same row ``_aggregate`` makes from the partitions themselves."""
+        used, total = self.used_mb, self.total_mb
+        return {
+            "key": key, "label": label, "full": full, "href": href, "partitions": self.partitions,
+            "activity_mean": _r(self.activity_sum / self.measured) if self.measured else None,
+            "activity_max": _r(self.activity_max), "derived": self.derived,
+            "vram_used_gib": _gib(used), "vram_total_gib": _gib(total),
+            "vram_pct": _r(100 * used / total) if used is not None and total else None,
+            "power_w": _r(self.power_w), "temperature_c": _r(self.temperature_c),
+        }
+
+
+def _node_sum(summary: Mapping[str, Any]) -> _Sum:
+    partitions = int(_num(summary.get("partitions")) or 0)
+    mean, activity_sum, measured = _num(summary.get("activity_mean")), _num(summary.get("activity_sum")), summary.get("measured")
+    if activity_sum is None or type(measured) is not int:  # a summary without them: its rounded mean
+        activity_sum, measured = (mean * partitions, partitions) if mean is not None else (0.0, 0)
+    return _Sum(partitions=partitions, activity_sum=activity_sum, measured=measured,
+                activity_max=_num(summary.get("activity_max")), derived=bool(summary.get("derived")),
+                used_mb=_num(summary.get("vram_used_mb")), total_mb=_num(summary.get("vram_total_mb")),
+                power_w=_num(summary.get("power_w")), temperature_c=_num(summary.get("temperature_c")))
+
+
+def summary_partitions(summaries: Mapping[str, Mapping[str, Any]]) -> int:
+    """How many partitions these summaries cover."""
+    return sum(int(_num(s.get("partitions")) or 0) for s in summaries.values() if _is_mapping(s))
+
+
+def top_nodes(summaries: Mapping[str, Mapping[str, Any]], n: int = TOP_N) -> set[str]:
+    """The nodes holding the fleet's ``n`` busiest and ``n`` idlest partitions (each node's
+    summary names its own ``n`` of each, so the fleet's are among them; ties go to the
+    first by name, as in ``build_view``): the only samples the fleet view's top lists need."""
+    found: set[str] = set()
+    for key, sign in (("busiest", -1.0), ("idlest", 1.0)):
+        ranked: dict[str, list[tuple[float, str, int, int]]] = {}
+        for name, s in summaries.items():
+            if _is_mapping(s):
+                rows = [(sign * a, name, gpu, part) for gpu, part, a in triples(s.get(key)) if a is not None]
+                if rows:
+                    ranked[name] = sorted(rows)
+        # A node holding one of the fleet's n first has its own first among the fleet's n
+        # first too, so only the nodes whose first ranks among the n best firsts can.
+        contenders = heapq.nsmallest(n, (rows[0] for rows in ranked.values()))
+        found |= {row[1] for row in heapq.nsmallest(n, (r for c in contenders for r in ranked[c[1]]))}
+    return found
+
+
+def triples(flat: Any) -> list[tuple[int, int, float | None]]:
+    """``node_summary``'s flat ``[gpu, partition, activity, ...]`` as (gpu, partition, % or
+    None) tuples; malformed entries are skipped (a non-list: none)."""
+    if type(flat) is not list:
+        return []
+    out = []
+    for i in range(0, len(flat) - 2, 3):
+        gpu, part, a = flat[i], flat[i + 1], flat[i + 2]
+        if type(gpu) is int and type(part) is int:
+            out.append((gpu, part, _num(a)))
+    return out
+
+
+def build_fleet_view(summaries: Mapping[str, Mapping[str, Any]], *, detail: Mapping[str, Mapping[str, Any]],
+                     deployments: Mapping[PartitionKey, str], shown_deployments: Iterable[str], deployments_total: int,
+                     deployment_hrefs: Mapping[str, str] | None = None, now: float, expected_nodes: int | None = None,
+                     top_n: int = TOP_N, max_rows: int = MAX_ROWS, max_series: int = MAX_SERIES) -> dict[str, Any]:
+    """The fleet's frame (``build_view``'s shape, scope: the fleet) from every node's summary
+    (``node_summary``) and the snapshots of a few nodes (``detail``: at least those of
+    ``top_nodes`` and of the deployments shown), never every partition's sample.
+
+    Counts, the fleet's figures, the per-node series and the heatmap (GPUs, nodes or groups
+    of nodes; a fleet of at most ``max_rows`` partitions takes ``build_view``) come from the
+    summaries; the top lists and the deployments from ``detail`` with ``deployments`` (the
+    owners of its partitions). ``shown_deployments``: the ones to show (the caller picks the
+    ``max_series`` holding the most partitions, of ``deployments_total``)."""
+    valid = {n: s for n, s in summaries.items() if _is_mapping(s) and s.get("gpus")}
+    nodes = sorted(valid)
+    short = short_names(nodes)
+    sums = {n: _node_sum(valid[n]) for n in nodes}
+    fleet = _Sum()
+    for s in sums.values():
+        fleet.add(s)
+    # Rank the nodes by their mean; make the rows of only those shown (drill_href is not free).
+    means = {n: (sums[n].activity_sum / sums[n].measured if sums[n].measured else None) for n in nodes}
+    ranked = sorted(range(len(nodes)), key=lambda i: (means[nodes[i]] is None, -(_r(means[nodes[i]]) or 0.0), i))
+    series = [sums[n].row(n, short[n], n, drill_href(n)) for n in (nodes[i] for i in sorted(ranked[:max_series]))]
+    gpu_rows = [(n, row) for n in nodes for row in valid[n]["gpus"] if isinstance(row, list) and len(row) >= 4]
+
+    if len(gpu_rows) <= max_rows:
+        level = "gpu"
+        labels = [f"{short[n]} g{row[0]}" for n, row in gpu_rows]
+        full = [f"{n} gpu{row[0]}" for n, row in gpu_rows]
+        hrefs = [drill_href(n, row[0]) for n, row in gpu_rows]
+        values = [_r(_num(row[2])) for _, row in gpu_rows]
+    elif len(nodes) <= max_rows:
+        level = "node"
+        labels, full, hrefs = [short[n] for n in nodes], list(nodes), [drill_href(n) for n in nodes]
+        values = [_r(means[n]) for n in nodes]
+    else:
+        level, size = "nodes", math.ceil(len(nodes) / max_rows)
+        labels, full, hrefs, values = [], [], [], []
+        for start in range(0, len(nodes), size):
+            chunk = nodes[start:start + size]
+            total = _Sum()
+            for n in chunk:
+                total.add(sums[n])
+            first, last = chunk[0], chunk[-1]
+            labels.append(f"{short[first]}…{short[last]}")
+            full.append(f"{first} … {last} ({len(chunk)} nodes)")
+            hrefs.append(drill_href(first))
+            values.append(total.row("", "", "", "")["activity_mean"])
+
+    detail_gpus = flatten({n: detail[n] for n in detail if n in valid}, deployments)
+    parts = [p for g in detail_gpus for p in g.parts]
+    detail_short = {**short_names(detail), **short}
+    hrefs_of = deployment_hrefs or {}
+    shown = []
+    for name in sorted(set(shown_deployments)):
+        dparts = [p for p in parts if p.deployment == name]
+        shown.append(_aggregate(name, name, name, [], dparts, hrefs_of.get(name, "")) | {"nodes": len({p.node for p in dparts})})
+    timestamps = [t for t in (_num(valid[n].get("ts")) for n in nodes) if t is not None]
+    emulated = [n for n in nodes if valid[n].get("emulated")]
+    return {
+        "ts": now,
+        "sample_ts": max(timestamps) if timestamps else None,
+        "oldest_sample_ts": min(timestamps) if timestamps else None,
+        "scope": {"level": "fleet", "node": None, "gpu": None, "deployment": None},
+        "counts": {"nodes": len(nodes), "expected_nodes": expected_nodes if expected_nodes is not None else len(nodes),
+                   "gpus": sum(len(valid[n]["gpus"]) for n in nodes), "partitions": fleet.partitions},
+        "fleet": fleet.row("all", "all", "all in view", ""),
+        "series": {"level": "node", "total": len(nodes), "items": series},
+        "deployments": {"total": deployments_total, "items": shown, "ranked_by": "partitions"},
+        "top_busy": _top(parts, detail_short, top_n, busiest=True),
+        "top_idle": _top(parts, detail_short, top_n, busiest=False),
+        "heatmap": {
+            "level": level,
+            "rows_are": {"gpu": "GPUs (mean of their partitions)", "node": "nodes (mean of their partitions)",
+                         "nodes": "groups of nodes (mean of their partitions)"}[level],
+            "labels": labels, "full": full, "hrefs": hrefs, "values": values,
+        },
         "emulated": {"count": len(emulated), "names": emulated[:EMULATED_NAMES_SHOWN]},
     }

@@ -4,8 +4,9 @@ reuses its parts.
 
 The page renders the empty Plotly figures (partitions/charts.py), the current bounded frame
 (partitions/aggregate.py: aggregated series, top-N, heatmap; also readable without
-JavaScript) and, for a node or a GPU, the latest snapshot as a table. static/partitions/
-dashboard.js then opens ``/ws/dashboard/`` (partitions/dashboard_consumers.py) and draws one
+JavaScript; a large fleet's from the nodes' stored summaries, not every partition's sample)
+and, for a node or a GPU, the latest snapshot as a table. static/partitions/dashboard.js
+then opens ``/ws/dashboard/`` (partitions/dashboard_consumers.py) and draws one
 frame per second into its live window; the 15 min - 24 h ranges come from ``history``
 (Prometheus, partitions/history.py) when ``AIM_PROMETHEUS_URL`` is set.
 """
@@ -29,7 +30,7 @@ from django.utils import timezone
 from aimconsole.staticfinders import NAME as PLOTLY_JS
 from partitions import charts, history
 from partitions.aggregate import Scope, build_view
-from partitions.dashboard_consumers import OWNERS_TTL_S, TICK_S, partition_owners
+from partitions.dashboard_consumers import OWNERS_TTL_S, TICK_S, fleet_frame, partition_owners
 from partitions.models import GPU, Node
 from partitions.telemetry_store import key_prefix, read_snapshots_sync
 
@@ -104,8 +105,8 @@ def live_settings(scope: Scope, *, history_url: str) -> dict[str, Any]:
 def initial_frame(names: list[str], scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
     """The snapshots in view and their frame, for the first paint and the no-JavaScript page."""
     snapshots = latest_snapshots(names)
-    try:
-        owners, hrefs = partition_owners()
+    try:  # a node's or a GPU's view: the owners of that node's partitions only
+        owners, hrefs = partition_owners(names if scope.node is not None else None)
     except Exception:  # a provider failing must not take the dashboard down
         owners, hrefs = {}, {}
     return snapshots, build_view(snapshots, scope=scope, deployments=owners, deployment_hrefs=hrefs, now=time.time(),
@@ -141,20 +142,27 @@ def _compute_page_frame(scope: Scope) -> PageFrame:
     rows = list((Node.objects.filter(name=scope.node) if scope.node else Node.objects.order_by("name"))
                 .values_list("name", "emulated"))
     names = [name for name, _ in rows]
-    snapshots, frame = initial_frame(names, scope)
+    # The fleet of a large fleet from the nodes' summaries; every sample only for small views.
+    found = fleet_frame(names, now=time.time()) if scope.level == "fleet" else None
+    if found is not None:
+        (snapshots, frame), small_view = found, False  # the summaries: who reports, who is emulated
+    else:
+        snapshots, frame = initial_frame(names, scope)
+        small_view = True
     emulated = sorted({name for name, flag in rows if flag}
                       | {name for name, snap in snapshots.items() if isinstance(snap, dict) and snap.get("emulated")})
     missing = [name for name in names if name not in snapshots]
-    small = frame["counts"]["partitions"] <= LATEST_TABLE_MAX_ROWS
+    small = small_view and frame["counts"]["partitions"] <= LATEST_TABLE_MAX_ROWS
     return PageFrame(frame=frame, in_view=len(names), emulated=tuple(emulated[:NAMES_SHOWN]), emulated_count=len(emulated),
                      missing=tuple(missing[:NAMES_SHOWN]), missing_count=len(missing), snapshots=snapshots if small else {})
 
 
 def page_frame(scope: Scope, *, fleet_size: int) -> PageFrame:
     """The page's frame of ``scope`` (see ``PageFrame``), computed at most every
-    ``PAGE_FRAME_TTL_S`` per view and fleet size in this process, whoever loads the page: it
-    reads every partition's latest sample in view, a cost that grows with the fleet, while
-    what the page renders from it does not."""
+    ``PAGE_FRAME_TTL_S`` per view and fleet size in this process, whoever loads the page.
+    The fleet's frame of a large fleet comes from the nodes' summaries and a few samples
+    (partitions/dashboard_consumers.py ``fleet_frame``); a node's, a GPU's or a small
+    fleet's from the samples in view."""
     key = (key_prefix(), scope.key, fleet_size)
     with _PAGE_FRAMES_LOCK:  # one computation at a time: concurrent loads wait for it, then share it
         now = time.time()

@@ -12,7 +12,8 @@ Stable interface (benchmarks call it directly; the command is a thin edge over i
   GPU and Partition rows in the geometry's layout for the mode. A fixed number of queries per
   batch, whatever the fleet size.
 - ``write_simulated_telemetry(spec, names, busy=) -> int``: one snapshot per node in the
-  telemetry store (the agent's shape, partitions/telemetry.py ``shape``; ``emulated: true``),
+  telemetry store (the agent's shape, partitions/telemetry.py ``shape``; ``emulated: true``) and
+  its summary (partitions/aggregate.py ``node_summary``, as an agent stores it),
   expiring after ``ttl_s`` (an hour by default: there is no agent to renew it).
 - ``refresh_simulated_fleet(spec, busy=)``: heartbeats now and fresh snapshots (a benchmark's
   "the agents are alive" between measurements).
@@ -37,9 +38,10 @@ from django.db import connection, models, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from partitions.aggregate import node_summary
 from partitions.geometry import GeometryError, PartitionLayout, get_spec
 from partitions.models import GPU, Node, Partition, Reconfiguration
-from partitions.telemetry_store import snapshot_key
+from partitions.telemetry_store import snapshot_key, summary_key
 
 # Bounds of one simulated fleet: 5,000 nodes x 16 GPUs is 80k GPUs (640k partitions in CPX),
 # already far past the fleets the console is measured at (1,000 nodes).
@@ -219,15 +221,20 @@ def _redis(client: redis.Redis | None) -> redis.Redis:
 
 
 def _owned_keys(conn: redis.Redis, prefix: str) -> list[bytes]:
-    """The telemetry store's keys of the nodes ``prefix`` owns (``<prefix><digits>``)."""
-    owned = re.compile(re.escape(snapshot_key(prefix)).encode() + rb"[0-9]+")
-    return [key for key in conn.scan_iter(match=snapshot_key(f"{prefix}*"), count=1000) if owned.fullmatch(key)]
+    """The telemetry store's keys (snapshots and summaries) of the nodes ``prefix`` owns
+    (``<prefix><digits>``)."""
+    keys = []
+    for key_of in (snapshot_key, summary_key):
+        owned = re.compile(re.escape(key_of(prefix)).encode() + rb"[0-9]+")
+        keys += [key for key in conn.scan_iter(match=key_of(f"{prefix}*"), count=1000) if owned.fullmatch(key)]
+    return keys
 
 
 def write_simulated_telemetry(spec: FleetSpec, *, busy: Busy | None = None, ttl_s: int = DEFAULT_TELEMETRY_TTL_S,
                               client: redis.Redis | None = None) -> int:
-    """Replace the prefix's snapshots in the telemetry store with one per node of ``spec``, in
-    one Redis transaction (readers see the old set or the new one); returns how many."""
+    """Replace the prefix's snapshots in the telemetry store with one per node of ``spec``, and
+    each with its summary as an agent stores it (``node_summary``), in one Redis transaction
+    (readers see the old set or the new one); returns how many snapshots."""
     busy = busy or {}
     conn = _redis(client)
     try:
@@ -235,7 +242,9 @@ def write_simulated_telemetry(spec: FleetSpec, *, busy: Busy | None = None, ttl_
         for key in _owned_keys(conn, spec.prefix):
             pipe.delete(key)
         for seed, name in enumerate(spec.names):
-            pipe.set(snapshot_key(name), json.dumps(node_snapshot(spec, name, seed=seed, busy=busy.get(name))), ex=ttl_s)
+            snapshot = node_snapshot(spec, name, seed=seed, busy=busy.get(name))
+            pipe.set(snapshot_key(name), json.dumps(snapshot), ex=ttl_s)
+            pipe.set(summary_key(name), json.dumps(node_summary(snapshot)), ex=ttl_s)
         pipe.execute()
     finally:
         if client is None:
@@ -244,7 +253,8 @@ def write_simulated_telemetry(spec: FleetSpec, *, busy: Busy | None = None, ttl_
 
 
 def delete_simulated_telemetry(prefix: str, *, client: redis.Redis | None = None) -> int:
-    """Delete the snapshots of the nodes ``prefix`` owns; returns how many there were."""
+    """Delete the snapshots (and summaries) of the nodes ``prefix`` owns; returns how many
+    snapshots there were."""
     conn = _redis(client)
     try:
         keys = _owned_keys(conn, prefix)
@@ -253,7 +263,8 @@ def delete_simulated_telemetry(prefix: str, *, client: redis.Redis | None = None
     finally:
         if client is None:
             conn.close()
-    return len(keys)
+    summaries = re.compile(re.escape(summary_key(prefix)).encode())
+    return sum(1 for key in keys if not summaries.match(key))
 
 
 def refresh_simulated_fleet(spec: FleetSpec, *, busy: Busy | None = None, client: redis.Redis | None = None,

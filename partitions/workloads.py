@@ -37,6 +37,15 @@ class Occupant:
     model: str = ""  # the catalog model it serves (Hugging Face id), for metrics by model; "": not a model
 
 
+@dataclass(frozen=True)
+class Holding:
+    """A workload and the partitions it holds, as (node name, GPU index, partition index)."""
+
+    name: str
+    url: str
+    partitions: tuple[tuple[str, int, int], ...]
+
+
 class WorkloadProvider(Protocol):
     def workloads_on(self, *, node: Any, gpu_indices: list[int]) -> list[str]:
         """Names of workloads using partitions of these GPUs."""
@@ -46,6 +55,10 @@ class WorkloadProvider(Protocol):
 
     def occupants(self, *, partition_ids: list[int]) -> dict[int, Occupant]:
         """What occupies each of these partitions (absent: free), in a fixed number of queries."""
+
+    def largest_holders(self, *, limit: int) -> tuple[int, list[Holding]]:
+        """How many workloads hold partitions, and the ``limit`` holding the most (then by
+        name), each with its partitions: a grouped count, whatever the fleet size."""
 
     def held_partitions(self) -> Any:
         """The ids of every partition this provider's workloads hold, as a queryset of one
@@ -88,6 +101,16 @@ def occupants(*, partition_ids: list[int]) -> dict[int, Occupant]:
     for provider in _PROVIDERS:
         found.update(provider.occupants(partition_ids=partition_ids))
     return found
+
+
+def largest_holders(*, limit: int) -> tuple[int, list[Holding]]:
+    """How many workloads hold partitions, and the ``limit`` holding the most (all providers)."""
+    total, found = 0, []
+    for provider in _PROVIDERS:
+        count, holders = provider.largest_holders(limit=limit)
+        total += count
+        found += holders
+    return total, sorted(found, key=lambda h: (-len(h.partitions), h.name))[:limit]
 
 
 def held_filter(field: str = "pk") -> Q:

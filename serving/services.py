@@ -33,7 +33,7 @@ from aimconsole import audit, counters
 from models.dependents import Misfit
 from models.models import ModelProfile
 from partitions.models import GPU, Node, Partition, Reconfiguration
-from partitions.workloads import Occupant
+from partitions.workloads import Holding, Occupant
 from planning import occupancy, placement, planner
 from planning.models import Plan
 from planning.services import DemandSpec, create_plan, exact_time_budget_s, fleet_state, lock_gpus, validate_demands
@@ -1174,9 +1174,28 @@ class DeploymentWorkloads:
             "partition_id", "deployment_id", "deployment__name", "deployment__state",
             "deployment__profile__memory_required_gb", "deployment__profile__gpus_needed", "deployment__profile__per_gpu_gb",
             "deployment__profile__model__hf_id")
-        return {pid: Occupant(name=name, state=state, url=reverse("serving:deployment-detail", args=[dep_id]),
+        urls: dict[int, str] = {}  # one URL per deployment, not per partition it holds (thousands on a large fleet)
+        return {pid: Occupant(name=name, state=state,
+                              url=urls.get(dep_id) or urls.setdefault(dep_id, reverse("serving:deployment-detail", args=[dep_id])),
                               memory_gb=replica_gb_per_gpu(required or 0.0, gpus or 1, per_gpu or 0.0), model=model)
                 for pid, dep_id, name, state, required, gpus, per_gpu, model in rows}
+
+    def largest_holders(self, *, limit: int) -> tuple[int, list[Holding]]:
+        """Deployments holding partitions (any state, as ``occupants``), the ``limit``
+        holding the most: a grouped count and the slots of those few."""
+        from django.urls import reverse
+
+        grouped = (DeploymentSlot.objects.filter(partition__isnull=False).order_by()
+                   .values("deployment_id").annotate(n=Count("pk")))
+        total = grouped.count()
+        top = [row["deployment_id"] for row in grouped.order_by("-n", "deployment__name")[:limit]]
+        held: dict[int, tuple[str, list[tuple[str, int, int]]]] = {}
+        for dep_id, name, node, gpu, index in DeploymentSlot.objects.filter(
+                deployment_id__in=top, partition__isnull=False).order_by().values_list(
+                "deployment_id", "deployment__name", "partition__gpu__node__name", "partition__gpu__index", "partition__index"):
+            held.setdefault(dep_id, (name, []))[1].append((node, gpu, index))
+        return total, [Holding(name=name, url=reverse("serving:deployment-detail", args=[dep_id]), partitions=tuple(parts))
+                       for dep_id, (name, parts) in held.items()]
 
     def held_partitions(self) -> Any:
         """Every partition a slot holds (any deployment state, as ``occupants`` counts them)."""

@@ -352,8 +352,8 @@ def test_agents_down_and_unhealthy_gpus_are_named(client, viewer, catalog):
 
 
 # The request's own reads (session, user, the groups twice: the middleware's role check and the
-# navigation's role, the permissions: 2), the banner's node list (1), the overview's 6 reads.
-OVERVIEW_QUERIES = 6 + 1 + 6
+# navigation's role, the permissions: 2), the banner's node list (1), the overview's 7 reads (the free partitions counted by model and size in one of them).
+OVERVIEW_QUERIES = 6 + 1 + 7
 
 
 @pytest.mark.django_db

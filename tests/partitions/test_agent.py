@@ -103,3 +103,19 @@ def test_the_sweeper_waits_resend_after_s_before_sending_a_message_again(emulate
     settings.RECONFIGURATION_RESEND_AFTER_S = 20
     assert set(sweep_reconfigurations(node=emulated.node)) == {pending.pk, started.pk}
     assert sorted(sent) == sorted([pending.pk, started.pk])
+
+
+@pytest.mark.redis
+def test_sampler_stores_the_nodes_summary_next_to_its_snapshot_with_the_same_lifetime(emulated, redis_url):
+    from partitions.aggregate import node_summary
+    from partitions.telemetry_store import SNAPSHOT_TTL_S, read_summaries_sync, summary_key
+
+    emulated.state.set_load(1, 0, 0.9, vram_used_mb=150_000)
+    Agent("emu-a").sample()
+    client = redis.Redis.from_url(redis_url)
+    snapshot = read_snapshot(client, "emu-a")
+    summary = read_summaries_sync(["emu-a"])["emu-a"]
+    assert summary == node_summary(snapshot)  # of the very sample stored
+    assert summary["measured"] == 2 and summary["busiest"][:2] == [1, 0]
+    assert 0 < client.ttl(summary_key("emu-a")) <= SNAPSHOT_TTL_S
+    assert 0 < client.ttl(snapshot_key("emu-a")) <= SNAPSHOT_TTL_S

@@ -174,3 +174,22 @@ def test_the_command_reports_what_it_built(redis_url, catalog, capsys):
     assert "simulated (emulated, no agents): 2 nodes sim-0000..sim-0001, 16 MI300X GPUs in QPX+NPS1, 64 partitions" in out
     assert "16 deployments on 16 partitions; 2 telemetry snapshots" in out
     assert json.loads(redis.Redis.from_url(redis_url).get(snapshot_key("sim-0001")))["gpus"][0]["partitions"][3]["vram_total_mb"] == 48 * 1024
+
+
+def test_each_snapshot_has_its_summary_as_an_agent_stores_it_and_both_go_with_the_fleet(redis_url, catalog):
+    from partitions.aggregate import node_summary
+    from partitions.simulation import delete_simulated_telemetry
+    from partitions.telemetry_store import read_summaries_sync, summary_key
+
+    client = redis.Redis.from_url(redis_url)
+    simulate_fleet(nodes=3, occupancy=0.25)
+    simulate_fleet(nodes=2, prefix="other-")
+    simulate_fleet(nodes=2, occupancy=0.25)  # a rerun: sim-0002's summary goes with its snapshot
+    names = ["sim-0000", "sim-0001", "sim-0002"]
+    snapshots, summaries = read_snapshots_sync(names), read_summaries_sync(names)
+    assert set(summaries) == set(snapshots) == {"sim-0000", "sim-0001"}
+    assert all(summaries[n] == node_summary(snapshots[n]) for n in summaries)
+    assert 0 < client.ttl(summary_key("sim-0000")) <= 3600
+    assert delete_simulated_telemetry("sim-", client=client) == 2  # snapshots, as before
+    assert read_summaries_sync(names) == {} and set(read_summaries_sync(["other-0000", "other-0001"])) == {
+        "other-0000", "other-0001"}
