@@ -113,3 +113,20 @@ def signed_in_operator(page, live_server, operator):  # type: ignore[no-untyped-
     page.wait_for_url(f"{live_server.url}/fleet/")
     page.errors = errors
     return page
+
+
+@pytest.fixture
+def redis_layer(settings, redis_url):  # type: ignore[no-untyped-def]
+    """This process publishes through the real Redis layer, which daphne's consumers read (the
+    test settings' in-memory layer would not reach daphne)."""
+    from channels.layers import channel_layers
+
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [{"address": redis_url, "socket_connect_timeout": 1}], "prefix": "aim"},
+        }
+    }
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-from channels.layers import channel_layers
 from django.db import connection
 
 from tests.browser.conftest import screenshot, sign_in
@@ -30,19 +29,9 @@ INTERVAL_S = 0.3
 
 
 @pytest.fixture
-def redis_layer(settings, redis_url):  # type: ignore[no-untyped-def]
-    """This process publishes through the real Redis layer (the test settings' in-memory one
-    would not reach daphne), and its snapshots say interval_s = 0.3."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": redis_url, "socket_connect_timeout": 1}], "prefix": "aim"},
-        }
-    }
+def redis_layer(redis_layer, settings):  # type: ignore[no-untyped-def]
+    """The real Redis layer (tests/browser/conftest.py), and snapshots that say interval_s = 0.3."""
     settings.TELEMETRY_INTERVAL_S = INTERVAL_S
-    channel_layers.backends = {}
-    yield
-    channel_layers.backends = {}
 
 
 class Sampler(threading.Thread):

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from channels.layers import channel_layers
 from django.db import connection
 
 from tests.browser.conftest import screenshot, sign_in
@@ -24,20 +23,6 @@ from tests.processes import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
 NODE = "emu-live"
-
-
-@pytest.fixture
-def redis_layer(settings, redis_url):  # type: ignore[no-untyped-def]
-    """This process publishes through the real Redis layer, which daphne's consumers read."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": redis_url, "socket_connect_timeout": 1}], "prefix": "aim"},
-        }
-    }
-    channel_layers.backends = {}
-    yield
-    channel_layers.backends = {}
 
 
 def in_thread(body: Callable[[], object]) -> object:

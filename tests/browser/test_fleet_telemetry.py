@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 import pytest
-from channels.layers import channel_layers
 from django.db import connection
 
 from tests.browser.conftest import sign_in
@@ -20,20 +19,6 @@ from tests.processes import wait_for
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
 
 NODE = "emu-tele"
-
-
-@pytest.fixture
-def redis_layer(settings, redis_url):  # type: ignore[no-untyped-def]
-    """This process publishes through the real Redis layer, which daphne's consumers read."""
-    settings.CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [{"address": redis_url, "socket_connect_timeout": 1}], "prefix": "aim"},
-        }
-    }
-    channel_layers.backends = {}
-    yield
-    channel_layers.backends = {}
 
 
 class Sampler(threading.Thread):

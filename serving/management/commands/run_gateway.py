@@ -5,9 +5,10 @@ several hosts behind a load balancer) share their outstanding-request counts thr
 from __future__ import annotations
 
 import os
-import socket
 
 from django.core.management.base import BaseCommand, CommandError
+
+from aimconsole.webserver import ListenError, listen
 
 
 class Command(BaseCommand):
@@ -33,7 +34,10 @@ class Command(BaseCommand):
         config = uvicorn.Config("serving.gateway.asgi:application", host=options["host"], port=port,
                                 workers=options["workers"], lifespan="on", log_level=options["log_level"],
                                 access_log=False, timeout_keep_alive=75, proxy_headers=False)
-        sock = _listen(options["host"], port)
+        try:
+            sock = listen(options["host"], port)  # the console's listener: TCP_NODELAY holds for SSE chunks
+        except ListenError as exc:
+            raise CommandError(str(exc)) from None
         server = uvicorn.Server(config)
         if options["workers"] == 1:
             server.run(sockets=[sock])
@@ -42,20 +46,3 @@ class Command(BaseCommand):
 
             # The workers import the application themselves and inherit DJANGO_SETTINGS_MODULE.
             Multiprocess(config, sockets=[sock]).run()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, created with IPPROTO_TCP: asyncio sets TCP_NODELAY only on accepted
-    sockets whose protocol says TCP, and uvicorn's own bind (``--workers``) leaves it 0. Without
-    it Nagle holds each SSE chunk written after the headers until the client's (delayed) ACK."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
