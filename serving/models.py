@@ -86,6 +86,8 @@ class Deployment(models.Model):
     class Meta:
         db_table = "partitions_deployment"  # moved from the partitions app; the table kept its name
         ordering = ("-created_at", "-id")
+        # The list's keyset (newest first): a deep page is a seek on this index, not a sort.
+        indexes = [models.Index(fields=["-created_at", "-id"], name="deployment_newest_first")]
         constraints = [
             models.UniqueConstraint(fields=("name",), condition=Q(state__in=("pending", "scheduled", "running", "degraded")),
                                     name="deployment_active_name_unique"),

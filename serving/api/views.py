@@ -48,6 +48,7 @@ class DeploymentViewSet(mixins.CreateModelMixin, mixins.DestroyModelMixin, views
     serializer_class = DeploymentSerializer
     filterset_class = DeploymentFilter
     ordering_fields = ("created_at", "priority", "name")
+    keyset_fields = ("-created_at", "-id")  # the default ordering, on its index (deployment_newest_first)
 
     # Hot read path: the page and its slots, moves and copies as values() rows (one query
     # each), workloads through the serializer's own function; the same JSON as

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import connection
 
 from models.models import ModelProfile
 from partitions.models import Node
@@ -53,3 +54,32 @@ def test_the_list_has_every_kind_of_deployment(api_client_for, viewer, deploymen
     assert rows["pinned"]["pin_node"] == "sim-0001" and rows["gone"]["state"] == "stopped" and not rows["gone"]["slots"]
     simulated = rows["sim-d00000"]
     assert simulated["copies"] and simulated["emulated"] and simulated["state"] == "running"
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="counts SQLite VM steps; PostgreSQL plans tiny tables as seq scans")
+def test_a_deep_cursor_page_of_deployments_costs_what_the_first_page_costs(redis_url, catalog, api_client_for, viewer):
+    """Newest first (created_at, id) on an index: the last page's rows are a seek, not a sort
+    of every deployment, and the cursor pages list the same rows as offset pages."""
+    from aimconsole.api import encode_cursor
+    from tests.partitions.test_list_fast_paths import _page_query_work
+
+    simulate_fleet(nodes=25, gpus_per_node=8, compute_mode="CPX", occupancy=0.5, telemetry=False)
+    client = api_client_for(viewer)
+    url = "/api/v1/deployments/"
+    total = client.get(url, {"limit": 1}).json()["count"]
+    assert total >= 500
+
+    def cursor_after(offset: int) -> str:
+        row = client.get(url, {"limit": 1, "offset": offset}).json()["results"][0]
+        return encode_cursor([row["created_at"], row["id"]])
+
+    first = client.get(url, {"limit": 20}).json()
+    assert "cursor=" in first["next"] and "offset=" not in first["next"]
+    assert client.get(first["next"]).json()["results"] == client.get(url, {"limit": 20, "offset": 20}).json()["results"]
+    early = _page_query_work(client, f"{url}?limit=20&cursor={cursor_after(20)}")
+    deep = _page_query_work(client, f"{url}?limit=20&cursor={cursor_after(total - 21)}")  # the last 20
+    by_offset = _page_query_work(client, f"{url}?limit=20&offset={total - 20}")
+    assert client.get(url, {"limit": 20, "cursor": cursor_after(total - 21)}).json()["results"] == client.get(
+        url, {"limit": 20, "offset": total - 20}).json()["results"]
+    assert deep <= early * 1.1, (early, deep, by_offset)
+    assert by_offset > deep * 2, (early, deep, by_offset)
