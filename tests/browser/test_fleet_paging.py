@@ -11,7 +11,7 @@ from django.utils import timezone
 from partitions.models import Node
 from partitions.simulation import fleet_spec, replace_simulated_nodes
 from tests.browser.conftest import screenshot, sign_in
-from tests.browser.test_fleet_live import evaluate, in_thread, redis_layer  # noqa: F401  (fixture)
+from tests.browser.test_fleet_live import evaluate, in_thread
 from tests.processes import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.redis, pytest.mark.slow]
