@@ -61,36 +61,17 @@ def setup(database_url: str | None) -> None:
 
 
 def build_fleet(nodes_count: int) -> None:
-    """Replace the fleet with ``nodes_count`` simulated CPX nodes, a replica on every fourth partition."""
-    from django.utils import timezone
-
-    from partitions.models import GPU, Node, Partition, Reconfiguration
-    from serving.models import Deployment, DeploymentSlot
+    """Replace the fleet with ``nodes_count`` simulated CPX nodes named sim-0000… (``simulate_fleet``),
+    a replica on every fourth partition."""
+    from partitions.models import Reconfiguration
+    from serving.models import Deployment
+    from serving.simulation import simulate_fleet
 
     Reconfiguration.objects.all().delete()
-    DeploymentSlot.objects.all().delete()
-    Deployment.objects.all().delete()
-    Partition.objects.all().delete()
-    GPU.objects.all().delete()
-    Node.objects.all().delete()
-    now = timezone.now()
-    nodes = Node.objects.bulk_create([
-        Node(name=f"sim-{i:04d}", backend=Node.Backend.SIMULATED, emulated=True, memory_mode="NPS1",
-             agent_heartbeat_at=now) for i in range(nodes_count)], batch_size=500)
-    gpus = GPU.objects.bulk_create([
-        GPU(node=node, index=g, gpu_model="MI300X", compute_mode="CPX", memory_mode="NPS1", health="healthy",
-            vram_mb=196592, compute_units=304) for node in nodes for g in range(GPUS_PER_NODE)], batch_size=1000)
-    Partition.objects.bulk_create([
-        Partition(gpu=gpu, index=p, logical_index=gpu.index * PARTS_PER_GPU + p, xcds=1, compute_units=38, memory_gb=24.0)
-        for gpu in gpus for p in range(PARTS_PER_GPU)], batch_size=2000)
-    profile = _profile()
-    parts = list(Partition.objects.order_by("pk").values_list("pk", flat=True))[::4]
-    deployments = Deployment.objects.bulk_create([
-        Deployment(name=f"sim-d{i}", profile=profile, replicas=1, state="running") for i in range(len(parts))],
-        batch_size=1000)
-    DeploymentSlot.objects.bulk_create([
-        DeploymentSlot(deployment=d, replica=0, partition_id=pk, started_at=now) for d, pk in zip(deployments, parts)],
-        batch_size=1000)
+    Deployment.objects.all().delete()  # the last fleet's measured creates: simulate_fleet refuses foreign ones
+    _profile()  # the catalog, loaded
+    simulate_fleet(nodes=nodes_count, prefix="sim-", compute_mode="CPX", gpus_per_node=GPUS_PER_NODE, occupancy=0.25,
+                   telemetry=False)
 
 
 def _profile() -> Any:
